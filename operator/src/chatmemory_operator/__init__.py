@@ -1,0 +1,4 @@
+"""chatmemory-operator: reconciles ChatMemory and ChatMemoryStore resources.
+
+Started by ``kopf run -m chatmemory_operator``.
+"""
