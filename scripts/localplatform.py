@@ -760,21 +760,25 @@ def cmd_status(quiet: bool = False) -> int:
 
 
 def cmd_down() -> int:
+    """Stop what `up` started, by pid: clients of etcd first, so the API server can shut down cleanly."""
     live = running()
     if not live:
         log("nothing running")
-    for pid in live.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for name, pid in live.items():
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if alive(pid):
-            log(f"{name} did not stop on SIGTERM; killing it")
+    order = sorted(live, key=lambda n: (n == "etcd", n != "kube-controller-manager"))
+    for group in ([n for n in order if n != "etcd"], [n for n in order if n == "etcd"]):
+        for name in group:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        log(f"stopped {name} (pid {pid})")
+                os.killpg(live[name], signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for name in group:
+            pid = live[name]
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if alive(pid):
+                log(f"{name} did not stop on SIGTERM; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            log(f"stopped {name} (pid {pid})")
     for pf in (STATE / "pids").glob("*.pid") if (STATE / "pids").exists() else []:
         pf.unlink()
     with contextlib.suppress(FileNotFoundError):
