@@ -666,7 +666,8 @@ logger.state.level = WARN
          f"SCRAM-SHA-256=[name=admin,password={password}]"],
         what="kafka: formatting storage")
     proc, lf = spawn("kafka", ["java", "-Xms32m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                               "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+                               "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
+                               f"-Dlog4j2.configurationFile={log4j}",
                                "-cp", cp, "kafka.Kafka", str(props)])
     wait_for(lambda: "Kafka Server started" in lf.read_text(errors="replace"), 90, "kafka", lf, proc)
     env.update(KAFKA_BOOTSTRAP=f"{HOST}:{p}", KAFKA_SASL_BOOTSTRAP=f"{HOST}:{s}",

@@ -39,8 +39,8 @@ def admin_conf(platform: Platform) -> dict[str, Any]:
 
 
 def create_topic(conf: dict[str, Any], topic: str) -> None:
-    futures = AdminClient(conf).create_topics([NewTopic(topic, 1, 1)], operation_timeout=10)
-    futures[topic].result(timeout=30)
+    admin = AdminClient(conf)  # must outlive the future, or librdkafka destroys the handle first
+    admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=10)[topic].result(timeout=30)
 
 
 def round_trip(conf: dict[str, Any], topic: str, key: bytes, value: bytes) -> tuple[bytes, bytes]:
