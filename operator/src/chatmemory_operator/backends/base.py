@@ -83,7 +83,12 @@ class MemoryPlan:
 
 @dataclass(frozen=True)
 class Observed:
-    """What exists on the backend for a memory right now (for status and drift detection)."""
+    """What exists on the backend for a memory right now (for status and drift detection).
+
+    ``exists``: the memory's data container (topic, database + table; always true for Redis, whose
+    prefix needs no container). ``user_exists``: the memory's own user, or true when the store has
+    no per-memory users (PLAINTEXT Kafka, Redis without ACLs). ``details``: backend facts as text.
+    """
 
     exists: bool
     user_exists: bool
@@ -109,4 +114,8 @@ class Backend(Protocol):
 
     def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
         """Remove the memory's user; with ``DELETE`` also its data. Already gone is success."""
+        ...
+
+    def close(self) -> None:
+        """Release the cached admin clients (the operator calls it at cleanup). Safe to repeat."""
         ...

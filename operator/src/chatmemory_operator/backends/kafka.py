@@ -1,0 +1,538 @@
+"""The Kafka backend: a topic per ChatMemory and, on SASL stores, a SCRAM user with ACLs on it only.
+
+Called by the reconcile layer through :class:`~chatmemory_operator.backends.base.Backend` (built by
+:func:`chatmemory_operator.backends.build_backends`), with confluent-kafka's ``AdminClient``:
+
+- the topic, with the plan's partitions and replication factor, ``retention.ms`` from the TTL and
+  ``cleanup.policy=delete``; partitions grow on update; a decrease, a replication factor change or
+  a factor above the broker count is refused (:class:`NotSupportedError`) before anything changes;
+  a topic deleted by hand comes back, a changed ``retention.ms`` / ``cleanup.policy`` is reset;
+- with SASL (``SASL_PLAINTEXT`` / ``SASL_SSL``): a SCRAM credential for the memory's user (the
+  store's mechanism) and exactly these ACLs, any other ACL of that user being removed:
+  ``TOPIC <topic> LITERAL: READ, WRITE, DESCRIBE`` and ``GROUP <consumer_group_prefix> PREFIXED:
+  READ, DESCRIBE``. No IDEMPOTENT_WRITE on the cluster: since Kafka 3.0 (KIP-679) an idempotent
+  producer needs only WRITE on the topic.
+
+``Delete`` removes the topic, the ACLs and the credential; ``Retain`` the ACLs and the credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from chatmemory.contract import BackendKind, Binding
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOUT, ClientCache, redact
+from chatmemory_operator.backends.base import (
+    DeletionPolicy,
+    MemoryPlan,
+    Observed,
+    StoreConnection,
+    StoreInfo,
+)
+from chatmemory_operator.errors import BackendUnavailable, InvalidSpec, NotSupportedError
+
+log = logging.getLogger(__name__)
+
+_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+#: Seconds the reachability probe waits before the store is declared unavailable.
+PROBE_TIMEOUT: Final = CONNECT_TIMEOUT + 2
+#: PBKDF2 iterations of the SCRAM credential (Kafka's minimum is 4096).
+SCRAM_ITERATIONS: Final = 8192
+TOPIC_OPERATIONS: Final = (AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE)
+GROUP_OPERATIONS: Final = (AclOperation.READ, AclOperation.DESCRIBE)
+_UNREACHABLE: Final = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.BROKER_NOT_AVAILABLE,
+    }
+)
+_DENIED: Final = frozenset(
+    {
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def retention_ms(ttl_seconds: int) -> str:
+    """``retention.ms`` for a ttl; ``-1`` (keep forever) when the memory never expires."""
+    return str(ttl_seconds * 1000) if ttl_seconds > 0 else "-1"
+
+
+def topic_configs(ttl_seconds: int) -> dict[str, str]:
+    return {"retention.ms": retention_ms(ttl_seconds), "cleanup.policy": "delete"}
+
+
+def uses_sasl(store: StoreConnection) -> bool:
+    return store.security_protocol.upper().startswith("SASL_")
+
+
+def scram_mechanism(name: str) -> ScramMechanism:
+    """The store's SASL mechanism as a SCRAM mechanism; any other cannot hold per-memory users."""
+    try:
+        return ScramMechanism[name.upper().replace("-", "_")]
+    except KeyError:
+        raise NotSupportedError(
+            f"SASL mechanism {name!r} keeps its users outside Kafka: per-memory users need "
+            "SCRAM-SHA-256 or SCRAM-SHA-512 on the store"
+        ) from None
+
+
+def expected_acls(plan: MemoryPlan) -> list[AclBinding]:
+    """The memory user's ACLs, exactly: its topic (LITERAL) and its consumer-group prefix."""
+    principal = f"User:{plan.username}"
+    topic = [
+        AclBinding(
+            ResourceType.TOPIC,
+            plan.topic,
+            ResourcePatternType.LITERAL,
+            principal,
+            "*",
+            op,
+            AclPermissionType.ALLOW,
+        )
+        for op in TOPIC_OPERATIONS
+    ]
+    group = [
+        AclBinding(
+            ResourceType.GROUP,
+            plan.consumer_group_prefix,
+            ResourcePatternType.PREFIXED,
+            principal,
+            "*",
+            op,
+            AclPermissionType.ALLOW,
+        )
+        for op in GROUP_OPERATIONS
+    ]
+    return topic + group
+
+
+def acl_key(b: AclBinding) -> tuple[str, str, str, str, str, str, str]:
+    """A comparable identity for an ACL binding."""
+    return (
+        str(b.restype),
+        b.name,
+        str(b.resource_pattern_type),
+        b.principal,
+        b.host,
+        str(b.operation),
+        str(b.permission_type),
+    )
+
+
+def version_from_broker_config(config: dict[str, str]) -> str:
+    """A version label from a broker's configs: Kafka has no version request in its protocol.
+
+    Before 4.0 ``inter.broker.protocol.version`` names it (``3.7-IV4`` → ``3.7``); 4.x removed that
+    setting (KRaft only), so the absence means ``>=4.0``.
+    """
+    ibp = config.get("inter.broker.protocol.version")
+    if ibp:
+        return ibp.split("-")[0]
+    return ">=4.0"
+
+
+def validate_plan(plan: MemoryPlan, *, sasl: bool) -> None:
+    if not _TOPIC_RE.match(plan.topic) or plan.topic in (".", ".."):
+        raise InvalidSpec(f"topic {plan.topic!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1-249)")
+    if plan.partitions < 1:
+        raise InvalidSpec(f"partitions must be at least 1 (got {plan.partitions})")
+    if plan.replication_factor < 1:
+        raise InvalidSpec(f"replication factor must be at least 1 (got {plan.replication_factor})")
+    if sasl:
+        if not plan.username:
+            raise InvalidSpec("the memory has no Kafka user name")
+        if not plan.consumer_group_prefix:
+            raise InvalidSpec("the memory has no consumer group prefix: its ACL would cover every group")
+
+
+@dataclass
+class _Admin:
+    """An AdminClient and the last error librdkafka reported (the reason a request timed out)."""
+
+    client: AdminClient
+    last_error: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Topic:
+    partitions: int
+    replication_factor: int
+
+
+class KafkaBackend:
+    """Provisions memories on a Kafka store. Thread-safe (AdminClient is)."""
+
+    kind = BackendKind.KAFKA
+
+    def __init__(self) -> None:
+        self._admins: ClientCache[_Admin] = ClientCache(lambda a: None)  # freed when dropped
+
+    def close(self) -> None:
+        """Drop every cached AdminClient (librdkafka frees it when the last reference goes)."""
+        self._admins.close()
+
+    # -- Backend protocol -------------------------------------------------------------------------
+
+    def check(self, store: StoreConnection) -> StoreInfo:
+        with self._errors(store) as admin:
+            cluster = self._wait(admin.describe_cluster(request_timeout=REQUEST_TIMEOUT))
+            version = "unknown"
+            try:
+                res = ConfigResource(ResourceType.BROKER, str(cluster.nodes[0].id))
+                cfg = self._wait(admin.describe_configs([res], request_timeout=REQUEST_TIMEOUT)[res])
+                version = version_from_broker_config({k: str(v.value) for k, v in cfg.items()})
+            except KafkaException as e:
+                log.info("kafka %s: no broker configs for the version (%s)", store.bootstrap_servers, e)
+            acl = True
+            try:
+                self._wait(admin.describe_acls(self._user_filter(None), request_timeout=REQUEST_TIMEOUT))
+            except KafkaException as e:
+                if _code(e) not in (KafkaError.SECURITY_DISABLED, *_DENIED):
+                    raise
+                acl = False
+        return StoreInfo(
+            version=version,
+            provider="kafka",
+            capabilities={"sasl": uses_sasl(store), "acl": acl},
+        )
+
+    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
+        sasl = uses_sasl(store)
+        validate_plan(plan, sasl=sasl)
+        details: dict[str, str] = {"topic": plan.topic, "security_protocol": store.security_protocol}
+        with self._errors(store) as admin:
+            topic = self._describe_topic(admin, plan.topic)
+            if topic is not None:
+                details["partitions"] = str(topic.partitions)
+                details["replication_factor"] = str(topic.replication_factor)
+                current = self._topic_config(admin, plan.topic)
+                for k in ("retention.ms", "cleanup.policy"):
+                    details[k] = current.get(k, "")
+            user_exists = True
+            if sasl:
+                user_exists = self._has_credential(admin, plan.username)
+                have = {acl_key(b) for b in self._acls(admin, plan.username)}
+                want = {acl_key(b) for b in expected_acls(plan)}
+                details["user"] = plan.username
+                details["acls"] = "ok" if have == want else ("missing" if want - have else "extra")
+        return Observed(exists=topic is not None, user_exists=user_exists, details=details)
+
+    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+        sasl = uses_sasl(store)
+        validate_plan(plan, sasl=sasl)
+        mechanism = scram_mechanism(store.sasl_mechanism) if sasl else None
+        if sasl and not password:
+            raise InvalidSpec("the memory's SCRAM user needs a password")
+        with self._errors(store, secrets=(password,)) as admin:
+            topic = self._describe_topic(admin, plan.topic)
+            self._refuse_impossible(admin, store, plan, topic)
+            if topic is None:
+                topic = self._create_topic(admin, plan)
+            if plan.partitions > topic.partitions:
+                fut = admin.create_partitions(
+                    [NewPartitions(plan.topic, plan.partitions)], request_timeout=REQUEST_TIMEOUT
+                )[plan.topic]
+                self._wait(fut)
+            want = topic_configs(plan.ttl_seconds)
+            current = self._topic_config(admin, plan.topic)
+            changed = {k: v for k, v in want.items() if current.get(k) != v}
+            if changed:
+                res = ConfigResource(
+                    ResourceType.TOPIC,
+                    plan.topic,
+                    incremental_configs=[
+                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                        for k, v in changed.items()
+                    ],
+                )
+                self._wait(admin.incremental_alter_configs([res], request_timeout=REQUEST_TIMEOUT)[res])
+            if sasl and mechanism is not None:
+                upsert = UserScramCredentialUpsertion(
+                    plan.username, ScramCredentialInfo(mechanism, SCRAM_ITERATIONS), password.encode()
+                )
+                for f in admin.alter_user_scram_credentials(
+                    [upsert], request_timeout=REQUEST_TIMEOUT
+                ).values():
+                    self._wait(f)
+                self._ensure_acls(admin, plan)
+        first = store.bootstrap_servers.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        return Binding(
+            backend=BackendKind.KAFKA,
+            provider="kafka",
+            host=host,
+            port=int(port) if port.isdigit() else 0,
+            username=plan.username if sasl else "",
+            password=password if sasl else "",
+            uri=f"kafka://{store.bootstrap_servers}/{plan.topic}",
+            tls=store.tls.enabled,
+            ca_cert=store.tls.ca_cert,
+            insecure_skip_verify=store.tls.insecure_skip_verify,
+            ttl_seconds=plan.ttl_seconds if plan.ttl_seconds > 0 else None,
+            max_messages=plan.max_messages,
+            bootstrap_servers=store.bootstrap_servers,
+            topic=plan.topic,
+            security_protocol=store.security_protocol,
+            sasl_mechanism=store.sasl_mechanism if sasl else "",
+            consumer_group_prefix=plan.consumer_group_prefix,
+        )
+
+    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+        sasl = uses_sasl(store)
+        validate_plan(plan, sasl=sasl)
+        with self._errors(store) as admin:
+            if sasl:
+                flt = self._user_filter(plan.username)
+                self._wait(admin.delete_acls([flt], request_timeout=REQUEST_TIMEOUT)[flt])
+                self._delete_credentials(admin, plan.username)
+            if policy is DeletionPolicy.DELETE:
+                fut = admin.delete_topics([plan.topic], request_timeout=REQUEST_TIMEOUT)[plan.topic]
+                try:
+                    self._wait(fut)
+                except KafkaException as e:
+                    if _code(e) != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _refuse_impossible(
+        self, admin: AdminClient, store: StoreConnection, plan: MemoryPlan, topic: _Topic | None
+    ) -> None:
+        """Raise NotSupportedError before any change when the spec cannot be applied."""
+        if topic is None:
+            cluster = self._wait(admin.describe_cluster(request_timeout=REQUEST_TIMEOUT))
+            brokers = len(cluster.nodes)
+            if plan.replication_factor > brokers:
+                raise NotSupportedError(
+                    f"replication factor {plan.replication_factor} needs at least that many brokers, but the "
+                    f"Kafka cluster at {store.bootstrap_servers} has {brokers}: lower the replication factor "
+                    f"to {brokers} or less"
+                )
+            return
+        if plan.partitions < topic.partitions:
+            raise NotSupportedError(
+                f"topic {plan.topic!r} has {topic.partitions} partitions and Kafka cannot remove partitions: "
+                f"set partitions to {topic.partitions} or more (or recreate the memory)"
+            )
+        if plan.replication_factor != topic.replication_factor:
+            raise NotSupportedError(
+                f"topic {plan.topic!r} has replication factor {topic.replication_factor}; changing it "
+                f"needs a partition reassignment, which the operator does not do: set it back to "
+                f"{topic.replication_factor}, or reassign with kafka-reassign-partitions"
+            )
+
+    def _create_topic(self, admin: AdminClient, plan: MemoryPlan) -> _Topic:
+        new = NewTopic(
+            plan.topic,
+            num_partitions=plan.partitions,
+            replication_factor=plan.replication_factor,
+            config=topic_configs(plan.ttl_seconds),
+        )
+        fut = admin.create_topics([new], operation_timeout=REQUEST_TIMEOUT, request_timeout=REQUEST_TIMEOUT)
+        try:
+            self._wait(fut[plan.topic])
+        except KafkaException as e:
+            if _code(e) != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            existing = self._describe_topic(admin, plan.topic)
+            if existing is not None:
+                return existing
+        return _Topic(plan.partitions, plan.replication_factor)
+
+    def _describe_topic(self, admin: AdminClient, topic: str) -> _Topic | None:
+        futs = admin.describe_topics(TopicCollection([topic]), request_timeout=REQUEST_TIMEOUT)
+        try:
+            desc = self._wait(futs[topic])
+        except KafkaException as e:
+            if _code(e) in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                return None
+            raise
+        partitions = desc.partitions
+        return _Topic(len(partitions), len(partitions[0].replicas) if partitions else 0)
+
+    def _topic_config(self, admin: AdminClient, topic: str) -> dict[str, str]:
+        res = ConfigResource(ResourceType.TOPIC, topic)
+        cfg = self._wait(admin.describe_configs([res], request_timeout=REQUEST_TIMEOUT)[res])
+        return {k: str(v.value) for k, v in cfg.items()}
+
+    @staticmethod
+    def _user_filter(username: str | None) -> AclBindingFilter:
+        # None matches anything; the stubs type these arguments as str
+        return AclBindingFilter(
+            ResourceType.ANY,
+            None,  # type: ignore[arg-type]
+            ResourcePatternType.ANY,
+            f"User:{username}" if username else None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+
+    def _acls(self, admin: AdminClient, username: str) -> list[AclBinding]:
+        fut = admin.describe_acls(self._user_filter(username), request_timeout=REQUEST_TIMEOUT)
+        return list(self._wait(fut))
+
+    def _ensure_acls(self, admin: AdminClient, plan: MemoryPlan) -> None:
+        """Create the missing ACLs and remove any other ACL of the memory's user."""
+        want = {acl_key(b): b for b in expected_acls(plan)}
+        have = {acl_key(b): b for b in self._acls(admin, plan.username)}
+        missing = [b for k, b in want.items() if k not in have]
+        extra = [b for k, b in have.items() if k not in want]
+        if missing:
+            for f in admin.create_acls(missing, request_timeout=REQUEST_TIMEOUT).values():
+                self._wait(f)
+        if extra:
+            filters = [
+                AclBindingFilter(
+                    b.restype,
+                    b.name,
+                    b.resource_pattern_type,
+                    b.principal,
+                    b.host,
+                    b.operation,
+                    b.permission_type,
+                )
+                for b in extra
+            ]
+            for f in admin.delete_acls(filters, request_timeout=REQUEST_TIMEOUT).values():
+                self._wait(f)
+
+    def _credential_mechanisms(self, admin: AdminClient, username: str) -> list[ScramMechanism]:
+        futs = admin.describe_user_scram_credentials([username], request_timeout=REQUEST_TIMEOUT)
+        assert isinstance(futs, dict)
+        try:
+            desc = self._wait(futs[username])
+        except KafkaException as e:
+            if _code(e) == KafkaError.RESOURCE_NOT_FOUND:
+                return []
+            raise
+        return [info.mechanism for info in desc.scram_credential_infos]
+
+    def _has_credential(self, admin: AdminClient, username: str) -> bool:
+        return bool(self._credential_mechanisms(admin, username))
+
+    def _delete_credentials(self, admin: AdminClient, username: str) -> None:
+        for mechanism in self._credential_mechanisms(admin, username):
+            fut = admin.alter_user_scram_credentials(
+                [UserScramCredentialDeletion(username, mechanism)], request_timeout=REQUEST_TIMEOUT
+            )[username]
+            try:
+                self._wait(fut)
+            except KafkaException as e:
+                if _code(e) != KafkaError.RESOURCE_NOT_FOUND:
+                    raise
+
+    @staticmethod
+    def _wait(fut: Future[Any]) -> Any:
+        try:
+            return fut.result(timeout=REQUEST_TIMEOUT + 5)
+        except FutureTimeout:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "admin request timed out")) from None
+
+    def _admin(self, store: StoreConnection) -> _Admin:
+        return self._admins.get(store, lambda: self._connect(store))
+
+    @staticmethod
+    def _connect(store: StoreConnection) -> _Admin:
+        if not store.bootstrap_servers:
+            raise InvalidSpec(f"store {store.name!r} has no bootstrap servers")
+        last_error: list[str] = []
+
+        def on_error(err: KafkaError) -> None:
+            last_error[:] = [err.str()]
+
+        conf: dict[str, Any] = {
+            "bootstrap.servers": store.bootstrap_servers,
+            "security.protocol": store.security_protocol,
+            "client.id": "chatmemory-operator",
+            "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT * 1000),
+            "socket.timeout.ms": int(REQUEST_TIMEOUT * 1000),
+            "reconnect.backoff.max.ms": 2000,
+            "error_cb": on_error,
+            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        }
+        if uses_sasl(store):
+            conf["sasl.mechanism"] = store.sasl_mechanism
+            conf["sasl.username"] = store.admin_username
+            conf["sasl.password"] = store.admin_password
+        if store.tls.enabled or store.security_protocol.upper().endswith("SSL"):
+            if store.tls.ca_cert:
+                conf["ssl.ca.pem"] = store.tls.ca_cert
+            if store.tls.insecure_skip_verify:
+                conf["enable.ssl.certificate.verification"] = False
+                conf["ssl.endpoint.identification.algorithm"] = "none"
+        return _Admin(AdminClient(conf), last_error)
+
+    @contextmanager
+    def _errors(self, store: StoreConnection, secrets: Sequence[str] = ()) -> Iterator[AdminClient]:
+        """Yield the store's AdminClient; turn Kafka errors into BackendUnavailable naming the store."""
+        hidden = (store.admin_password, *secrets)
+        where = f"kafka {store.bootstrap_servers} (store {store.name!r})"
+        admin = self._admin(store)
+        try:
+            # a short probe first: a dead or refusing cluster fails here in seconds, not after
+            # REQUEST_TIMEOUT in the middle of a change
+            admin.client.describe_cluster(request_timeout=PROBE_TIMEOUT).result(timeout=PROBE_TIMEOUT + 5)
+            yield admin.client
+        except KafkaException as e:
+            code = _code(e)
+            text = redact(_text(e), hidden)
+            if code in _UNREACHABLE:
+                admin.client.poll(0)  # serve error_cb: librdkafka's reason (refused, bad credentials)
+                reason = redact("; ".join(admin.last_error), hidden) or text
+                self._admins.discard(store)
+                raise BackendUnavailable(
+                    f"{where}: unreachable or refused the admin credentials: {reason}"
+                ) from None
+            if code in _DENIED:
+                raise BackendUnavailable(
+                    f"{where}: the admin user {store.admin_username!r} is not allowed: {text}"
+                ) from None
+            if code == KafkaError.INVALID_REPLICATION_FACTOR:
+                raise NotSupportedError(f"{where}: {text}") from None
+            raise BackendUnavailable(f"{where}: {text}") from None
+
+
+def _code(e: KafkaException) -> int | None:
+    err = e.args[0] if e.args else None
+    return err.code() if isinstance(err, KafkaError) else None
+
+
+def _text(e: KafkaException) -> str:
+    err = e.args[0] if e.args else None
+    return err.str() if isinstance(err, KafkaError) else str(e)

@@ -1,0 +1,464 @@
+"""The Redis / Valkey backend: one ACL user per ChatMemory, confined to the memory's key prefix.
+
+Called by the reconcile layer through :class:`~chatmemory_operator.backends.base.Backend` (built by
+:func:`chatmemory_operator.backends.build_backends`). A memory owns no server object besides its ACL
+user: its data is the SDK's session lists at ``<key_prefix>{<session_id>}``, created and expired
+(sliding TTL) by the SDK itself. This module therefore:
+
+- sets the user (``ACL SETUSER <user> reset on #<sha256> ~<prefix>* resetchannels -@all +...``) on
+  the server, or on **every node** of a Redis Cluster (ACLs are per node);
+- on servers without ACLs (Memorystore-like, AUTH only) hands out the store's own credentials and
+  says ``isolated=False`` in the binding;
+- on ``Delete`` removes the memory's keys (SCAN on the prefix + UNLINK, node by node) and the user;
+  on ``Retain`` only the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+from urllib.parse import quote
+
+import redis
+from chatmemory.contract import BackendKind, Binding
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+
+from chatmemory_operator.backends._common import (
+    CONNECT_TIMEOUT,
+    REQUEST_TIMEOUT,
+    ClientCache,
+    fingerprint,
+    redact,
+)
+from chatmemory_operator.backends.base import (
+    DeletionPolicy,
+    MemoryPlan,
+    Observed,
+    StoreConnection,
+    StoreInfo,
+)
+from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
+
+#: The commands the SDK runs, and nothing else (no KEYS, FLUSHALL, CONFIG, EVAL, ...).
+#: Writes: MULTI RPUSH EXPIRE LTRIM EXEC (DISCARD to abort); reads: LRANGE LLEN TTL PTTL EXISTS;
+#: clear: DEL UNLINK; listing sessions: SCAN MATCH <prefix>*; connection: HELLO AUTH PING.
+SDK_COMMANDS: Final[tuple[str, ...]] = (
+    "ping",
+    "hello",
+    "auth",
+    "multi",
+    "exec",
+    "discard",
+    "rpush",
+    "expire",
+    "ltrim",
+    "lrange",
+    "llen",
+    "del",
+    "unlink",
+    "scan",
+    "ttl",
+    "pttl",
+    "exists",
+)
+#: Added when the server has the search module (``FT.SEARCH`` over an index on the prefix).
+SEARCH_COMMANDS: Final[tuple[str, ...]] = ("ft.search",)
+
+#: Added on a Redis Cluster: the client reads the slot map and the command table (COMMAND, to find
+#: key positions) and follows ASK redirects. All read-only metadata.
+CLUSTER_COMMANDS: Final[tuple[str, ...]] = ("cluster|slots", "command", "asking", "readonly")
+
+_GLOB_SPECIAL: Final = frozenset("*?[]\\")
+_SCAN_COUNT: Final = 1000
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so a prefix matches only itself in ``~`` and MATCH patterns."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
+def key_pattern(key_prefix: str) -> str:
+    """The glob every key of the memory matches: the escaped prefix followed by ``*``."""
+    if not key_prefix:
+        raise InvalidSpec("the memory's key prefix is empty: that would grant every key on the server")
+    return glob_escape(key_prefix) + "*"
+
+
+def password_hash(password: str) -> str:
+    """The SHA-256 hex Redis stores for a password: sent as ``#<hash>`` so no plaintext travels."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def command_rules(*, search: bool, cluster: bool) -> list[str]:
+    """The command part of the rules: ``-@all`` then each command the SDK needs."""
+    commands = SDK_COMMANDS + (SEARCH_COMMANDS if search else ()) + (CLUSTER_COMMANDS if cluster else ())
+    return ["-@all", *(f"+{c}" for c in commands)]
+
+
+def acl_rules(key_prefix: str, password: str, *, search: bool, cluster: bool) -> list[str]:
+    """The full ``ACL SETUSER`` rule list: starts from ``reset`` so repeated calls converge exactly.
+
+    ``reset`` also drops every other password, which is what makes a password change a rotation.
+    """
+    return [
+        "reset",
+        "on",
+        f"#{password_hash(password)}",
+        f"~{key_pattern(key_prefix)}",
+        "resetchannels",
+        *command_rules(search=search, cluster=cluster),
+    ]
+
+
+def permissions(getuser: dict[str, Any] | None) -> tuple[frozenset[str], frozenset[str]]:
+    """(commands, categories) of an ``ACL GETUSER`` reply as parsed by redis-py.
+
+    Servers compact rules differently (Redis 7.0 turns ``+multi +exec +discard`` into
+    ``+@transaction -watch -unwatch``), so compare against what the same server made of our rules.
+    """
+    if not getuser:
+        return frozenset(), frozenset()
+    return (
+        frozenset(_text(c).lower() for c in getuser.get("commands") or []),
+        frozenset(_text(c).lower() for c in getuser.get("categories") or []),
+    )
+
+
+def rules_match(
+    getuser: dict[str, Any] | None, key_prefix: str, canonical: tuple[frozenset[str], frozenset[str]]
+) -> bool:
+    """Whether an ``ACL GETUSER`` reply grants exactly our rules (``canonical``: the server's
+    rendering of our command rules, from :func:`permissions` of a probe user)."""
+    if not getuser:
+        return False
+    keys = [_text(k) for k in getuser.get("keys") or []]
+    channels = [_text(c) for c in getuser.get("channels") or []]
+    return (
+        bool(getuser.get("enabled"))
+        and permissions(getuser) == canonical
+        and keys == [f"~{key_pattern(key_prefix)}"]
+        and not channels
+        and not (getuser.get("selectors") or [])
+    )
+
+
+def is_unknown_command(message: str) -> bool:
+    """True for the error a server without ACL support gives to ``ACL ...`` (Memorystore-like)."""
+    m = message.lower()
+    return "unknown command" in m or "unknown subcommand" in m
+
+
+def _cmd(node: redis.Redis, *args: str) -> Any:
+    """One raw command on one node (redis-py's execute_command is untyped)."""
+    return node.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _provider(info: dict[str, Any]) -> str:
+    """``valkey`` or ``redis`` from an INFO server reply (Valkey also reports a redis_version)."""
+    valkey = "valkey_version" in info or str(info.get("server_name", "")).lower() == "valkey"
+    return "valkey" if valkey else "redis"
+
+
+def _addr(store: StoreConnection) -> str:
+    return f"{store.host}:{store.port}"
+
+
+_Client = redis.Redis | RedisCluster
+
+
+class RedisBackend:
+    """Provisions memories on a Redis, Valkey or Redis Cluster store. Thread-safe."""
+
+    kind = BackendKind.REDIS
+
+    def __init__(self) -> None:
+        self._clients: ClientCache[_Client] = ClientCache(lambda c: c.close())
+        self._lock = threading.Lock()
+        self._canonical_cache: dict[tuple[str, bool], tuple[frozenset[str], frozenset[str]]] = {}
+
+    def close(self) -> None:
+        """Release every cached admin client (called at operator cleanup)."""
+        self._clients.close()
+
+    # -- Backend protocol -------------------------------------------------------------------------
+
+    def check(self, store: StoreConnection) -> StoreInfo:
+        with self._errors(store):
+            client = self._client(store)
+            node = self._nodes(client, primaries=True)[0]
+            info = node.info("server")
+            cluster_info = node.info("cluster")
+            modules = self._modules(node)
+            acl = self._has_acl(node)
+        provider = _provider(info)
+        version = str(info.get("valkey_version") if provider == "valkey" else info.get("redis_version", ""))
+        return StoreInfo(
+            version=version,
+            provider=provider,
+            capabilities={
+                "acl": acl,
+                "search": "search" in modules,
+                "json": "rejson" in modules or "json" in modules,
+                "cluster": bool(int(cluster_info.get("cluster_enabled", 0) or 0)),
+            },
+        )
+
+    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
+        key_pattern(plan.key_prefix)
+        with self._errors(store):
+            client = self._client(store)
+            nodes = self._nodes(client, primaries=False)
+            if not self._has_acl(nodes[0]):
+                return Observed(exists=True, user_exists=True, details={"acl": "false", "isolated": "false"})
+            search = "search" in self._modules(nodes[0])
+            canonical = self._canonical(store, nodes[0], search=search)
+            users = [n.acl_getuser(plan.username) for n in nodes]
+        present = [u for u in users if u]
+        match = len(present) == len(nodes) and all(
+            rules_match(u, plan.key_prefix, canonical) for u in present
+        )
+        return Observed(
+            exists=True,  # a memory's data has no container: the prefix exists once the store answers
+            user_exists=len(present) == len(nodes),
+            details={
+                "acl": "true",
+                "isolated": "true",
+                "user": plan.username,
+                "nodes": str(len(nodes)),
+                "nodes_with_user": str(len(present)),
+                "rules_match": str(match).lower(),
+            },
+        )
+
+    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+        key_pattern(plan.key_prefix)  # refuses an empty prefix before touching the server
+        if not plan.username:
+            raise InvalidSpec("the memory has no Redis user name")
+        with self._errors(store, secrets=(password,)):
+            client = self._client(store)
+            nodes = self._nodes(client, primaries=False)
+            provider = _provider(nodes[0].info("server"))
+            acl = self._has_acl(nodes[0])
+            if acl:
+                search = "search" in self._modules(nodes[0])
+                rules = acl_rules(plan.key_prefix, password, search=search, cluster=store.cluster)
+                for node in nodes:
+                    _cmd(node, "ACL", "SETUSER", plan.username, *rules)
+        username, pw = (plan.username, password) if acl else (store.admin_username, store.admin_password)
+        scheme = "rediss" if store.tls.enabled else "redis"
+        auth = ""
+        if pw:
+            auth = f"{quote(username, safe='')}:{quote(pw, safe='')}@"
+        return Binding(
+            backend=BackendKind.REDIS,
+            provider=provider,
+            host=store.host,
+            port=store.port,
+            username=username,
+            password=pw,
+            uri=f"{scheme}://{auth}{store.host}:{store.port}/0",
+            tls=store.tls.enabled,
+            ca_cert=store.tls.ca_cert,
+            insecure_skip_verify=store.tls.insecure_skip_verify,
+            ttl_seconds=plan.ttl_seconds if plan.ttl_seconds > 0 else None,
+            max_messages=plan.max_messages,
+            key_prefix=plan.key_prefix,
+            cluster=store.cluster,
+            isolated=acl,
+        )
+
+    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+        pattern = key_pattern(plan.key_prefix)
+        with self._errors(store):
+            client = self._client(store)
+            nodes = self._nodes(client, primaries=False)
+            if self._has_acl(nodes[0]):
+                for node in nodes:
+                    _cmd(node, "ACL", "DELUSER", plan.username)  # 0 when already gone
+            if policy is DeletionPolicy.DELETE:
+                for node in self._nodes(client, primaries=True):
+                    self._unlink_matching(node, pattern)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _canonical(
+        self, store: StoreConnection, node: redis.Redis, *, search: bool
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """How this server renders our command rules, from a disabled, password-less probe user.
+
+        Computed once per store (and cached): observe compares each memory's user against it.
+        """
+        key = (fingerprint(store), search)
+        with self._lock:
+            cached = self._canonical_cache.get(key)
+        if cached is not None:
+            return cached
+        probe = f"chatmemory-probe-{uuid.uuid4().hex[:12]}"
+        try:
+            _cmd(
+                node,
+                "ACL",
+                "SETUSER",
+                probe,
+                "reset",
+                "off",
+                *command_rules(search=search, cluster=store.cluster),
+            )
+            result = permissions(node.acl_getuser(probe))
+        finally:
+            _cmd(node, "ACL", "DELUSER", probe)
+        with self._lock:
+            self._canonical_cache[key] = result
+        return result
+
+    @staticmethod
+    def _unlink_matching(node: redis.Redis, pattern: str) -> None:
+        """SCAN one node for ``pattern`` and UNLINK what it finds (one key per command: no CROSSSLOT)."""
+        batch: list[bytes] = []
+        for key in node.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _SCAN_COUNT:
+                RedisBackend._unlink(node, batch)
+                batch = []
+        if batch:
+            RedisBackend._unlink(node, batch)
+
+    @staticmethod
+    def _unlink(node: redis.Redis, keys: Sequence[bytes]) -> None:
+        pipe = node.pipeline(transaction=False)
+        for k in keys:
+            pipe.unlink(k)
+        pipe.execute()
+
+    @staticmethod
+    def _has_acl(node: redis.Redis) -> bool:
+        try:
+            _cmd(node, "ACL", "WHOAMI")
+        except redis.ResponseError as e:
+            if is_unknown_command(str(e)):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _modules(node: redis.Redis) -> set[str]:
+        """Lower-cased names of the loaded modules; empty when MODULE LIST is unavailable."""
+        try:
+            mods = _cmd(node, "MODULE", "LIST")
+        except redis.ResponseError:
+            return set()
+        names: set[str] = set()
+        for m in mods or []:
+            if isinstance(m, dict):
+                name = m.get(b"name", m.get("name", ""))
+            else:  # RESP2: flat [b"name", b"search", b"ver", ...]
+                pairs = dict(zip(m[::2], m[1::2], strict=False))
+                name = pairs.get(b"name", pairs.get("name", ""))
+            names.add(_text(name).lower())
+        return names
+
+    @staticmethod
+    def _nodes(client: _Client, *, primaries: bool) -> list[redis.Redis]:
+        """The per-node clients to run node-local commands on (ACL, SCAN); one for a standalone."""
+        if isinstance(client, RedisCluster):
+            nodes = client.get_primaries() if primaries else client.get_nodes()  # type: ignore[no-untyped-call]
+            out = []
+            for n in nodes:
+                conn = client.get_redis_connection(n)
+                out.append(conn)
+            return out
+        return [client]
+
+    def _client(self, store: StoreConnection) -> _Client:
+        return self._clients.get(store, lambda: self._connect(store))
+
+    @staticmethod
+    def _connect(store: StoreConnection) -> _Client:
+        if not store.host or not store.port:
+            raise InvalidSpec(f"store {store.name!r} has no Redis host and port")
+        kwargs: dict[str, Any] = {
+            "username": store.admin_username or None,
+            "password": store.admin_password or None,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": REQUEST_TIMEOUT,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+            "client_name": "chatmemory-operator",
+        }
+        if store.tls.enabled:
+            kwargs["ssl"] = True
+            if store.tls.ca_cert:
+                kwargs["ssl_ca_data"] = store.tls.ca_cert
+            if store.tls.insecure_skip_verify:
+                kwargs["ssl_cert_reqs"] = "none"
+                kwargs["ssl_check_hostname"] = False
+        if store.cluster:
+            return RedisCluster(
+                startup_nodes=[ClusterNode(store.host, store.port)],  # type: ignore[no-untyped-call]
+                **kwargs,
+            )
+        client = redis.Redis(host=store.host, port=store.port, **kwargs)
+        try:
+            # fail here, with the store's address, rather than in the first command; and refuse a
+            # cluster node addressed as a standalone (SCAN would miss keys, the SDK would see MOVED)
+            enabled = client.info("cluster").get("cluster_enabled", 0)
+        except BaseException:
+            client.close()
+            raise
+        if int(enabled or 0):
+            client.close()
+            raise InvalidSpec(
+                f"redis {_addr(store)} (store {store.name!r}) is a Redis Cluster node: set cluster: true"
+            )
+        return client
+
+    @contextmanager
+    def _errors(self, store: StoreConnection, secrets: Sequence[str] = ()) -> Iterator[None]:
+        """Turn client errors into ``BackendUnavailable`` naming host:port; never leak a password."""
+        hidden = (store.admin_password, *secrets)
+        where = f"redis {_addr(store)} (store {store.name!r})"
+        try:
+            yield
+        except (InvalidSpec, BackendUnavailable):
+            raise
+        except redis.AuthenticationError as e:
+            self._clients.discard(store)
+            raise BackendUnavailable(
+                f"{where}: the admin credentials were refused (user {store.admin_username!r}): "
+                f"{redact(str(e), hidden)}"
+            ) from None
+        except redis.exceptions.NoPermissionError as e:
+            msg = redact(str(e), hidden)
+            raise BackendUnavailable(
+                f"{where}: the admin user {store.admin_username!r} lacks a permission: {msg}"
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            self._clients.discard(store)
+            raise BackendUnavailable(f"{where}: unreachable: {redact(str(e), hidden)}") from None
+        except redis.exceptions.RedisClusterException as e:
+            self._clients.discard(store)
+            msg = redact(str(e), hidden)
+            if "cluster mode is not enabled" in msg.lower():
+                raise InvalidSpec(
+                    f"{where}: the store says cluster: true but the server is standalone"
+                ) from None
+            raise BackendUnavailable(f"{where}: {msg}") from None
+        except redis.ResponseError as e:
+            msg = redact(str(e), hidden)
+            if "cluster support disabled" in msg.lower() or "moved" in msg.lower():
+                raise InvalidSpec(
+                    f"{where}: the server answered {msg!r}: does the store's cluster flag match the server?"
+                ) from None
+            raise BackendUnavailable(f"{where}: {msg}") from None
+        except redis.RedisError as e:
+            self._clients.discard(store)
+            raise BackendUnavailable(f"{where}: {type(e).__name__}: {redact(str(e), hidden)}") from None

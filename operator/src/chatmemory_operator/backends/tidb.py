@@ -1,0 +1,473 @@
+"""The TiDB / MySQL / MariaDB backend: a database, a message table and a user per ChatMemory.
+
+Called by the reconcile layer through :class:`~chatmemory_operator.backends.base.Backend` (built by
+:func:`chatmemory_operator.backends.build_backends`). For each memory it keeps, idempotently:
+
+- ``CREATE DATABASE IF NOT EXISTS `<db>```;
+- the message table, compatible with LangChain's ``TiDBChatMessageHistory`` (``id`` BIGINT
+  AUTO_INCREMENT, ``session_id``, ``message`` JSON, ``create_time``, ``INDEX session_idx``), with
+  ``AUTO_ID_CACHE 1`` and TiDB's row ``TTL`` clause on TiDB;
+- on MySQL/MariaDB, where there is no TTL clause, an EVENT ``chatmemory_ttl`` in the memory's
+  database that deletes expired rows every minute;
+- a user ``'<user>'@'%'`` with ``SELECT, INSERT, DELETE`` on ``<db>.*`` and nothing else (extra
+  grants found on the user are revoked).
+
+``Delete`` drops the database and the user; ``Retain`` drops the user only (the table keeps its
+TTL clause or event, so retained rows still expire). Identifiers are validated strictly and
+quoted; passwords travel as escaped parameters and never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import re
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import pymysql
+from chatmemory.contract import BackendKind, Binding
+from pymysql.cursors import DictCursor
+
+from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOUT, ClientCache, redact
+from chatmemory_operator.backends.base import (
+    DeletionPolicy,
+    MemoryPlan,
+    Observed,
+    StoreConnection,
+    StoreInfo,
+)
+from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
+
+_IDENT: Final = re.compile(r"^[A-Za-z0-9_]+$")
+MAX_NAME_LEN: Final = 64  # databases and tables
+MAX_USER_LEN: Final = 32  # TiDB and MySQL 5.7+/8 user names
+_SYSTEM_SCHEMAS: Final = frozenset(
+    {"mysql", "information_schema", "performance_schema", "sys", "metrics_schema", "test"}
+)
+#: The only privileges a memory's user holds, on its own database.
+GRANTS: Final[tuple[str, ...]] = ("SELECT", "INSERT", "DELETE")
+_GRANT_COLUMNS: Final = frozenset(f"{p.capitalize()}_priv" for p in GRANTS)
+EVENT_NAME: Final = "chatmemory_ttl"
+TTL_JOB_INTERVAL: Final = "1m"
+
+_TTL_RE: Final = re.compile(r"TTL=`create_time` \+ INTERVAL (\d+) (MINUTE|HOUR|DAY)", re.IGNORECASE)
+_TTL_ENABLE_RE: Final = re.compile(r"TTL_ENABLE='(\w+)'", re.IGNORECASE)
+_TTL_JOB_RE: Final = re.compile(r"TTL_JOB_INTERVAL='(\w+)'", re.IGNORECASE)
+_EVENT_RE: Final = re.compile(r"INTERVAL\s+(\d+)\s+SECOND", re.IGNORECASE)
+_UNIT_MINUTES: Final = {"MINUTE": 1, "HOUR": 60, "DAY": 1440}
+
+
+def validate_identifier(value: str, what: str, *, max_len: int = MAX_NAME_LEN) -> str:
+    """``[A-Za-z0-9_]``, 1..max_len characters; raises :class:`InvalidSpec` naming ``what``."""
+    if not value or len(value) > max_len or not _IDENT.match(value):
+        raise InvalidSpec(
+            f"{what} {value!r} is not a valid name: use 1-{max_len} characters from [A-Za-z0-9_]"
+        )
+    return value
+
+
+def validate_plan(plan: MemoryPlan) -> None:
+    """Refuse names that could not be quoted safely or would touch a system schema."""
+    validate_identifier(plan.database, "database")
+    validate_identifier(plan.table, "table")
+    validate_identifier(plan.username, "user name", max_len=MAX_USER_LEN)
+    if plan.database.lower() in _SYSTEM_SCHEMAS:
+        raise InvalidSpec(f"database {plan.database!r} is a system schema")
+
+
+def qi(name: str) -> str:
+    """Backtick-quote an identifier (doubling backticks, for names read back from the server)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def ttl_interval(ttl_seconds: int) -> tuple[int, str] | None:
+    """TiDB's TTL interval for a ttl: whole minutes (rounded up), in the largest exact unit.
+
+    TiDB on unistore takes MINUTE, HOUR and DAY only. ``None`` when the memory never expires.
+    """
+    if ttl_seconds <= 0:
+        return None
+    minutes = math.ceil(ttl_seconds / 60)
+    if minutes % 1440 == 0:
+        return minutes // 1440, "DAY"
+    if minutes % 60 == 0:
+        return minutes // 60, "HOUR"
+    return minutes, "MINUTE"
+
+
+def ttl_clause(ttl_seconds: int) -> str:
+    """The table options for TiDB's row TTL (space separated, valid in CREATE and ALTER TABLE)."""
+    interval = ttl_interval(ttl_seconds)
+    if interval is None:
+        return ""
+    n, unit = interval
+    return (
+        f"TTL = `create_time` + INTERVAL {n} {unit} TTL_ENABLE = 'ON' TTL_JOB_INTERVAL = '{TTL_JOB_INTERVAL}'"
+    )
+
+
+def parse_ttl(create_table: str) -> tuple[int, str, str] | None:
+    """(minutes, TTL_ENABLE, TTL_JOB_INTERVAL) from TiDB's SHOW CREATE TABLE; None without TTL."""
+    m = _TTL_RE.search(create_table)
+    if not m:
+        return None
+    enable = _TTL_ENABLE_RE.search(create_table)
+    job = _TTL_JOB_RE.search(create_table)
+    return (
+        int(m.group(1)) * _UNIT_MINUTES[m.group(2).upper()],
+        enable.group(1).upper() if enable else "",
+        job.group(1) if job else "",
+    )
+
+
+def table_ddl(database: str, table: str, *, tidb: bool, ttl_seconds: int) -> str:
+    """CREATE TABLE IF NOT EXISTS for the message table (LangChain's TiDB history columns)."""
+    options = ""
+    if tidb:
+        options = " AUTO_ID_CACHE 1"
+        clause = ttl_clause(ttl_seconds)
+        if clause:
+            options += " " + clause
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qi(database)}.{qi(table)} ("
+        "id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+        "session_id VARCHAR(255) NOT NULL, "
+        "message JSON NOT NULL, "
+        "create_time TIMESTAMP DEFAULT CURRENT_TIMESTAMP, "
+        "INDEX session_idx (session_id)"
+        f"){options}"
+    )
+
+
+def event_body(database: str, table: str, ttl_seconds: int) -> str:
+    """What the MySQL/MariaDB expiry EVENT runs every minute."""
+    where = f"WHERE create_time < NOW() - INTERVAL {int(ttl_seconds)} SECOND"
+    return f"DELETE FROM {qi(database)}.{qi(table)} {where}"  # noqa: S608 - validated, quoted identifiers
+
+
+@dataclass(frozen=True)
+class _Server:
+    provider: str  # tidb, mariadb, mysql
+    version: str
+    event_scheduler: bool
+
+    @property
+    def tidb(self) -> bool:
+        return self.provider == "tidb"
+
+
+def server_from_version(version: str, event_scheduler: str = "") -> _Server:
+    """Provider and a short version from ``SELECT VERSION()`` (TiDB: ``8.0.11-TiDB-v8.5.0-...``)."""
+    if "tidb" in version.lower():
+        m = re.search(r"TiDB-(v[0-9][^-\s]*)", version)
+        return _Server("tidb", m.group(1) if m else version, False)
+    provider = "mariadb" if "mariadb" in version.lower() else "mysql"
+    return _Server(provider, version.split("-")[0], event_scheduler.upper() in ("ON", "1"))
+
+
+class _Pool:
+    """A few idle admin connections for one store (opening one costs ~23 ms on TiDB)."""
+
+    def __init__(self, store: StoreConnection) -> None:
+        self._store = store
+        self._idle: queue.LifoQueue[pymysql.connections.Connection[Any]] = queue.LifoQueue(maxsize=4)
+        self.server: _Server | None = None
+
+    def _open(self) -> pymysql.connections.Connection[Any]:
+        s = self._store
+        kwargs: dict[str, Any] = {
+            "host": s.host,
+            "port": s.port,
+            "user": s.admin_username or "root",
+            "password": s.admin_password,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": REQUEST_TIMEOUT,
+            "write_timeout": REQUEST_TIMEOUT,
+            "autocommit": True,
+            "charset": "utf8mb4",
+            "cursorclass": DictCursor,
+        }
+        if s.tls.enabled:
+            ctx = ssl.create_default_context(cadata=s.tls.ca_cert or None)
+            if s.tls.insecure_skip_verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            kwargs["ssl"] = ctx
+        return pymysql.connect(**kwargs)
+
+    @contextmanager
+    def connection(self) -> Iterator[pymysql.connections.Connection[Any]]:
+        conn = None
+        while conn is None:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._open()
+                break
+            try:
+                conn.ping()  # an idle connection may have been closed by the server
+            except pymysql.MySQLError:
+                conn.close()
+                conn = None
+        try:
+            yield conn
+        except BaseException:
+            conn.close()  # state unknown after an error: never hand it out again
+            raise
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+            except pymysql.MySQLError:
+                continue
+
+
+class TiDBBackend:
+    """Provisions memories on a TiDB, MySQL or MariaDB store. Thread-safe."""
+
+    kind = BackendKind.TIDB
+
+    def __init__(self) -> None:
+        self._pools: ClientCache[_Pool] = ClientCache(lambda p: p.close())
+
+    def close(self) -> None:
+        """Close every pooled admin connection (called at operator cleanup)."""
+        self._pools.close()
+
+    # -- Backend protocol -------------------------------------------------------------------------
+
+    def check(self, store: StoreConnection) -> StoreInfo:
+        with self._cursor(store) as (_cur, server):
+            pass
+        return StoreInfo(
+            version=server.version,
+            provider=server.provider,
+            capabilities={"ttl": server.tidb, "events": server.event_scheduler, "json": True},
+        )
+
+    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
+        validate_plan(plan)
+        with self._cursor(store) as (cur, server):
+            cur.execute(
+                "SELECT COUNT(*) AS n FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (plan.database, plan.table),
+            )
+            table_exists = bool(cur.fetchone()["n"])
+            cur.execute(
+                "SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s AND Host = '%%'", (plan.username,)
+            )
+            user_exists = bool(cur.fetchone()["n"])
+            details: dict[str, str] = {
+                "provider": server.provider,
+                "database": plan.database,
+                "table": plan.table,
+            }
+            if user_exists:
+                ok, extras = self._grant_state(cur, plan)
+                details["grants"] = "ok" if ok and not extras else ("extra" if extras else "missing")
+            if server.tidb:
+                details["ttl_mechanism"] = "ttl_clause"
+                if table_exists:
+                    cur.execute(f"SHOW CREATE TABLE {qi(plan.database)}.{qi(plan.table)}")
+                    ttl = parse_ttl(_second_column(cur.fetchone()))
+                    details["ttl_seconds"] = str(ttl[0] * 60) if ttl else "0"
+                    details["ttl_enabled"] = str(bool(ttl and ttl[1] == "ON")).lower()
+            else:
+                details["ttl_mechanism"] = "event"
+                details["event_scheduler"] = "ON" if server.event_scheduler else "OFF"
+                event = self._event(cur, plan)
+                if event is not None:
+                    details["ttl_seconds"] = str(event[0])
+                    details["ttl_enabled"] = str(event[1]).lower()
+        return Observed(exists=table_exists, user_exists=user_exists, details=details)
+
+    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+        validate_plan(plan)
+        if not password:
+            raise InvalidSpec("the memory's user needs a password")
+        db, table, user = plan.database, plan.table, plan.username
+        with self._cursor(store, secrets=(password,)) as (cur, server):
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS {qi(db)} CHARACTER SET utf8mb4")
+            cur.execute(table_ddl(db, table, tidb=server.tidb, ttl_seconds=plan.ttl_seconds))
+            if server.tidb:
+                self._ensure_ttl_clause(cur, plan)
+            else:
+                self._ensure_event(cur, plan)
+            cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password))
+            cur.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (user, password))
+            ok, extras = self._grant_state(cur, plan)
+            for stmt in extras:
+                cur.execute(stmt, (user,))
+            if not ok or extras:
+                cur.execute(f"GRANT {', '.join(GRANTS)} ON {qi(db)}.* TO %s@'%%'", (user,))
+        auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return Binding(
+            backend=BackendKind.TIDB,
+            provider=server.provider,
+            host=store.host,
+            port=store.port,
+            username=user,
+            password=password,
+            uri=f"mysql://{auth}@{store.host}:{store.port}/{db}",
+            tls=store.tls.enabled,
+            ca_cert=store.tls.ca_cert,
+            insecure_skip_verify=store.tls.insecure_skip_verify,
+            ttl_seconds=plan.ttl_seconds if plan.ttl_seconds > 0 else None,
+            max_messages=plan.max_messages,
+            database=db,
+            table=table,
+            # checkpoint_table_prefix stays empty until the checkpointer tables are provisioned
+        )
+
+    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+        validate_plan(plan)
+        with self._cursor(store) as (cur, _server):
+            cur.execute("DROP USER IF EXISTS %s@'%%'", (plan.username,))
+            if policy is DeletionPolicy.DELETE:
+                cur.execute(f"DROP DATABASE IF EXISTS {qi(plan.database)}")
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ensure_ttl_clause(cur: Any, plan: MemoryPlan) -> None:
+        """ALTER the table's TTL when it differs from the plan (also repairs a disabled TTL)."""
+        target = f"{qi(plan.database)}.{qi(plan.table)}"
+        cur.execute(f"SHOW CREATE TABLE {target}")
+        current = parse_ttl(_second_column(cur.fetchone()))
+        interval = ttl_interval(plan.ttl_seconds)
+        if interval is None:
+            if current is not None:
+                cur.execute(f"ALTER TABLE {target} REMOVE TTL")
+            return
+        want = (interval[0] * _UNIT_MINUTES[interval[1]], "ON", TTL_JOB_INTERVAL)
+        if current != want:
+            cur.execute(f"ALTER TABLE {target} {ttl_clause(plan.ttl_seconds)}")
+
+    @staticmethod
+    def _event(cur: Any, plan: MemoryPlan) -> tuple[int, bool] | None:
+        """(ttl seconds, enabled) of the memory's expiry event, or None when there is none."""
+        cur.execute(
+            "SELECT EVENT_DEFINITION AS body, STATUS AS status FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = %s",
+            (plan.database, EVENT_NAME),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        m = _EVENT_RE.search(str(row["body"]))
+        return (int(m.group(1)) if m else -1), str(row["status"]).upper() == "ENABLED"
+
+    def _ensure_event(self, cur: Any, plan: MemoryPlan) -> None:
+        """Create, re-time or drop the expiry EVENT so it matches ``plan.ttl_seconds``."""
+        name = f"{qi(plan.database)}.{qi(EVENT_NAME)}"
+        current = self._event(cur, plan)
+        if plan.ttl_seconds <= 0:
+            if current is not None:
+                cur.execute(f"DROP EVENT IF EXISTS {name}")
+            return
+        body = event_body(plan.database, plan.table, plan.ttl_seconds)
+        if current is None:
+            cur.execute(f"CREATE EVENT IF NOT EXISTS {name} ON SCHEDULE EVERY 1 MINUTE ENABLE DO {body}")
+        elif current != (plan.ttl_seconds, True):
+            cur.execute(f"ALTER EVENT {name} ON SCHEDULE EVERY 1 MINUTE ENABLE DO {body}")
+
+    @staticmethod
+    def _grant_state(cur: Any, plan: MemoryPlan) -> tuple[bool, list[str]]:
+        """(our grant is complete, REVOKE statements for anything beyond it), from the grant tables.
+
+        Read from ``mysql.user``, ``mysql.db`` and ``mysql.tables_priv``: the same on TiDB, MySQL
+        and MariaDB (TiDB's information_schema.SCHEMA_PRIVILEGES is empty).
+        """
+        revokes: list[str] = []
+        cur.execute("SELECT * FROM mysql.user WHERE User = %s AND Host = '%%'", (plan.username,))
+        for row in cur.fetchall():
+            held = {k for k, v in row.items() if k.endswith("_priv") and v == "Y"}
+            if held - {"Grant_priv"}:
+                revokes.append("REVOKE ALL PRIVILEGES ON *.* FROM %s@'%%'")
+            if "Grant_priv" in held:
+                revokes.append("REVOKE GRANT OPTION ON *.* FROM %s@'%%'")
+        ok = False
+        cur.execute("SELECT * FROM mysql.db WHERE User = %s AND Host = '%%'", (plan.username,))
+        for row in cur.fetchall():
+            dbname = str(row.get("DB", row.get("Db", "")))
+            held = {k for k, v in row.items() if k.endswith("_priv") and v == "Y"}
+            if dbname == plan.database:
+                beyond = held - _GRANT_COLUMNS
+                if not beyond:
+                    ok = held == _GRANT_COLUMNS  # a subset is only missing something: GRANT adds it
+                    continue
+            if held - {"Grant_priv"}:
+                revokes.append(f"REVOKE ALL PRIVILEGES ON {_pct(qi(dbname))}.* FROM %s@'%%'")
+            if "Grant_priv" in held:
+                revokes.append(f"REVOKE GRANT OPTION ON {_pct(qi(dbname))}.* FROM %s@'%%'")
+        cur.execute("SELECT * FROM mysql.tables_priv WHERE User = %s AND Host = '%%'", (plan.username,))
+        for row in cur.fetchall():
+            dbname = str(row.get("DB", row.get("Db", "")))
+            if row.get("Table_priv"):
+                on = f"{qi(dbname)}.{qi(str(row['Table_name']))}"
+                revokes.append(f"REVOKE ALL PRIVILEGES ON {_pct(on)} FROM %s@'%%'")
+        return ok, revokes
+
+    def _server(self, pool: _Pool, cur: Any) -> _Server:
+        if pool.server is None:
+            cur.execute("SELECT VERSION() AS v")
+            version = str(cur.fetchone()["v"])
+            scheduler = ""
+            if "tidb" not in version.lower():
+                cur.execute("SELECT @@event_scheduler AS e")
+                scheduler = str(cur.fetchone()["e"])
+            pool.server = server_from_version(version, scheduler)
+        return pool.server
+
+    @contextmanager
+    def _cursor(self, store: StoreConnection, secrets: Sequence[str] = ()) -> Iterator[tuple[Any, _Server]]:
+        """An admin cursor and the server's flavour; client errors become ``BackendUnavailable``."""
+        if not store.host or not store.port:
+            raise InvalidSpec(f"store {store.name!r} has no host and port")
+        hidden = (store.admin_password, *secrets)
+        where = f"{store.host}:{store.port} (store {store.name!r})"
+        try:
+            pool = self._pools.get(store, lambda: _Pool(store))
+            with pool.connection() as conn, conn.cursor() as cur:
+                yield cur, self._server(pool, cur)
+        except pymysql.MySQLError as e:
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+            text = redact(str(e.args[1] if len(e.args) > 1 else e), hidden)
+            if code in (2003, 2005, 2006, 2013, 1045, 1044, 1227):
+                self._pools.discard(store)
+                if code == 1045:
+                    reason = f"the admin credentials were refused (user {store.admin_username!r})"
+                elif code in (1044, 1227):
+                    reason = f"the admin user {store.admin_username!r} lacks a privilege: {text}"
+                else:
+                    reason = f"unreachable: {text}"
+                raise BackendUnavailable(f"{where}: {reason}") from None
+            raise BackendUnavailable(f"{where}: error {code}: {text}") from None
+        except OSError as e:
+            self._pools.discard(store)
+            raise BackendUnavailable(f"{where}: unreachable: {redact(str(e), hidden)}") from None
+
+
+def _pct(text: str) -> str:
+    """Escape ``%`` in SQL text that is formatted with parameters (names read from grant tables)."""
+    return text.replace("%", "%%")
+
+
+def _second_column(row: dict[str, Any] | None) -> str:
+    """SHOW CREATE TABLE's DDL column (named ``Create Table``)."""
+    if not row:
+        return ""
+    return str(row.get("Create Table", list(row.values())[-1]))

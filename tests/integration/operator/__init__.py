@@ -1,0 +1,1 @@
+"""Backend modules against the real servers of the platform (no mocks)."""

@@ -1,0 +1,112 @@
+"""Helpers for the backend tests: platform keys turned into StoreConnections and unique MemoryPlans.
+
+Every name carries a fresh uuid fragment so the tests can rerun against the same servers.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from chatmemory.contract import BackendKind
+from chatmemory_operator.backends.base import MemoryPlan, StoreConnection, TLSConfig
+
+from tests.support.platform import Platform
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_store(platform: Platform, key: str) -> StoreConnection:
+    """A store for REDIS_URL / VALKEY_URL / REDIS_SEARCH_URL / REDIS_TLS_URL / REDIS_CLUSTER_NODES."""
+    if key == "REDIS_CLUSTER_NODES":
+        host, _, port = platform[key].split(",")[0].partition(":")
+        return StoreConnection(
+            name=f"cluster-{uid()}",
+            kind=BackendKind.REDIS,
+            host=host,
+            port=int(port),
+            cluster=True,
+            admin_username=platform["REDIS_ADMIN_USER"],
+            admin_password=platform["REDIS_ADMIN_PASSWORD"],
+        )
+    u = urlsplit(platform[key])
+    tls = TLSConfig()
+    if u.scheme == "rediss":
+        tls = TLSConfig(enabled=True, ca_cert=Path(platform["REDIS_TLS_CA_FILE"]).read_text())
+    return StoreConnection(
+        name=f"{key.lower()}-{uid()}",
+        kind=BackendKind.REDIS,
+        host=u.hostname or "",
+        port=u.port or 0,
+        tls=tls,
+        admin_username=u.username or "",
+        admin_password=u.password or "",
+    )
+
+
+def kafka_store(platform: Platform, *, sasl: bool) -> StoreConnection:
+    if not sasl:
+        return StoreConnection(
+            name=f"kafka-{uid()}", kind=BackendKind.KAFKA, bootstrap_servers=platform["KAFKA_BOOTSTRAP"]
+        )
+    return StoreConnection(
+        name=f"kafka-sasl-{uid()}",
+        kind=BackendKind.KAFKA,
+        bootstrap_servers=platform["KAFKA_SASL_BOOTSTRAP"],
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=platform["KAFKA_SASL_MECHANISM"],
+        admin_username=platform["KAFKA_ADMIN_USER"],
+        admin_password=platform["KAFKA_ADMIN_PASSWORD"],
+    )
+
+
+def sql_store(platform: Platform, key: str) -> StoreConnection:
+    """A store for TIDB_URL or MARIADB_URL."""
+    p = platform.mysql_params(key)
+    return StoreConnection(
+        name=f"{key.lower()}-{uid()}",
+        kind=BackendKind.TIDB,
+        host=str(p["host"]),
+        port=int(str(p["port"])),
+        admin_username=str(p["user"]),
+        admin_password=str(p["password"]),
+    )
+
+
+def plan(**overrides: object) -> MemoryPlan:
+    """A memory with unique names on every backend; override what the test is about."""
+    u = uid()
+    fields: dict[str, object] = {
+        "namespace": "test",
+        "name": f"mem-{u}",
+        "uid": str(uuid.uuid4()),
+        "ttl_seconds": 3600,
+        "max_messages": 100,
+        "username": f"cm_{u}",
+        "key_prefix": f"cm:test:mem-{u}:",
+        "topic": f"cm.test.mem-{u}",
+        "partitions": 1,
+        "replication_factor": 1,
+        "consumer_group_prefix": f"cm.test.mem-{u}.",
+        "database": f"cm_{u}",
+        "table": "messages",
+    }
+    fields.update(overrides)
+    return MemoryPlan(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def unique() -> str:
+    return uid()

@@ -1,0 +1,353 @@
+"""The TiDB backend against real TiDB (unistore) and MariaDB: database, table, TTL, user, grants.
+
+Every claim is checked on the server: SHOW CREATE TABLE, SHOW GRANTS, information_schema.EVENTS,
+the memory's own login from the binding, and MySQL error codes for what it may not do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+from chatmemory.contract import Binding
+from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreConnection
+from chatmemory_operator.backends.tidb import EVENT_NAME, TiDBBackend
+from chatmemory_operator.errors import BackendUnavailable
+
+from tests.integration.operator.conftest import closed_port, plan, sql_store
+from tests.support.platform import Platform
+
+DENIED = (1142, 1044, 8121, 1143)
+
+
+@pytest.fixture
+def backend() -> Iterator[TiDBBackend]:
+    b = TiDBBackend()
+    yield b
+    b.close()
+
+
+@pytest.fixture(params=["TIDB_URL", "MARIADB_URL"])
+def store(request: pytest.FixtureRequest, platform: Platform) -> StoreConnection:
+    return sql_store(platform, request.param)
+
+
+@pytest.fixture
+def memories(backend: TiDBBackend, store: StoreConnection) -> Iterator[list[MemoryPlan]]:
+    made: list[MemoryPlan] = []
+    yield made
+    for p in made:
+        backend.delete(store, p, DeletionPolicy.DELETE)
+
+
+def tidb(store: StoreConnection) -> bool:
+    return "tidb" in rows(store, "SELECT VERSION() AS v")[0]["v"].lower()
+
+
+def connect(store: StoreConnection, user: str, password: str, database: str | None = None) -> Any:
+    return pymysql.connect(
+        host=store.host,
+        port=store.port,
+        user=user,
+        password=password,
+        database=database,
+        autocommit=True,
+        connect_timeout=5,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
+
+
+def as_memory(b: Binding) -> Any:
+    return pymysql.connect(
+        host=b.host,
+        port=b.port,
+        user=b.username,
+        password=b.password,
+        database=b.database,
+        autocommit=True,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
+
+
+def rows(store: StoreConnection, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Run one statement as the admin."""
+    with connect(store, store.admin_username, store.admin_password) as conn, conn.cursor() as cur:
+        cur.execute(sql, args or None)  # no args: a literal % stays as is
+        return list(cur.fetchall())
+
+
+def create_table(store: StoreConnection, p: MemoryPlan) -> str:
+    return str(rows(store, f"SHOW CREATE TABLE `{p.database}`.`{p.table}`")[0]["Create Table"])
+
+
+def grants(store: StoreConnection, p: MemoryPlan) -> list[str]:
+    return [next(iter(r.values())) for r in rows(store, f"SHOW GRANTS FOR '{p.username}'@'%'")]
+
+
+def user_count(store: StoreConnection, p: MemoryPlan) -> int:
+    return int(rows(store, "SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s", (p.username,))[0]["n"])
+
+
+def mysql_code(call: Any) -> int:
+    with pytest.raises(pymysql.MySQLError) as exc:
+        call()
+    return int(exc.value.args[0])
+
+
+def normalized(grant_lines: list[str]) -> list[str]:
+    return sorted(g.replace("`", "'").replace(", ", ",").split(" IDENTIFIED BY")[0] for g in grant_lines)
+
+
+@pytest.mark.parametrize(("key", "provider"), [("TIDB_URL", "tidb"), ("MARIADB_URL", "mariadb")])
+def test_check_reports_provider_and_ttl_mechanism(
+    backend: TiDBBackend, platform: Platform, key: str, provider: str
+) -> None:
+    info = backend.check(sql_store(platform, key))
+    assert info.provider == provider
+    assert info.version
+    assert info.capabilities == {"ttl": provider == "tidb", "events": provider != "tidb", "json": True}
+
+
+def test_ensure_twice_converges_to_one_database_table_user_and_grant(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p = plan()
+    memories.append(p)
+    first = backend.ensure(store, p, "pw-1")
+    assert backend.ensure(store, p, "pw-1") == first
+    assert rows(
+        store, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (p.database,)
+    )
+    tables = rows(
+        store, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (p.database,)
+    )
+    assert [t["TABLE_NAME"] for t in tables] == [p.table]
+    ddl = create_table(store, p)
+    for column in (
+        "`id` bigint",
+        "`session_id` varchar(255) NOT NULL",
+        "`create_time` timestamp",
+        "`session_idx`",
+    ):
+        assert column in ddl
+    assert "AUTO_INCREMENT" in ddl
+    if tidb(store):
+        assert "AUTO_ID_CACHE=1" in ddl and "TTL=`create_time` + INTERVAL 1 HOUR" in ddl
+        assert "TTL_ENABLE='ON'" in ddl and "TTL_JOB_INTERVAL='1m'" in ddl
+    else:
+        assert "json_valid(`message`)" in ddl
+        events = rows(
+            store, "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (p.database,)
+        )
+        assert events == [{"STATUS": "ENABLED"}]
+    assert user_count(store, p) == 1
+    assert normalized(grants(store, p)) == [
+        f"GRANT SELECT,INSERT,DELETE ON '{p.database}'.* TO '{p.username}'@'%'",
+        f"GRANT USAGE ON *.* TO '{p.username}'@'%'",
+    ]
+    observed = backend.observe(store, p)
+    assert observed.exists and observed.user_exists and observed.details["grants"] == "ok"
+    assert observed.details["ttl_seconds"] == "3600" and observed.details["ttl_enabled"] == "true"
+    assert observed.details["ttl_mechanism"] == ("ttl_clause" if tidb(store) else "event")
+    assert first.uri == f"mysql://{p.username}:pw-1@{store.host}:{store.port}/{p.database}"
+    assert (first.database, first.table, first.ttl_seconds) == (p.database, p.table, 3600)
+
+
+def test_memory_user_reads_and_writes_its_table_and_is_denied_elsewhere(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    mine, theirs = plan(), plan()
+    memories += [mine, theirs]
+    binding = backend.ensure(store, mine, "pw-mine")
+    backend.ensure(store, theirs, "pw-theirs")
+    with as_memory(binding) as conn, conn.cursor() as cur:
+        message = json.dumps({"type": "human", "data": {"content": "hi"}})
+        cur.execute(
+            f"INSERT INTO `{mine.table}` (session_id, message) VALUES (%s, %s), (%s, %s)", ("s", message) * 2
+        )
+        cur.execute(f"SELECT id, message FROM `{mine.table}` WHERE session_id = %s ORDER BY id", ("s",))
+        got = cur.fetchall()
+        assert len(got) == 2 and got[0]["id"] < got[1]["id"]
+        cur.execute(f"DELETE FROM `{mine.table}` WHERE session_id = %s", ("s",))
+        assert cur.rowcount == 2
+        other = f"`{theirs.database}`.`{theirs.table}`"
+        assert mysql_code(lambda: cur.execute(f"SELECT * FROM {other}")) in DENIED
+        assert (
+            mysql_code(lambda: cur.execute(f"INSERT INTO {other} (session_id, message) VALUES ('x', '{{}}')"))
+            in DENIED
+        )
+        assert mysql_code(lambda: cur.execute(f"UPDATE `{mine.table}` SET session_id = 'y'")) in DENIED
+        assert mysql_code(lambda: cur.execute(f"DROP TABLE `{mine.table}`")) in DENIED
+        assert mysql_code(lambda: cur.execute("CREATE TABLE t2 (id INT)")) in DENIED
+        assert mysql_code(lambda: cur.execute("SELECT * FROM mysql.user")) in DENIED
+    assert mysql_code(lambda: connect(store, mine.username, "pw-mine", theirs.database)) in DENIED
+
+
+def test_dropped_table_revoked_grant_and_dropped_user_come_back(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p = plan()
+    memories.append(p)
+    backend.ensure(store, p, "pw")
+    rows(store, f"DROP TABLE `{p.database}`.`{p.table}`")
+    assert not backend.observe(store, p).exists
+    backend.ensure(store, p, "pw")
+    assert "`session_idx`" in create_table(store, p)
+
+    rows(store, f"REVOKE INSERT ON `{p.database}`.* FROM %s@'%%'", (p.username,))
+    assert backend.observe(store, p).details["grants"] == "missing"
+    backend.ensure(store, p, "pw")
+    assert backend.observe(store, p).details["grants"] == "ok"
+
+    rows(store, "DROP USER %s@'%%'", (p.username,))
+    assert not backend.observe(store, p).user_exists
+    b = backend.ensure(store, p, "pw")
+    with as_memory(b) as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO `{p.table}` (session_id, message) VALUES ('s', '{{}}')")
+    assert user_count(store, p) == 1
+
+
+def test_extra_grants_given_by_hand_are_revoked(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p, other = plan(), plan()
+    memories += [p, other]
+    backend.ensure(store, other, "pw-other")
+    backend.ensure(store, p, "pw")
+    rows(store, f"GRANT UPDATE, DROP ON `{p.database}`.* TO %s@'%%'", (p.username,))
+    rows(store, f"GRANT SELECT ON `{other.database}`.* TO %s@'%%'", (p.username,))
+    rows(store, f"GRANT UPDATE ON `{other.database}`.`{other.table}` TO %s@'%%'", (p.username,))
+    rows(store, "GRANT PROCESS ON *.* TO %s@'%%'", (p.username,))
+    assert backend.observe(store, p).details["grants"] == "extra"
+    backend.ensure(store, p, "pw")
+    assert normalized(grants(store, p)) == [
+        f"GRANT SELECT,INSERT,DELETE ON '{p.database}'.* TO '{p.username}'@'%'",
+        f"GRANT USAGE ON *.* TO '{p.username}'@'%'",
+    ]
+
+
+def test_ttl_change_alters_the_ttl_clause_or_the_event(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p = plan(ttl_seconds=3600)
+    memories.append(p)
+    backend.ensure(store, p, "pw")
+    shorter = dataclasses.replace(p, ttl_seconds=90)  # 1.5 minutes: TiDB rounds up to 2 MINUTE
+    backend.ensure(store, shorter, "pw")
+    if tidb(store):
+        assert "TTL=`create_time` + INTERVAL 2 MINUTE" in create_table(store, p)
+        backend.ensure(store, dataclasses.replace(p, ttl_seconds=2 * 86400), "pw")
+        assert "TTL=`create_time` + INTERVAL 2 DAY" in create_table(store, p)
+        backend.ensure(store, dataclasses.replace(p, ttl_seconds=0), "pw")
+        assert "TTL=" not in create_table(store, p)
+    else:
+        body = rows(
+            store,
+            "SELECT EVENT_DEFINITION AS b FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
+            (p.database,),
+        )
+        assert "INTERVAL 90 SECOND" in body[0]["b"]
+        backend.ensure(store, dataclasses.replace(p, ttl_seconds=0), "pw")
+        assert (
+            rows(store, "SELECT * FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (p.database,))
+            == []
+        )
+    backend.ensure(store, p, "pw")
+    assert backend.observe(store, p).details["ttl_seconds"] == "3600"
+
+
+def test_expired_rows_are_deleted_by_the_server(
+    backend: TiDBBackend, store: StoreConnection, platform: Platform, memories: list[MemoryPlan]
+) -> None:
+    p = plan(ttl_seconds=3600)
+    memories.append(p)
+    backend.ensure(store, p, "pw")
+    table = f"`{p.database}`.`{p.table}`"
+    rows(
+        store,
+        f"INSERT INTO {table} (session_id, message, create_time) VALUES "
+        "('old', '{}', NOW() - INTERVAL 2 HOUR), ('new', '{}', NOW())",
+    )
+    if tidb(store):
+        url = f"{platform['TIDB_STATUS_URL']}/test/ttl/trigger/{p.database}/{p.table}"
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).close()
+        deadline = time.monotonic() + 60
+        while (
+            rows(store, f"SELECT session_id FROM {table} WHERE session_id = 'old'")
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+    else:
+        # the scheduler runs the event once a minute; run its body now, as the scheduler would
+        body = rows(
+            store,
+            "SELECT EVENT_DEFINITION AS b FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = %s",
+            (p.database, EVENT_NAME),
+        )[0]["b"]
+        rows(store, body)
+    assert [r["session_id"] for r in rows(store, f"SELECT session_id FROM {table}")] == ["new"]
+
+
+def test_password_change_rotates_old_password_out(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p = plan()
+    memories.append(p)
+    backend.ensure(store, p, "old-password")
+    backend.ensure(store, p, "new-password")
+    connect(store, p.username, "new-password", p.database).close()
+    assert mysql_code(lambda: connect(store, p.username, "old-password", p.database)) == 1045
+
+
+def test_retain_drops_the_user_and_keeps_the_data(backend: TiDBBackend, store: StoreConnection) -> None:
+    p = plan()
+    b = backend.ensure(store, p, "pw")
+    with as_memory(b) as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO `{p.table}` (session_id, message) VALUES ('s', '{{}}')")
+    backend.delete(store, p, DeletionPolicy.RETAIN)
+    backend.delete(store, p, DeletionPolicy.RETAIN)
+    try:
+        assert user_count(store, p) == 0
+        assert rows(store, f"SELECT COUNT(*) AS n FROM `{p.database}`.`{p.table}`")[0]["n"] == 1
+        assert mysql_code(lambda: connect(store, p.username, "pw", p.database)) == 1045
+    finally:
+        backend.delete(store, p, DeletionPolicy.DELETE)
+
+
+def test_delete_drops_the_database_and_the_user_and_is_repeatable(
+    backend: TiDBBackend, store: StoreConnection
+) -> None:
+    p = plan()
+    backend.ensure(store, p, "pw")
+    backend.delete(store, p, DeletionPolicy.DELETE)
+    backend.delete(store, p, DeletionPolicy.DELETE)
+    assert user_count(store, p) == 0
+    assert not rows(store, "SELECT * FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (p.database,))
+    observed = backend.observe(store, p)
+    assert not observed.exists and not observed.user_exists
+
+
+def test_unreachable_store_raises_backend_unavailable_naming_the_address(
+    backend: TiDBBackend, store: StoreConnection
+) -> None:
+    dead = dataclasses.replace(store, port=closed_port())
+    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{dead.port}"):
+        backend.check(dead)
+    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{dead.port}"):
+        backend.ensure(dead, plan(), "pw")
+
+
+def test_wrong_admin_password_raises_backend_unavailable_without_the_password(
+    backend: TiDBBackend, store: StoreConnection
+) -> None:
+    bad = dataclasses.replace(store, admin_password="definitely-wrong-pw")
+    with pytest.raises(BackendUnavailable, match="credentials were refused") as exc:
+        backend.check(bad)
+    assert "definitely-wrong-pw" not in str(exc.value)

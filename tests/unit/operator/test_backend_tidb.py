@@ -1,0 +1,143 @@
+"""Pure parts of the TiDB backend: identifier rules, TTL clause and its parsing, DDL, EVENT body."""
+
+from __future__ import annotations
+
+import pytest
+from chatmemory_operator.backends.base import MemoryPlan
+from chatmemory_operator.backends.tidb import (
+    event_body,
+    parse_ttl,
+    qi,
+    server_from_version,
+    table_ddl,
+    ttl_clause,
+    ttl_interval,
+    validate_identifier,
+    validate_plan,
+)
+from chatmemory_operator.errors import InvalidSpec
+
+
+def plan(**overrides: object) -> MemoryPlan:
+    fields: dict[str, object] = {
+        "namespace": "ns",
+        "name": "m",
+        "uid": "u",
+        "ttl_seconds": 60,
+        "max_messages": None,
+        "username": "cm_user",
+        "database": "cm_db",
+        "table": "messages",
+    }
+    fields.update(overrides)
+    return MemoryPlan(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["a", "cm_ns_mem_01", "A" * 64, "0starts_with_digit"])
+def test_plain_identifiers_up_to_64_characters_are_accepted(name: str) -> None:
+    assert validate_identifier(name, "database") == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "A" * 65, "has-dash", "has space", "back`tick", "semi;colon", "dot.ted", "é"]
+)
+def test_identifiers_outside_the_safe_alphabet_or_too_long_are_refused(name: str) -> None:
+    with pytest.raises(InvalidSpec, match="database"):
+        validate_identifier(name, "database")
+
+
+def test_user_names_are_limited_to_32_characters() -> None:
+    validate_plan(plan(username="u" * 32))
+    with pytest.raises(InvalidSpec, match="user name"):
+        validate_plan(plan(username="u" * 33))
+
+
+@pytest.mark.parametrize("db", ["mysql", "INFORMATION_SCHEMA", "performance_schema", "sys"])
+def test_system_schemas_can_never_be_a_memory_database(db: str) -> None:
+    with pytest.raises(InvalidSpec, match="system schema"):
+        validate_plan(plan(database=db))
+
+
+def test_quoting_doubles_backticks() -> None:
+    assert qi("plain") == "`plain`"
+    assert qi("we`ird") == "`we``ird`"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "interval"),
+    [
+        (1, (1, "MINUTE")),
+        (60, (1, "MINUTE")),
+        (61, (2, "MINUTE")),
+        (90, (2, "MINUTE")),
+        (5400, (90, "MINUTE")),
+        (3600, (1, "HOUR")),
+        (7 * 3600, (7, "HOUR")),
+        (86400, (1, "DAY")),
+        (30 * 86400, (30, "DAY")),
+        (86400 + 1, (1441, "MINUTE")),
+    ],
+)
+def test_ttl_rounds_up_to_whole_minutes_in_the_largest_exact_unit(
+    seconds: int, interval: tuple[int, str]
+) -> None:
+    assert ttl_interval(seconds) == interval
+
+
+def test_no_ttl_means_no_clause() -> None:
+    assert ttl_interval(0) is None
+    assert ttl_clause(0) == ""
+
+
+def test_ttl_clause_uses_space_separated_options() -> None:
+    assert (
+        ttl_clause(7200) == "TTL = `create_time` + INTERVAL 2 HOUR TTL_ENABLE = 'ON' TTL_JOB_INTERVAL = '1m'"
+    )
+
+
+def test_parse_ttl_reads_tidbs_show_create_table() -> None:
+    ddl = (
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin /*T![auto_id_cache] AUTO_ID_CACHE=1 */ "
+        "/*T![ttl] TTL=`create_time` + INTERVAL 2 HOUR */ /*T![ttl] TTL_ENABLE='ON' */ "
+        "/*T![ttl] TTL_JOB_INTERVAL='1m' */"
+    )
+    assert parse_ttl(ddl) == (120, "ON", "1m")
+    assert parse_ttl(") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4") is None
+
+
+def test_tidb_table_has_langchains_columns_auto_id_cache_and_ttl() -> None:
+    ddl = table_ddl("db", "t", tidb=True, ttl_seconds=86400)
+    assert ddl.startswith("CREATE TABLE IF NOT EXISTS `db`.`t` (")
+    for part in (
+        "id BIGINT AUTO_INCREMENT PRIMARY KEY",
+        "session_id VARCHAR(255) NOT NULL",
+        "message JSON NOT NULL",
+        "create_time TIMESTAMP DEFAULT CURRENT_TIMESTAMP",
+        "INDEX session_idx (session_id)",
+        "AUTO_ID_CACHE 1",
+        "INTERVAL 1 DAY",
+    ):
+        assert part in ddl
+
+
+def test_mysql_table_has_no_tidb_options() -> None:
+    ddl = table_ddl("db", "t", tidb=False, ttl_seconds=86400)
+    assert "AUTO_ID_CACHE" not in ddl and "TTL" not in ddl
+
+
+def test_event_body_deletes_rows_older_than_the_ttl_in_seconds() -> None:
+    assert event_body("db", "t", 90) == "DELETE FROM `db`.`t` WHERE create_time < NOW() - INTERVAL 90 SECOND"
+
+
+@pytest.mark.parametrize(
+    ("version", "provider", "short"),
+    [
+        ("8.0.11-TiDB-v8.5.0-chatmemory-e4e814fdc0af", "tidb", "v8.5.0"),
+        ("10.11.19-MariaDB-0+deb12u1", "mariadb", "10.11.19"),
+        ("8.4.3", "mysql", "8.4.3"),
+    ],
+)
+def test_server_flavour_comes_from_version(version: str, provider: str, short: str) -> None:
+    server = server_from_version(version, "ON")
+    assert (server.provider, server.version) == (provider, short)
+    assert server.event_scheduler is (provider != "tidb")
