@@ -13,7 +13,7 @@ PLATFORM := python3 scripts/localplatform.py
 export CHATMEMORY_PLATFORM_ENV ?= $(CURDIR)/.platform/env
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint check format crds platform-build platform-up platform-down platform-status venv
+.PHONY: help demo test bench lint check format crds platform-build platform-up platform-down platform-status venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,3 +71,14 @@ demo: venv  ## the main job: platform up, operator, one ChatMemory per backend, 
 	if ! $(PLATFORM) status -q; then $(PLATFORM) up || exit 1; started=1; fi; \
 	trap 'if [ $$started = 1 ] && [ -z "$$KEEP_PLATFORM" ]; then $(PLATFORM) down; fi' EXIT; \
 	$(PY) -m examples.demo
+
+# make bench: not part of make test. Installs the peers we compare against (the `bench` dependency
+# group), runs bench/ against the platform and writes bench/results/latest.md (+ JSON, plot).
+bench: venv  ## benchmarks: chatmemory side by side with LangChain's histories and checkpointers
+	$(UV) sync --frozen --all-packages --group bench --inexact
+	@started=0; \
+	if [ "$(CHATMEMORY_PLATFORM_ENV)" = "$(CURDIR)/.platform/env" ] && ! $(PLATFORM) status -q; then \
+	  $(PLATFORM) up || exit 1; started=1; \
+	fi; \
+	trap 'if [ $$started = 1 ]; then $(PLATFORM) down; fi' EXIT; \
+	$(PY) -m bench $(BENCH_ARGS)

