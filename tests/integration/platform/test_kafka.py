@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -18,6 +19,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
@@ -105,8 +107,27 @@ def test_scram_user_with_an_acl_is_denied_another_topic(platform: Platform) -> N
     ]
     for f in admin.create_acls(acls).values():
         f.result(timeout=30)
+    try:
+        check_allowed_and_denied(sasl(platform, user, password), allowed, other)
+    finally:  # leave the shared broker as it was: no stray users, ACLs or topics
+        user_filter = AclBindingFilter(
+            ResourceType.TOPIC,
+            allowed,
+            ResourcePatternType.LITERAL,
+            f"User:{user}",
+            None,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        for f in admin.delete_acls([user_filter]).values():
+            f.result(timeout=30)
+        for f in admin.alter_user_scram_credentials([UserScramCredentialDeletion(user, mechanism)]).values():
+            f.result(timeout=30)
+        for f in admin.delete_topics([allowed, other], operation_timeout=10).values():
+            f.result(timeout=30)
 
-    conf = sasl(platform, user, password)
+
+def check_allowed_and_denied(conf: dict[str, Any], allowed: str, other: str) -> None:
     # New users and ACLs reach the broker asynchronously: retry the allowed write briefly.
     deadline = time.monotonic() + 30
     errors: list[KafkaError] = []
