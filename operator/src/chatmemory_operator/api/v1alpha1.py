@@ -1,0 +1,919 @@
+"""The ``chatmemory.io/v1alpha1`` API: ``ChatMemoryStore`` and ``ChatMemory`` as pydantic models.
+
+This module is the single source of truth for both custom resources:
+
+- :mod:`chatmemory_operator.api.crdgen` turns the ``*Spec`` and ``*Status`` models into the CRDs'
+  structural OpenAPI schemas (descriptions, enums, patterns, minimums and the CEL rules declared
+  here in ``json_schema_extra``), the chart's copy and ``docs/reference.md``;
+- the reconcile layer and the kopf handlers parse what the API server sends with
+  :meth:`ChatMemory.from_body` / :meth:`ChatMemoryStore.from_body` (or ``ChatMemorySpec.model_validate``)
+  and write status back with :meth:`ChatMemoryStatus.to_patch` / :meth:`ChatMemoryStoreStatus.to_patch`.
+
+Python attributes are snake_case; the wire names are camelCase aliases (``populate_by_name``, so
+both spellings are accepted). Unknown keys are ignored when parsing (kopf writes ``status.kopf``;
+a newer CRD may carry fields this operator does not know). Validation here mirrors the schema's
+static rules; the transition rules (immutable names, partitions never decrease) can only be checked
+by the API server, which has the old object.
+
+Nothing here performs I/O. Imports: pydantic, the SDK's :class:`~chatmemory.contract.BackendKind`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Self
+
+from chatmemory.contract import BackendKind
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from chatmemory_operator.api.durations import DURATION_MAX_LENGTH, DURATION_PATTERN, parse_duration
+
+# --------------------------------------------------------------------------------------------------
+# Names and constants
+# --------------------------------------------------------------------------------------------------
+
+GROUP: Final = "chatmemory.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+MEMORY_KIND: Final = "ChatMemory"
+MEMORY_PLURAL: Final = "chatmemories"
+MEMORY_SINGULAR: Final = "chatmemory"
+MEMORY_SHORT_NAMES: Final = ("chatmem",)
+
+STORE_KIND: Final = "ChatMemoryStore"
+STORE_PLURAL: Final = "chatmemorystores"
+STORE_SINGULAR: Final = "chatmemorystore"
+STORE_SHORT_NAMES: Final = ("chatmemstore",)
+
+#: ``kubectl get chatmemory`` lists both kinds.
+CATEGORIES: Final = ("chatmemory",)
+
+#: On a ChatMemoryStore, ``"true"`` marks the store used by memories with an empty ``storeRef.name``
+#: (like ``storageclass.kubernetes.io/is-default-class``).
+DEFAULT_STORE_ANNOTATION: Final = "chatmemory.io/is-default-store"
+#: On a ChatMemory: set it to a new value (a timestamp, a counter) to issue a new password.
+ROTATE_CREDENTIALS_ANNOTATION: Final = "chatmemory.io/rotate-credentials"
+#: The label of a Service Binding provisioned-service CRD (set on the ChatMemory CRD).
+PROVISIONED_SERVICE_LABEL: Final = "servicebinding.io/provisioned-service"
+
+#: The operator's TTL when neither the memory nor its store's ``defaults`` set one.
+DEFAULT_TTL: Final = "7d"
+#: Kafka partitions and replication factor when neither the memory nor its store set them.
+DEFAULT_PARTITIONS: Final = 1
+DEFAULT_REPLICATION_FACTOR: Final = 1
+
+#: ``spec.secretName`` when unset is ``<metadata.name>`` + this suffix.
+SECRET_NAME_SUFFIX: Final = "-chatmemory"
+
+DNS1123_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+KAFKA_TOPIC_PATTERN: Final = r"^[A-Za-z0-9._-]+$"
+KAFKA_TOPIC_MAX_LENGTH: Final = 249
+SQL_IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_]+$"
+SQL_IDENTIFIER_MAX_LENGTH: Final = 64
+#: A key prefix: no spaces, no Redis glob characters and no ``{}`` (the SDK adds the hash tag).
+KEY_PREFIX_PATTERN: Final = r"^[A-Za-z0-9._:/-]+$"
+KEY_PREFIX_MAX_LENGTH: Final = 200
+#: Schemas a memory may never use as its database.
+SYSTEM_SCHEMAS: Final = (
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "metrics_schema",
+    "test",
+)
+
+
+class ConditionType(enum.StrEnum):
+    """The condition types this operator writes."""
+
+    READY = "Ready"
+    #: ChatMemory only: ``False`` when the memory shares the store's credentials (no ACLs).
+    ISOLATED = "Isolated"
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(enum.StrEnum):
+    """``reason`` of the ``Ready`` condition (CamelCase, as Kubernetes conventions require)."""
+
+    #: ChatMemory: every backend object exists and the Secret is written.
+    PROVISIONED = "Provisioned"
+    #: ChatMemoryStore: the operator reached the server with the admin credentials.
+    CONNECTED = "Connected"
+    #: The server cannot be reached or refused the credentials; retried with backoff.
+    BACKEND_UNAVAILABLE = "BackendUnavailable"
+    #: The spec can never work as written (e.g. a kafka block on a Redis store).
+    INVALID_SPEC = "InvalidSpec"
+    #: The server cannot do what the spec asks (fewer partitions, impossible replication factor).
+    NOT_SUPPORTED = "NotSupported"
+    #: The referenced store (or a default store) does not exist.
+    STORE_NOT_FOUND = "StoreNotFound"
+    #: The admin Secret or CA Secret of a store does not exist or lacks a key.
+    SECRET_NOT_FOUND = "SecretNotFound"
+    #: Deletion is in progress.
+    DELETING = "Deleting"
+    #: Isolated=True: the memory has its own least-privilege user.
+    OWN_USER = "OwnUser"
+    #: Isolated=False: the server has no ACLs; the memory uses the store's credentials.
+    SHARED_CREDENTIALS = "SharedCredentials"
+
+
+class DeletionPolicy(enum.StrEnum):
+    """What deleting a ChatMemory does to its data (same values as ``backends.base.DeletionPolicy``)."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class SecurityProtocol(enum.StrEnum):
+    """Kafka ``security.protocol``."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+    SSL = "SSL"
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.value.startswith("SASL_")
+
+
+class SaslMechanism(enum.StrEnum):
+    """Kafka ``sasl.mechanism`` (SCRAM only: the operator creates SCRAM users per memory)."""
+
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry; ``field_path`` names the field in the error."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def _validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _immutable(field: str) -> dict[str, Any]:
+    return _validations(cel("self == oldSelf", f"{field} is immutable: it cannot change after creation"))
+
+
+def _fixed_at_creation(block: str, field: str) -> dict[str, str]:
+    """Spec-level rule: ``block.field`` can neither be added nor removed after creation."""
+    return cel(
+        f"(has(self.{block}) && has(self.{block}.{field})) == "
+        f"(has(oldSelf.{block}) && has(oldSelf.{block}.{field}))",
+        f"{block}.{field} can only be set when the ChatMemory is created, and cannot be removed",
+        f".{block}.{field}",
+    )
+
+
+def _count_blocks() -> str:
+    return "(has(self.redis) ? 1 : 0) + (has(self.kafka) ? 1 : 0) + (has(self.tidb) ? 1 : 0)"
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, snake_case in Python, unknown keys ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=DURATION_MAX_LENGTH,
+        json_schema_extra=_validations(
+            cel("self.matches('[1-9]')", "must be longer than zero, for example 90s, 30m, 36h or 7d")
+        ),
+    ),
+]
+
+
+def _check_duration(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# ChatMemoryStore
+# --------------------------------------------------------------------------------------------------
+
+
+class CASecretRef(ApiModel):
+    """A key of a Secret that holds the PEM CA bundle to trust."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret holding the CA bundle.")
+    namespace: str = Field(
+        min_length=1,
+        max_length=63,
+        description="Namespace of the Secret (stores are cluster-scoped, so it is always given).",
+    )
+    key: str = Field(
+        default="ca.crt",
+        min_length=1,
+        max_length=253,
+        description="Key in the Secret whose value is the PEM CA bundle.",
+    )
+
+
+class TLSSpec(ApiModel):
+    """How the operator (and every memory's client) connects over TLS."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Connect over TLS (for Kafka, securityProtocol SSL or SASL_SSL also means TLS).",
+    )
+    ca_secret_ref: CASecretRef | None = Field(
+        default=None,
+        description=(
+            "CA bundle to verify the server's certificate with; omit to use the system trust store. "
+            "Copied into every memory's Secret as ca.crt."
+        ),
+    )
+    insecure_skip_verify: bool = Field(
+        default=False,
+        description="Do not verify the server's certificate. For development only.",
+    )
+
+
+class AdminSecretRef(ApiModel):
+    """A Secret with the admin credentials the operator uses (never given to applications).
+
+    Keys: ``username`` (optional: Redis ``default`` user, Kafka and MySQL need it) and ``password``.
+    """
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Name of the Secret with the keys `username` (optional) and `password`.",
+    )
+    namespace: str = Field(
+        min_length=1,
+        max_length=63,
+        description="Namespace of the Secret (stores are cluster-scoped, so it is always given).",
+    )
+
+
+class RedisStoreSpec(ApiModel):
+    """A Redis, Valkey or Redis Cluster server. Memories get an ACL user confined to their key prefix."""
+
+    host: str = Field(min_length=1, max_length=253, description="Host name or IP address of the server.")
+    port: int = Field(default=6379, ge=1, le=65535, description="TCP port of the server.")
+    cluster: bool = Field(
+        default=False,
+        description="A Redis Cluster: host:port is a seed node, and users are set on every primary.",
+    )
+    tls: TLSSpec | None = Field(default=None, description="TLS settings; omit for plain TCP.")
+    admin_secret_ref: AdminSecretRef | None = Field(
+        default=None,
+        description=(
+            "Admin credentials (an ACL user allowed ACL SETUSER, SCAN and UNLINK). "
+            "Omit for a server without AUTH."
+        ),
+    )
+
+
+class KafkaStoreSpec(ApiModel):
+    """A Kafka cluster. Memories get a topic and, with SASL, a SCRAM user with ACLs on it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            cel(
+                "!has(self.securityProtocol) || !self.securityProtocol.startsWith('SASL_') "
+                "|| has(self.adminSecretRef)",
+                "adminSecretRef is required when securityProtocol is SASL_PLAINTEXT or SASL_SSL",
+                ".adminSecretRef",
+            )
+        )
+    )
+
+    bootstrap_servers: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[^,\s]+:[0-9]+(,[^,\s]+:[0-9]+)*$",
+        description="Comma-separated host:port list of brokers, e.g. `kafka-0:9092,kafka-1:9092`.",
+    )
+    security_protocol: SecurityProtocol = Field(
+        default=SecurityProtocol.PLAINTEXT,
+        description="Kafka security.protocol. With SASL_*, memories get their own SCRAM user and ACLs.",
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        default=SaslMechanism.SCRAM_SHA_512,
+        description="SCRAM mechanism of the admin user and of the users created for memories.",
+    )
+    tls: TLSSpec | None = Field(default=None, description="TLS settings for SSL and SASL_SSL.")
+    admin_secret_ref: AdminSecretRef | None = Field(
+        default=None,
+        description=(
+            "Admin credentials (a super user, or one allowed to alter topics, SCRAM users and ACLs). "
+            "Required with SASL."
+        ),
+    )
+
+
+class TiDBStoreSpec(ApiModel):
+    """A TiDB server, or any MySQL-protocol server (MySQL, MariaDB).
+
+    Memories get a database, a user granted only that database and the message table. TiDB expires
+    rows with its native TTL; on MySQL/MariaDB the operator uses an event or periodic deletes.
+    """
+
+    host: str = Field(min_length=1, max_length=253, description="Host name or IP address of the server.")
+    port: int = Field(
+        default=4000, ge=1, le=65535, description="TCP port of the server (TiDB 4000, MySQL 3306)."
+    )
+    tls: TLSSpec | None = Field(default=None, description="TLS settings; omit for plain TCP.")
+    admin_secret_ref: AdminSecretRef | None = Field(
+        default=None,
+        description=(
+            "Admin credentials (a user allowed CREATE DATABASE, CREATE USER and GRANT). "
+            "Omit to connect as root without a password."
+        ),
+    )
+
+
+class StoreDefaults(ApiModel):
+    """Values used by memories on this store that leave them unset."""
+
+    ttl: Duration | None = Field(
+        default=None,
+        description="Default time to live of messages, e.g. `7d` (the operator's own default when unset).",
+    )
+    partitions: int | None = Field(default=None, ge=1, description="Kafka: default number of partitions.")
+    replication_factor: int | None = Field(
+        default=None, ge=1, description="Kafka: default replication factor of new topics."
+    )
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_valid(cls, value: str | None) -> str | None:
+        return _check_duration(value)
+
+
+class ChatMemoryStoreSpec(ApiModel):
+    """One backend server registered for chat memories. Set exactly one of redis, kafka or tidb."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            cel(f"{_count_blocks()} == 1", "set exactly one of redis, kafka or tidb"),
+            cel(
+                "has(self.redis) == has(oldSelf.redis) && has(self.kafka) == has(oldSelf.kafka) "
+                "&& has(self.tidb) == has(oldSelf.tidb)",
+                "the backend of a store cannot change: create another ChatMemoryStore",
+            ),
+        )
+    )
+
+    redis: RedisStoreSpec | None = Field(default=None, description="A Redis, Valkey or Redis Cluster server.")
+    kafka: KafkaStoreSpec | None = Field(default=None, description="A Kafka cluster.")
+    tidb: TiDBStoreSpec | None = Field(default=None, description="A TiDB, MySQL or MariaDB server.")
+    defaults: StoreDefaults | None = Field(
+        default=None, description="Defaults for memories on this store that leave a setting unset."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_backend(self) -> Self:
+        blocks = [k for k in BackendKind if getattr(self, k.value) is not None]
+        if len(blocks) != 1:
+            raise ValueError(f"set exactly one of redis, kafka or tidb (found {len(blocks)})")
+        return self
+
+    @property
+    def backend(self) -> BackendKind:
+        """Which backend block is set."""
+        for kind in BackendKind:
+            if getattr(self, kind.value) is not None:
+                return kind
+        raise AssertionError("validated: exactly one backend block")  # pragma: no cover
+
+    @property
+    def tls(self) -> TLSSpec | None:
+        """The TLS settings of whichever backend block is set."""
+        block: RedisStoreSpec | KafkaStoreSpec | TiDBStoreSpec | None = self.redis or self.kafka or self.tidb
+        return block.tls if block is not None else None
+
+    @property
+    def admin_secret_ref(self) -> AdminSecretRef | None:
+        """The admin Secret reference of whichever backend block is set."""
+        block: RedisStoreSpec | KafkaStoreSpec | TiDBStoreSpec | None = self.redis or self.kafka or self.tidb
+        return block.admin_secret_ref if block is not None else None
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(
+        min_length=1,
+        max_length=316,
+        description="Condition type: `Ready` (and on ChatMemory `Isolated`).",
+    )
+    status: ConditionStatus = Field(description="`True`, `False` or `Unknown`.")
+    reason: str = Field(
+        default="",
+        max_length=1024,
+        description=(
+            "Machine-readable CamelCase reason: Provisioned, Connected, BackendUnavailable, InvalidSpec, "
+            "NotSupported, StoreNotFound, SecretNotFound, Deleting."
+        ),
+    )
+    message: str = Field(default="", max_length=32768, description="What happened, and what to do about it.")
+    last_transition_time: datetime | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this condition was computed from."
+    )
+
+    @classmethod
+    def make(
+        cls,
+        type: ConditionType | str,
+        status: ConditionStatus | bool,
+        reason: Reason | str,
+        message: str = "",
+        *,
+        generation: int | None = None,
+        now: datetime | None = None,
+    ) -> Condition:
+        """A condition stamped ``now`` (UTC, whole seconds); ``status`` may be a bool."""
+        if isinstance(status, bool):
+            status = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+        return cls(
+            type=str(type),
+            status=status,
+            reason=str(reason),
+            message=message,
+            last_transition_time=(now or datetime.now(UTC)).replace(microsecond=0),
+            observed_generation=generation,
+        )
+
+
+_CONDITIONS_EXTRA: Final[dict[str, Any]] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+
+
+def find_condition(conditions: Sequence[Condition], type: ConditionType | str) -> Condition | None:
+    """The condition of ``type``, if present."""
+    return next((c for c in conditions if c.type == str(type)), None)
+
+
+def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
+    """``conditions`` with ``new`` replacing the one of the same type (or appended).
+
+    ``lastTransitionTime`` is kept from the old condition when ``status`` did not change, as
+    Kubernetes conventions require. The input is not modified.
+    """
+    out: list[Condition] = []
+    placed = False
+    for c in conditions:
+        if c.type != new.type:
+            out.append(c)
+            continue
+        if c.status == new.status and c.last_transition_time is not None:
+            new = new.model_copy(update={"last_transition_time": c.last_transition_time})
+        out.append(new)
+        placed = True
+    if not placed:
+        out.append(new)
+    return out
+
+
+class ChatMemoryStoreStatus(ApiModel):
+    """What the operator observed about the store's server."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the operator last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="`Ready`: can the operator reach the server with the admin credentials?",
+        json_schema_extra=_CONDITIONS_EXTRA,
+    )
+    backend: BackendKind | None = Field(default=None, description="Which backend block the spec sets.")
+    version: str | None = Field(
+        default=None, description="The server's version, e.g. `7.2.4` or `8.0.11-TiDB-v8.5.0`."
+    )
+    provider: str | None = Field(
+        default=None, description="The server product: redis, valkey, kafka, tidb, mariadb or mysql."
+    )
+    capabilities: dict[str, bool] = Field(
+        default_factory=dict,
+        description=(
+            "What the server can do, by name: Redis `acl`, `search`, `json`; Kafka `sasl`, `acl`; "
+            "TiDB/MySQL `ttl` (native row TTL), `events`."
+        ),
+    )
+
+    def to_patch(self) -> dict[str, Any]:
+        """The status as a JSON-ready dict with wire names, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------------------------------
+# ChatMemory
+# --------------------------------------------------------------------------------------------------
+
+
+class StoreRef(ApiModel):
+    """Which ChatMemoryStore holds the memory."""
+
+    name: str = Field(
+        default="",
+        max_length=253,
+        description=(
+            "Name of the ChatMemoryStore. Empty: the store annotated "
+            '`chatmemory.io/is-default-store: "true"`. Immutable once set.'
+        ),
+    )
+
+
+class KafkaMemorySpec(ApiModel):
+    """Kafka settings of the memory's topic (only with a Kafka store)."""
+
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description="Partitions of the topic; may grow, never decrease. Default: the store's, else 1.",
+        json_schema_extra=_validations(
+            cel("self >= oldSelf", "partitions can grow but never decrease (Kafka cannot remove partitions)")
+        ),
+    )
+    replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="Replication factor of the topic (at most the brokers). Default: the store's, else 1.",
+    )
+    topic: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=KAFKA_TOPIC_MAX_LENGTH,
+        pattern=KAFKA_TOPIC_PATTERN,
+        description="Topic name. Default: derived from the namespace and name. Immutable.",
+        json_schema_extra=_validations(
+            cel("self == oldSelf", "topic is immutable: it cannot change after creation"),
+            cel("self != '.' && self != '..'", "topic cannot be '.' or '..'"),
+        ),
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _not_dots(cls, value: str | None) -> str | None:
+        if value in (".", ".."):
+            raise ValueError("topic cannot be '.' or '..'")
+        return value
+
+
+class RedisMemorySpec(ApiModel):
+    """Redis settings of the memory (only with a Redis store)."""
+
+    key_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=KEY_PREFIX_MAX_LENGTH,
+        pattern=KEY_PREFIX_PATTERN,
+        description=(
+            "Prefix of every key of the memory; its user can touch only these keys. "
+            "Default: derived from the namespace and name. Immutable."
+        ),
+        json_schema_extra=_immutable("keyPrefix"),
+    )
+
+
+class TiDBMemorySpec(ApiModel):
+    """TiDB/MySQL settings of the memory (only with a TiDB store)."""
+
+    database: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=SQL_IDENTIFIER_MAX_LENGTH,
+        pattern=SQL_IDENTIFIER_PATTERN,
+        description="Database of the memory. Default: derived from the namespace and name. Immutable.",
+        json_schema_extra=_validations(
+            cel("self == oldSelf", "database is immutable: it cannot change after creation"),
+            cel(
+                "!(self.lowerAscii() in [" + ", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS) + "])",
+                "database cannot be a system schema",
+            ),
+        ),
+    )
+    table: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=SQL_IDENTIFIER_MAX_LENGTH,
+        pattern=SQL_IDENTIFIER_PATTERN,
+        description="Table of the messages. Default: derived from the name. Immutable.",
+        json_schema_extra=_immutable("table"),
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _not_system(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() in SYSTEM_SCHEMAS:
+            raise ValueError(f"database {value!r} is a system schema")
+        return value
+
+
+class ChatMemorySpec(ApiModel):
+    """A chat memory: a TTL'd, isolated place for an application's chat histories, and its Secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            cel(
+                f"{_count_blocks()} <= 1",
+                "set at most one of redis, kafka or tidb: the block of the store's backend",
+            ),
+            cel(
+                "!has(oldSelf.storeRef) || !has(oldSelf.storeRef.name) || oldSelf.storeRef.name == '' "
+                "|| (has(self.storeRef) && has(self.storeRef.name) "
+                "&& self.storeRef.name == oldSelf.storeRef.name)",
+                "storeRef.name is immutable once set: create another ChatMemory to use another store",
+                ".storeRef.name",
+            ),
+            cel(
+                "!has(oldSelf.kafka) || !has(oldSelf.kafka.partitions) "
+                "|| (has(self.kafka) && has(self.kafka.partitions))",
+                "kafka.partitions cannot be removed once set (partitions never decrease)",
+                ".kafka.partitions",
+            ),
+            _fixed_at_creation("kafka", "topic"),
+            _fixed_at_creation("redis", "keyPrefix"),
+            _fixed_at_creation("tidb", "database"),
+            _fixed_at_creation("tidb", "table"),
+        )
+    )
+
+    store_ref: StoreRef | None = Field(
+        default=None, description="The ChatMemoryStore to provision on; omit to use the default store."
+    )
+    ttl: Duration | None = Field(
+        default=None,
+        description=(
+            "How long messages are kept: whole numbers with units d, h, m, s in that order, e.g. "
+            "`90s`, `30m`, `36h`, `7d`, `1h30m`. Default: the store's defaults.ttl, else 7d."
+        ),
+    )
+    max_messages_per_session: int | None = Field(
+        default=None, ge=1, description="Keep at most this many messages per session (the oldest go first)."
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.RETAIN,
+        description=(
+            "On delete: `Retain` keeps the data and removes only the memory's user; "
+            "`Delete` also removes the topic, keys or database."
+        ),
+    )
+    secret_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Name of the connection Secret written in this namespace. Default: `<name>-chatmemory`.",
+    )
+    kafka: KafkaMemorySpec | None = Field(default=None, description="Kafka settings (Kafka stores only).")
+    redis: RedisMemorySpec | None = Field(default=None, description="Redis settings (Redis stores only).")
+    tidb: TiDBMemorySpec | None = Field(default=None, description="TiDB/MySQL settings (TiDB stores only).")
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_valid(cls, value: str | None) -> str | None:
+        return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _at_most_one_backend(self) -> Self:
+        blocks = [k.value for k in BackendKind if getattr(self, k.value) is not None]
+        if len(blocks) > 1:
+            raise ValueError(f"set at most one of redis, kafka or tidb (found {', '.join(blocks)})")
+        return self
+
+    @property
+    def backend(self) -> BackendKind | None:
+        """The backend block that is set, or ``None`` (then the store decides)."""
+        for kind in BackendKind:
+            if getattr(self, kind.value) is not None:
+                return kind
+        return None
+
+    @property
+    def store_name(self) -> str:
+        """``storeRef.name``, or ``""`` for the default store."""
+        return self.store_ref.name if self.store_ref is not None else ""
+
+    @property
+    def ttl_seconds(self) -> int | None:
+        """``ttl`` in seconds, or ``None`` when unset (then the store's default applies)."""
+        return parse_duration(self.ttl) if self.ttl is not None else None
+
+
+class ServiceBindingRef(ApiModel):
+    """The Service Binding ``status.binding``: the Secret an application mounts."""
+
+    name: str = Field(description="Name of the connection Secret in the memory's namespace.")
+
+
+class Provisioned(ApiModel):
+    """What exists on the backend for this memory (no secrets)."""
+
+    topic: str | None = Field(default=None, description="Kafka: the topic.")
+    partitions: int | None = Field(default=None, description="Kafka: the topic's partitions.")
+    replication_factor: int | None = Field(default=None, description="Kafka: the topic's replication factor.")
+    consumer_group_prefix: str | None = Field(
+        default=None, description="Kafka: the consumer-group prefix the memory's user may use."
+    )
+    key_prefix: str | None = Field(default=None, description="Redis: the key prefix.")
+    database: str | None = Field(default=None, description="TiDB/MySQL: the database.")
+    table: str | None = Field(default=None, description="TiDB/MySQL: the message table.")
+    username: str | None = Field(default=None, description="The memory's own user on the backend.")
+    isolated: bool | None = Field(
+        default=None,
+        description="True: the memory has its own least-privilege user; false: it shares the store's.",
+    )
+    expiry: str | None = Field(
+        default=None,
+        description=(
+            "How expired messages are removed: `redis-expire`, `kafka-retention`, `tidb-ttl` "
+            "or `mysql-event`."
+        ),
+    )
+
+
+class ChatMemoryStatus(ApiModel):
+    """What the operator provisioned and whether the memory is usable."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the operator last reconciled."
+    )
+    backend: BackendKind | None = Field(default=None, description="The backend of the resolved store.")
+    store: str | None = Field(default=None, description="Name of the resolved ChatMemoryStore.")
+    ttl: str | None = Field(default=None, description="The effective TTL, e.g. `7d`.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description=(
+            "`Ready` (reason Provisioned, BackendUnavailable, InvalidSpec, NotSupported, StoreNotFound "
+            "or Deleting) and `Isolated`."
+        ),
+        json_schema_extra=_CONDITIONS_EXTRA,
+    )
+    binding: ServiceBindingRef | None = Field(
+        default=None, description="The connection Secret (Service Binding provisioned service)."
+    )
+    provisioned: Provisioned | None = Field(default=None, description="What was provisioned on the backend.")
+    credentials_rotation: str | None = Field(
+        default=None,
+        description="The chatmemory.io/rotate-credentials value the current password was issued for.",
+    )
+
+    def to_patch(self) -> dict[str, Any]:
+        """The status as a JSON-ready dict with wire names, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole resources (parsing what the API server / kopf hands over)
+# --------------------------------------------------------------------------------------------------
+
+
+class ObjectMeta(ApiModel):
+    """The parts of ``metadata`` the operator reads."""
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str = ""
+    generation: int = 0
+    resource_version: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None
+
+
+def to_plain(value: Any) -> Any:
+    """Deep-copy mappings and sequences (kopf's ``Body`` views) into plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+class ChatMemoryStore(ApiModel):
+    """A whole ChatMemoryStore object."""
+
+    api_version: str = API_VERSION
+    kind: str = STORE_KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChatMemoryStoreSpec
+    status: ChatMemoryStoreStatus = Field(default_factory=ChatMemoryStoreStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChatMemoryStore:
+        """Parse a body from the API server or kopf; raises ``pydantic.ValidationError``."""
+        return cls.model_validate(to_plain(body))
+
+    @property
+    def is_default(self) -> bool:
+        """Annotated ``chatmemory.io/is-default-store: "true"``."""
+        return self.metadata.annotations.get(DEFAULT_STORE_ANNOTATION, "").lower() == "true"
+
+
+class ChatMemory(ApiModel):
+    """A whole ChatMemory object."""
+
+    api_version: str = API_VERSION
+    kind: str = MEMORY_KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChatMemorySpec = Field(default_factory=ChatMemorySpec)
+    status: ChatMemoryStatus = Field(default_factory=ChatMemoryStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChatMemory:
+        """Parse a body from the API server or kopf; raises ``pydantic.ValidationError``."""
+        return cls.model_validate(to_plain(body))
+
+    @property
+    def secret_name(self) -> str:
+        """``spec.secretName``, else ``<metadata.name>-chatmemory``."""
+        return self.spec.secret_name or default_secret_name(self.metadata.name)
+
+    @property
+    def rotation_token(self) -> str:
+        """The ``chatmemory.io/rotate-credentials`` annotation, ``""`` when absent."""
+        return self.metadata.annotations.get(ROTATE_CREDENTIALS_ANNOTATION, "")
+
+
+def default_secret_name(memory_name: str) -> str:
+    """The Secret name used when ``spec.secretName`` is unset."""
+    return f"{memory_name}{SECRET_NAME_SUFFIX}"
+
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORIES",
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_REPLICATION_FACTOR",
+    "DEFAULT_STORE_ANNOTATION",
+    "DEFAULT_TTL",
+    "GROUP",
+    "MEMORY_KIND",
+    "MEMORY_PLURAL",
+    "MEMORY_SHORT_NAMES",
+    "MEMORY_SINGULAR",
+    "PROVISIONED_SERVICE_LABEL",
+    "ROTATE_CREDENTIALS_ANNOTATION",
+    "SECRET_NAME_SUFFIX",
+    "STORE_KIND",
+    "STORE_PLURAL",
+    "STORE_SHORT_NAMES",
+    "STORE_SINGULAR",
+    "VERSION",
+    "AdminSecretRef",
+    "CASecretRef",
+    "ChatMemory",
+    "ChatMemorySpec",
+    "ChatMemoryStatus",
+    "ChatMemoryStore",
+    "ChatMemoryStoreSpec",
+    "ChatMemoryStoreStatus",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "DeletionPolicy",
+    "KafkaMemorySpec",
+    "KafkaStoreSpec",
+    "ObjectMeta",
+    "Provisioned",
+    "Reason",
+    "RedisMemorySpec",
+    "RedisStoreSpec",
+    "SaslMechanism",
+    "SecurityProtocol",
+    "ServiceBindingRef",
+    "StoreDefaults",
+    "StoreRef",
+    "TLSSpec",
+    "TiDBMemorySpec",
+    "TiDBStoreSpec",
+    "default_secret_name",
+    "find_condition",
+    "set_condition",
+    "to_plain",
+]

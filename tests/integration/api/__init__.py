@@ -1,0 +1,1 @@
+"""Admission tests of the generated CRDs against the real API server."""
