@@ -39,3 +39,9 @@ class NotSupportedError(ReconcileError):
 
     reason = "NotSupported"
     temporary = False
+
+
+class SecretNotFound(ReconcileError):
+    """A store's admin Secret or CA Secret does not exist or lacks a key; retried."""
+
+    reason = "SecretNotFound"

@@ -1,0 +1,116 @@
+"""The operator's settings, read once from the environment.
+
+Used by :mod:`chatmemory_operator.startup` (kopf settings, metrics server), by
+:mod:`chatmemory_operator.handlers` (timer intervals, retry backoff) and by ``__main__`` (which
+namespaces to watch, the liveness endpoint). Every variable is optional; the defaults suit a
+production deployment, tests shorten the intervals.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: Environment variable -> meaning; also the documentation of every knob.
+ENV_VARS: dict[str, str] = {
+    "CHATMEMORY_NAMESPACES": "comma-separated namespaces to watch; empty watches all namespaces",
+    "CHATMEMORY_LIVENESS": "kopf liveness endpoint URL (default http://0.0.0.0:8080/healthz; 'off' disables)",
+    "CHATMEMORY_METRICS_PORT": "port of the Prometheus /metrics endpoint (default 9090; 0 disables)",
+    "CHATMEMORY_METRICS_ADDR": "address the metrics endpoint binds (default 0.0.0.0)",
+    "CHATMEMORY_DRIFT_INTERVAL": "seconds between drift checks of every ChatMemory (default 60)",
+    "CHATMEMORY_STORE_INTERVAL": "seconds between reachability checks of every ChatMemoryStore (default 60)",
+    "CHATMEMORY_RETRY_DELAY": "first retry delay in seconds after a temporary error (default 10)",
+    "CHATMEMORY_RETRY_MAX_DELAY": "cap of the growing retry delay in seconds (default 300)",
+    "CHATMEMORY_RETAIN_DELETE_RETRIES": "retries of a Retain deletion on an unreachable backend (default 3)",
+    "CHATMEMORY_SECRET_NAMESPACE": "unused: every Secret ref in the API names its namespace",
+}
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the operator cannot use."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything tunable about the operator process."""
+
+    namespaces: tuple[str, ...] = ()
+    liveness: str = "http://0.0.0.0:8080/healthz"
+    metrics_port: int = 9090
+    metrics_addr: str = "0.0.0.0"  # noqa: S104 - a pod's metrics must be scrapable
+    drift_interval: float = 60.0
+    store_interval: float = 60.0
+    retry_delay: float = 10.0
+    retry_max_delay: float = 300.0
+    retain_delete_retries: int = 3
+    secret_namespace: str = "default"
+
+    def retry_backoff(self, retry: int) -> float:
+        """The delay before retry number ``retry`` (0-based): doubles from ``retry_delay``, capped."""
+        if retry < 0:
+            retry = 0
+        delay = self.retry_delay * (2 ** min(retry, 30))
+        return float(min(delay, self.retry_max_delay))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Read ``CHATMEMORY_*`` variables (see :data:`ENV_VARS`); raise :class:`ConfigError`."""
+        e = os.environ if env is None else env
+        namespaces = tuple(n.strip() for n in e.get("CHATMEMORY_NAMESPACES", "").split(",") if n.strip())
+        cfg = cls(
+            namespaces=namespaces,
+            liveness=e.get("CHATMEMORY_LIVENESS", cls.liveness).strip(),
+            metrics_port=_int(e, "CHATMEMORY_METRICS_PORT", cls.metrics_port, minimum=0, maximum=65535),
+            metrics_addr=e.get("CHATMEMORY_METRICS_ADDR", cls.metrics_addr).strip() or cls.metrics_addr,
+            drift_interval=_float(e, "CHATMEMORY_DRIFT_INTERVAL", cls.drift_interval),
+            store_interval=_float(e, "CHATMEMORY_STORE_INTERVAL", cls.store_interval),
+            retry_delay=_float(e, "CHATMEMORY_RETRY_DELAY", cls.retry_delay),
+            retry_max_delay=_float(e, "CHATMEMORY_RETRY_MAX_DELAY", cls.retry_max_delay),
+            retain_delete_retries=_int(e, "CHATMEMORY_RETAIN_DELETE_RETRIES", cls.retain_delete_retries),
+            secret_namespace=e.get("CHATMEMORY_SECRET_NAMESPACE", cls.secret_namespace).strip()
+            or cls.secret_namespace,
+        )
+        if cfg.retry_max_delay < cfg.retry_delay:
+            raise ConfigError(
+                f"CHATMEMORY_RETRY_MAX_DELAY ({cfg.retry_max_delay}) must not be below "
+                f"CHATMEMORY_RETRY_DELAY ({cfg.retry_delay})"
+            )
+        return cfg
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{key}={raw!r} must be greater than 0")
+    return value
+
+
+def _int(
+    env: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f"..{maximum}" if maximum is not None else " or more"
+        raise ConfigError(f"{key}={raw!r} is out of range ({minimum}{upper})")
+    return value
+
+
+@functools.cache
+def load() -> OperatorConfig:
+    """The process's configuration, read from the environment once (handlers need it at import:
+    timer intervals are fixed when the decorators run)."""
+    return OperatorConfig.from_env()

@@ -1,0 +1,301 @@
+"""Every kopf handler of the operator: parse, call :mod:`chatmemory_operator.reconcile`, report.
+
+Registered by importing this module (``chatmemory_operator/__init__.py`` does, for ``kopf run -m
+chatmemory_operator``). Handlers stay thin:
+
+- ChatMemory: create/update/resume converge; a timer re-checks every memory (drift repair, a store
+  that appeared or came back); an event hook acts on a new ``chatmemory.io/rotate-credentials``
+  value at once (kopf's diff ignores ``chatmemory.io/*`` annotations, its own storage prefix);
+  delete removes the user (and the data under ``Delete``).
+- ChatMemoryStore: create/update/resume and a timer check the server with the admin credentials.
+
+The reconcile runs in a worker thread under a per-object lock (handlers and timers of one object
+may overlap). Status is patched only when it changed; Events only on changes. A temporary error
+becomes ``kopf.TemporaryError`` with a growing, capped delay; an invalid or unsupported spec a
+``kopf.PermanentError`` (retried when the spec changes, and re-checked by the timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from chatmemory_operator import config, metrics, reconcile
+from chatmemory_operator.api import v1alpha1 as api
+from chatmemory_operator.errors import BackendUnavailable, ReconcileError
+from chatmemory_operator.k8s import KubernetesError, is_default_store
+from chatmemory_operator.reconcile import Context, Outcome
+
+CONFIG = config.load()
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+MEMORIES = (api.GROUP, api.VERSION, api.MEMORY_PLURAL)
+STORES = (api.GROUP, api.VERSION, api.STORE_PLURAL)
+
+
+def _ctx(memo: Any) -> Context:
+    ctx: Context = memo.ctx
+    return ctx
+
+
+def _lock(memo: Any, uid: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = memo.locks
+    return locks.setdefault(uid, asyncio.Lock())
+
+
+def status_patch(body: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch from the object's status to ``status`` (keys that went away set to null),
+    or None when nothing changed."""
+    if not reconcile.status_changed(body, status):
+        return None
+    out: dict[str, Any] = {
+        key: None for key in body.get("status") or {} if key not in status and key != "kopf"
+    }
+    out.update(status)
+    return out
+
+
+def apply_status(patch: kopf.Patch, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Put the status into kopf's patch when it changed; returns whether it did."""
+    change = status_patch(body, status)
+    if change is None:
+        return False
+    for key, value in change.items():
+        patch.status[key] = value
+    return True
+
+
+def post_events(body: kopf.Body, outcome: Outcome) -> None:
+    for ev in outcome.events:
+        kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
+
+
+def raise_for(error: ReconcileError | None, retry: int) -> None:
+    """The kopf error for a failed reconcile: retried with backoff, or permanent."""
+    if error is None:
+        return
+    if error.temporary:
+        raise kopf.TemporaryError(f"{error.reason}: {error}", delay=CONFIG.retry_backoff(retry))
+    raise kopf.PermanentError(f"{error.reason}: {error}")
+
+
+async def run_memory(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, *, check_drift: bool
+) -> Outcome:
+    """One reconcile of a memory under its lock; status, Events, metrics reported."""
+    uid = str(body.get("metadata", {}).get("uid"))
+    rotations: dict[str, str] = memo.rotations
+    started = time.monotonic()
+    async with _lock(memo, uid):
+        plain = api.to_plain(body)
+        outcome = await asyncio.to_thread(
+            reconcile.reconcile_memory, _ctx(memo), plain, check_drift=check_drift, handled=rotations.get(uid)
+        )
+    if outcome.rotation is not None:
+        rotations[uid] = outcome.rotation
+    metrics.METRICS.observe(
+        uid=uid,
+        backend=outcome.backend,
+        result=metrics.SUCCESS if outcome.error is None else outcome.error.reason,
+        seconds=time.monotonic() - started,
+        ready=outcome.ready,
+    )
+    if apply_status(patch, body, outcome.status):
+        logger.info("status: %s", _summary(outcome))
+    post_events(body, outcome)
+    return outcome
+
+
+def _summary(outcome: Outcome) -> str:
+    ready = api.find_condition(
+        [api.Condition.model_validate(c) for c in outcome.status.get("conditions") or []], reconcile.READY
+    )
+    if ready is None:
+        return "no Ready condition"
+    return f"Ready={ready.status.value} {ready.reason}: {ready.message}"
+
+
+# -- ChatMemory -------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(*MEMORIES)
+@kopf.on.create(*MEMORIES)
+@kopf.on.update(*MEMORIES)
+async def memory_changed(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, **_: Any
+) -> None:
+    """Create, update, resume: converge the memory to its spec."""
+    outcome = await run_memory(body, patch, memo, logger, check_drift=False)
+    raise_for(outcome.error, retry)
+
+
+@kopf.timer(*MEMORIES, interval=CONFIG.drift_interval, initial_delay=CONFIG.drift_interval)
+async def memory_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
+    """Every interval: observe the backend, repair what was changed by hand, rewrite a lost Secret.
+
+    Errors are shown in status, never raised: the next tick is the retry."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    await run_memory(body, patch, memo, logger, check_drift=True)
+
+
+def _rotation_requested(body: kopf.Body, memo: Any, **_: Any) -> bool:
+    if body.get("metadata", {}).get("deletionTimestamp") or not body.get("status", {}).get("binding"):
+        return False
+    rotations: dict[str, str] = memo.get("rotations") or {}
+    return reconcile.rotation_pending(body, rotations.get(str(body.get("metadata", {}).get("uid"))))
+
+
+@kopf.on.event(*MEMORIES, when=_rotation_requested)
+async def memory_rotation(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
+    """A new ``chatmemory.io/rotate-credentials`` value on a provisioned memory: rotate now."""
+    outcome = await run_memory(body, patch, memo, logger, check_drift=False)
+    if outcome.error is not None:
+        logger.warning("rotation not done yet (%s); the timer retries", outcome.error.reason)
+
+
+@kopf.on.delete(*MEMORIES)
+async def memory_deleted(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, **_: Any
+) -> None:
+    """Remove the memory's user (and its data under ``Delete``); never stuck when the store is gone,
+    nor, under ``Retain``, when the server stays unreachable after a few retries."""
+    uid = str(body.get("metadata", {}).get("uid"))
+    async with _lock(memo, uid):
+        try:
+            events = await asyncio.to_thread(reconcile.delete_memory, _ctx(memo), api.to_plain(body))
+        except BackendUnavailable as e:
+            policy = body.get("spec", {}).get("deletionPolicy") or api.DeletionPolicy.RETAIN.value
+            if policy == api.DeletionPolicy.DELETE.value or retry < CONFIG.retain_delete_retries:
+                patch.status["conditions"] = [
+                    api.Condition.make(
+                        reconcile.READY, False, api.Reason.DELETING, f"deleting: {e}"
+                    ).model_dump(by_alias=True, exclude_none=True, mode="json")
+                ]
+                raise kopf.TemporaryError(f"{e.reason}: {e}", delay=CONFIG.retry_backoff(retry)) from None
+            events = [
+                reconcile.Event(
+                    "Warning",
+                    "CredentialsNotRemoved",
+                    f"gave up removing the memory's user after {retry + 1} attempts ({e}); remove it by hand",
+                )
+            ]
+    memo.locks.pop(uid, None)
+    memo.rotations.pop(uid, None)
+    metrics.METRICS.forget(uid)
+    for ev in events:
+        kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
+    logger.info("deleted: %s", "; ".join(ev.message for ev in events))
+
+
+# -- ChatMemoryStore --------------------------------------------------------------------------------
+
+
+def store_in_scope(spec: Mapping[str, Any], namespaces: tuple[str, ...]) -> bool:
+    """Whether this operator manages a store: every store when it watches all namespaces; in
+    namespaced mode only stores whose Secrets live in a watched namespace (it could not read the
+    others, and another operator instance manages them)."""
+    if not namespaces:
+        return True
+    refs = []
+    for kind in ("redis", "kafka", "tidb"):
+        block = spec.get(kind) or {}
+        refs.append(block.get("adminSecretRef") or {})
+        refs.append((block.get("tls") or {}).get("caSecretRef") or {})
+    secret_namespaces = {str(r.get("namespace")) for r in refs if r.get("namespace")}
+    return all(any(fnmatch.fnmatchcase(ns, pattern) for pattern in namespaces) for ns in secret_namespaces)
+
+
+def _store_is_ours(spec: kopf.Spec, **_: Any) -> bool:
+    return store_in_scope(spec, CONFIG.namespaces)
+
+
+async def run_store(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> Outcome:
+    uid = str(body.get("metadata", {}).get("uid"))
+    was_ready = reconcile.is_ready(body)
+    async with _lock(memo, uid):
+        outcome = await asyncio.to_thread(reconcile.reconcile_store, _ctx(memo), api.to_plain(body))
+    if apply_status(patch, body, outcome.status):
+        logger.info("status: %s", _summary(outcome))
+    post_events(body, outcome)
+    if outcome.ready and not was_ready:
+        await wake_memories(memo, api.to_plain(body), logger)
+    return outcome
+
+
+async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> None:
+    """The store became Ready: reconcile now the memories on it that are not Ready (created before
+    the store, or waiting for the server), instead of at their next retry or timer tick."""
+    ctx = _ctx(memo)
+    name = str(store.get("metadata", {}).get("name"))
+    try:
+        memories = await asyncio.to_thread(ctx.kube.list_memories)
+    except KubernetesError as e:  # a namespaced operator may not list cluster-wide
+        logger.debug("not waking the memories of store %s: %s", name, e)
+        return
+    default = is_default_store(store)
+    waiting = [
+        m
+        for m in memories
+        if reconcile.references_store(m, name, is_default=default)
+        and not reconcile.is_ready(m)
+        and not m.get("metadata", {}).get("deletionTimestamp")
+        and (
+            not CONFIG.namespaces
+            or any(fnmatch.fnmatchcase(m["metadata"]["namespace"], p) for p in CONFIG.namespaces)
+        )
+    ]
+    for body in waiting:
+        uid = str(body["metadata"]["uid"])
+        rotations: dict[str, str] = memo.rotations
+        started = time.monotonic()
+        async with _lock(memo, uid):
+            outcome = await asyncio.to_thread(
+                reconcile.reconcile_memory, ctx, body, handled=rotations.get(uid)
+            )
+            change = status_patch(body, outcome.status)
+            if change is not None:
+                await asyncio.to_thread(
+                    ctx.kube.patch_memory_status,
+                    body["metadata"]["namespace"],
+                    body["metadata"]["name"],
+                    change,
+                )
+        metrics.METRICS.observe(
+            uid=uid,
+            backend=outcome.backend,
+            result=metrics.SUCCESS if outcome.error is None else outcome.error.reason,
+            seconds=time.monotonic() - started,
+            ready=outcome.ready,
+        )
+        post_events(cast(kopf.Body, body), outcome)
+        logger.info(
+            "woke memory %s/%s: %s",
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            _summary(outcome),
+        )
+
+
+@kopf.on.resume(*STORES, when=_store_is_ours)
+@kopf.on.create(*STORES, when=_store_is_ours)
+@kopf.on.update(*STORES, when=_store_is_ours)
+async def store_changed(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, **_: Any
+) -> None:
+    """Check the server with the admin credentials; report version, provider and capabilities."""
+    outcome = await run_store(body, patch, memo, logger)
+    raise_for(outcome.error, retry)
+
+
+@kopf.timer(*STORES, interval=CONFIG.store_interval, initial_delay=CONFIG.store_interval, when=_store_is_ours)
+async def store_check(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
+    """Every interval: is the server still reachable? (errors shown in status, not raised)"""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    await run_store(body, patch, memo, logger)

@@ -1,0 +1,171 @@
+"""The only module that calls the Kubernetes API (kopf's own watches and patches aside).
+
+Used by :mod:`chatmemory_operator.reconcile` (stores, admin and CA Secrets, memory Secrets) and by
+:mod:`chatmemory_operator.handlers` (memories that reference a store). The official ``kubernetes``
+client is synchronous: callers run these methods in a worker thread. Objects come back as plain
+camelCase dicts, as kopf hands them to handlers, so the rest of the operator sees one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from chatmemory_operator.api.v1alpha1 import (
+    DEFAULT_STORE_ANNOTATION,
+    GROUP,
+    MEMORY_PLURAL,
+    STORE_PLURAL,
+    VERSION,
+)
+from chatmemory_operator.secrets import decode_data
+
+log = logging.getLogger(__name__)
+
+
+class KubernetesError(Exception):
+    """An API call failed for a reason other than "not found" (retried by the caller)."""
+
+
+def load_api_client() -> kubernetes.client.ApiClient:
+    """An API client from ``KUBECONFIG`` / ``~/.kube/config``, or the in-cluster service account."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+class KubeClient:
+    """Reads and writes the few objects the operator needs. Thread-safe."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._api = api_client
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    # -- stores -----------------------------------------------------------------------------------
+
+    def get_store(self, name: str) -> dict[str, Any] | None:
+        """A ChatMemoryStore by name, or None when it does not exist."""
+        store: dict[str, Any] | None = self._get(
+            lambda: self._custom.get_cluster_custom_object(GROUP, VERSION, STORE_PLURAL, name),
+            f"ChatMemoryStore {name!r}",
+        )
+        return store
+
+    def list_stores(self) -> list[dict[str, Any]]:
+        result = self._call(
+            lambda: self._custom.list_cluster_custom_object(GROUP, VERSION, STORE_PLURAL),
+            "listing ChatMemoryStores",
+        )
+        return list(result.get("items") or [])
+
+    def default_store(self) -> dict[str, Any] | None:
+        """The store annotated ``chatmemory.io/is-default-store: "true"`` (the newest if several,
+        as Kubernetes does for default StorageClasses), or None."""
+        defaults = [s for s in self.list_stores() if is_default_store(s)]
+        if not defaults:
+            return None
+        return max(defaults, key=lambda s: (s.get("metadata") or {}).get("creationTimestamp") or "")
+
+    # -- memories ---------------------------------------------------------------------------------
+
+    def list_memories(self) -> list[dict[str, Any]]:
+        """Every ChatMemory in every namespace the operator can see."""
+        result = self._call(
+            lambda: self._custom.list_cluster_custom_object(GROUP, VERSION, MEMORY_PLURAL),
+            "listing ChatMemories",
+        )
+        return list(result.get("items") or [])
+
+    def annotate_memory(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        """Merge-patch annotations onto a ChatMemory (gone already: ignored)."""
+        body = {"metadata": {"annotations": dict(annotations)}}
+        self._get(
+            lambda: self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, MEMORY_PLURAL, name, body
+            ),
+            f"ChatMemory {namespace}/{name}",
+        )
+
+    def patch_memory_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch a ChatMemory's status subresource (gone already: ignored)."""
+        body = {"status": dict(status)}
+        self._get(
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, MEMORY_PLURAL, name, body
+            ),
+            f"ChatMemory {namespace}/{name}",
+        )
+
+    # -- secrets ----------------------------------------------------------------------------------
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret as a dict (``data`` still base64), or None."""
+        obj = self._get(
+            lambda: self._core.read_namespaced_secret(name, namespace), f"Secret {namespace}/{name}"
+        )
+        if obj is None:
+            return None
+        return dict(self._api.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data decoded to text, or None when the Secret does not exist."""
+        secret = self.read_secret(namespace, name)
+        return None if secret is None else decode_data(secret.get("data"))
+
+    def write_secret(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None) -> None:
+        """Create the Secret, or replace it; a Secret whose ``type`` differs is deleted and recreated
+        (the type of a Secret is immutable)."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        what = f"Secret {namespace}/{name}"
+        if existing is not None and existing.get("type") != body.get("type"):
+            self.delete_secret(namespace, name)
+            existing = None
+        if existing is None:
+            try:
+                self._core.create_namespaced_secret(namespace, dict(body))  # type: ignore[arg-type]
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise KubernetesError(f"while creating {what}: {e.status} {e.reason}") from None
+        self._call(
+            lambda: self._core.replace_namespaced_secret(name, namespace, dict(body)),  # type: ignore[arg-type]
+            what,
+        )
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret; already gone is fine."""
+        self._get(lambda: self._core.delete_namespaced_secret(name, namespace), f"Secret {namespace}/{name}")
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(fn: Any, what: str) -> Any:
+        try:
+            return fn()
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise KubernetesError(f"while reading {what}: {e.status} {e.reason}") from None
+
+    @staticmethod
+    def _call(fn: Any, what: str) -> Any:
+        try:
+            return fn()
+        except ApiException as e:
+            raise KubernetesError(f"{what}: {e.status} {e.reason}") from None
+
+
+def is_default_store(store: Mapping[str, Any]) -> bool:
+    annotations = (store.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(DEFAULT_STORE_ANNOTATION, "")).strip().lower() == "true"

@@ -1,0 +1,93 @@
+"""Rotation: a new chatmemory.io/rotate-credentials value issues a new password; the old one stops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+import redis
+from chatmemory.contract import Binding
+from confluent_kafka.admin import AdminClient
+
+from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for, uid
+
+KEYS = ("redis7", "cluster", "kafka-sasl", "tidb", "mariadb")
+
+
+def works(b: Binding) -> bool:
+    """Whether a fresh connection with the binding's credentials is accepted."""
+    try:
+        if b.backend.value == "redis":
+            c = redis_for(b)
+            try:
+                c.lrange(f"{b.key_prefix}{{s}}", 0, -1)
+            finally:
+                c.close()
+        elif b.backend.value == "kafka":
+            admin = AdminClient({**kafka_conf_for(b), "socket.timeout.ms": 5000})
+            md = admin.list_topics(b.topic, timeout=8)
+            if md.topics[b.topic].error is not None:
+                return False
+        else:
+            mysql_for(b).close()
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        pymysql.MySQLError,
+        Exception,
+    ):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def rotated(e2e: E2E) -> Iterator[dict[str, tuple[str, Binding, Binding]]]:
+    """key -> (memory name, binding before, binding after a rotation)."""
+    names = {key: f"rot-{key}-{uid()}" for key in KEYS}
+    for key, name in names.items():
+        e2e.create_memory(name, e2e.stores[key].name, deletionPolicy="Delete")
+    before = {}
+    for key, name in names.items():
+        e2e.wait_memory(name)
+        before[key] = e2e.binding(name)
+    for name in names.values():
+        e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "r1"}}})
+    after = {}
+    for key, name in names.items():
+        e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "r1")
+        after[key] = e2e.binding(name)
+    yield {key: (names[key], before[key], after[key]) for key in KEYS}
+    for name in names.values():
+        e2e.delete_memory(name, wait=False)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_rotation_issues_a_new_password_and_the_old_one_stops_working(
+    rotated: dict[str, tuple[str, Binding, Binding]], key: str
+) -> None:
+    _, old, new = rotated[key]
+    assert old.username == new.username
+    assert old.password != new.password
+    assert works(new)
+    assert not works(old)
+
+
+def test_rotation_is_recorded_in_status_with_one_event_and_not_repeated(
+    e2e: E2E, rotated: dict[str, tuple[str, Binding, Binding]]
+) -> None:
+    name, _, after = rotated["redis7"]
+    m = e2e.memory(name)
+    assert m is not None
+    assert m["status"]["credentialsRotation"] == "r1"
+    assert [e.reason for e in e2e.events(name)].count("CredentialsRotated") == 1
+    assert e2e.binding(name).password == after.password  # later reconciles keep the new password
+
+
+def test_passwords_never_reach_the_operator_log(
+    e2e: E2E, rotated: dict[str, tuple[str, Binding, Binding]]
+) -> None:
+    log = e2e.operator.log()
+    for _, old, new in rotated.values():
+        assert old.password not in log
+        assert new.password not in log
