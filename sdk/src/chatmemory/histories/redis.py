@@ -1,0 +1,376 @@
+"""Chat histories on Redis, Valkey and Redis Cluster: one list per session, one round trip per turn.
+
+Used by applications directly (``chatmemory.RedisChatMessageHistory``, a drop-in for
+``langchain_redis.RedisChatMessageHistory``'s constructor) and by :class:`chatmemory.ChatMemory`
+through :class:`RedisConnector` (``memory.history(session_id)``), which shares one pooled client per
+memory across every session and thread.
+
+Layout (the operator's ACL for a memory grants exactly these commands on ``<key_prefix>*``):
+
+- a session is one Redis LIST at ``<key_prefix>{<session_id>}``; the braces are a Redis Cluster
+  *hash tag*, so every key of a session (today one) hashes to one slot and multi-key commands and
+  transactions on a session stay legal on a cluster;
+- each element is one message in :mod:`chatmemory._codec` form (LangChain's ``message_to_dict``
+  JSON), appended with ``RPUSH``, so the list is in write order;
+- ``add_messages`` is one ``MULTI RPUSH [LTRIM] [EXPIRE] EXEC`` transaction: atomic, one round trip,
+  the TTL slides on every write (the session expires ``ttl`` seconds after its last write) and
+  ``max_messages`` keeps the newest messages. (The asyncio client on a Redis Cluster sends the same
+  commands as one plain pipeline: redis-py's async cluster transactions are not usable, see
+  :meth:`RedisChatMessageHistory.aadd_messages`);
+- ``messages`` is one ``LRANGE 0 -1``: the full history, never capped, atomic with respect to writers;
+- with ``key_prefix=""`` the key is the session id verbatim, which is the Memorystore seed's layout
+  (see :mod:`chatmemory.histories.memorystore`).
+
+Errors from the server (authentication, ``NOPERM``, connection) are raised as
+:class:`~chatmemory.errors.BackendError` with the redis-py exception as ``__cause__``; nothing is
+swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Final, TypeAlias
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import BaseMessage
+
+from chatmemory import _codec
+from chatmemory._connect import async_redis_client, redis_client, require
+from chatmemory.contract import BackendKind, Binding
+from chatmemory.errors import BackendError, BindingError
+
+require("redis", "redis")
+import redis  # noqa: E402  (after the MissingExtra check)
+import redis.asyncio  # noqa: E402
+import redis.asyncio.cluster  # noqa: E402
+import redis.cluster  # noqa: E402
+
+#: The clients a history accepts: what the Memorystore seed takes, and their asyncio twins.
+SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+DEFAULT_URL: Final = "redis://localhost:6379"
+
+
+def session_key(key_prefix: str, session_id: str) -> str:
+    """The list holding ``session_id``: ``<key_prefix>{<session_id>}``, or the id alone for ``""``."""
+    if not key_prefix:
+        return session_id
+    return f"{key_prefix}{{{session_id}}}"
+
+
+def _describe(client: object) -> str:
+    """``redis host:port`` or ``redis cluster host:port`` for error messages (never credentials)."""
+    manager = getattr(client, "nodes_manager", None)
+    if manager is not None:
+        nodes = getattr(manager, "startup_nodes", None) or {}
+        return f"redis cluster {next(iter(nodes), '?')}"
+    pool = getattr(client, "connection_pool", None)
+    kw = getattr(pool, "connection_kwargs", None) or {}
+    return f"redis {kw.get('host', '?')}:{kw.get('port', '?')}"
+
+
+#: What redis-py raises: its error family, and the cluster client's own (not a RedisError).
+CLIENT_ERRORS: Final = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
+def _backend_error(exc: Exception, where: str, key: str) -> BackendError:
+    """A :class:`BackendError` saying what went wrong in words, with the client error as cause."""
+    msg = str(exc)
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in msg or "invalid username" in msg:
+        text = f"{where}: authentication failed (wrong user name or password): {msg}"
+    elif isinstance(exc, redis.exceptions.NoPermissionError) or msg.startswith("NOPERM"):
+        text = f"{where}: permission denied on key {key!r} (is it outside the memory's key prefix?): {msg}"
+    elif isinstance(exc, redis.exceptions.RedisClusterException):
+        text = f"{where}: cluster unreachable: {msg}"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        text = f"{where}: unreachable: {msg}"
+    else:
+        text = f"{where}: {type(exc).__name__}: {msg}"
+    return BackendError(text)
+
+
+class AsyncClients:
+    """One ``redis.asyncio`` client per event loop, made on first use in that loop.
+
+    An asyncio client's connections belong to the loop that opened them, so a memory used from
+    several loops (``asyncio.run`` per request, a test per loop) gets a client in each. Clients of
+    loops that are gone are dropped with them.
+    """
+
+    def __init__(self, make: Callable[[], AsyncClient]) -> None:
+        self._make = make
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def get(self) -> AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._by_loop.get(loop)
+            if client is None:
+                client = self._by_loop[loop] = self._make()
+            return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client; the others are forgotten (their loops must close them)."""
+        with self._lock:
+            clients = dict(self._by_loop)
+            self._by_loop.clear()
+        loop = asyncio.get_running_loop()
+        for owner, client in clients.items():
+            if owner is loop:
+                await client.aclose()
+
+
+class RedisChatMessageHistory(BaseChatMessageHistory):
+    """A session's messages in one Redis list (see the module docstring for the layout).
+
+    Args:
+        session_id: The session; any non-empty text.
+        redis_url: ``redis://`` or ``rediss://`` URL, used when ``redis_client`` is not given
+            (default ``redis://localhost:6379``, as the seed).
+        key_prefix: Prepended to ``{session_id}``. ``""`` reads and writes the Memorystore layout
+            (the session id is the key).
+        ttl: Seconds the session lives after its last write (sliding); ``None`` keeps it forever.
+        index_name: Accepted for compatibility with ``langchain_redis``. The search module cannot
+            index a LIST, so :meth:`search_messages` scans the session (one ``LRANGE``, no ``FT.*``).
+        redis_client: A ``redis.Redis`` or ``redis.cluster.RedisCluster`` you own (never closed here).
+        max_messages: Keep only the newest ``max_messages`` messages (trimmed on write).
+        async_redis_client: The ``redis.asyncio`` twin used by the ``a*`` methods (yours, never
+            closed here). When not given, one is built from ``redis_url`` per event loop; with only
+            a sync ``redis_client`` the ``a*`` methods run the sync ones in a thread (LangChain's
+            default).
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        redis_url: str | None = None,
+        *,
+        key_prefix: str = "chat:",
+        ttl: int | None = None,
+        index_name: str | None = None,
+        redis_client: SyncClient | None = None,
+        max_messages: int | None = None,
+        async_redis_client: AsyncClient | None = None,
+    ) -> None:
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("session_id must be a non-empty string")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds or None")
+        if max_messages is not None and max_messages < 1:
+            raise ValueError("max_messages must be at least 1 or None")
+        self.session_id = session_id
+        self.key_prefix = key_prefix
+        self.ttl = ttl
+        self.index_name = index_name
+        self.max_messages = max_messages
+        self.key = session_key(key_prefix, session_id)
+        self._owns_client = redis_client is None
+        url = redis_url or DEFAULT_URL
+        self.redis_client: SyncClient = (
+            redis_client if redis_client is not None else redis.Redis.from_url(url)
+        )
+        self._async_client = async_redis_client
+        #: asyncio clients this history makes itself (from the URL), one per event loop
+        self._async_clients: AsyncClients | None = None
+        if redis_client is None and async_redis_client is None:
+            self._async_clients = AsyncClients(lambda: redis.asyncio.Redis.from_url(url))
+        self._where = _describe(self.redis_client)
+
+    # -- sync --------------------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The session's full history, oldest first (one ``LRANGE``)."""
+        with self._errors():
+            raw = self.redis_client.lrange(self.key, 0, -1)
+        return _codec.decode_all(raw)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append ``messages`` atomically in one round trip, refreshing the TTL and trimming."""
+        docs = _codec.encode_all(list(messages))
+        if not docs:
+            return
+        with self._errors():
+            pipe = self.redis_client.pipeline(transaction=True)
+            self._queue_add(pipe, docs)
+            pipe.execute()
+
+    def clear(self) -> None:
+        """Delete this session only (``DEL`` of its one key)."""
+        with self._errors():
+            self.redis_client.delete(self.key)
+
+    def search_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Messages of this session whose text contains ``query`` (case-insensitive), oldest first.
+
+        Each result is ``{"type", "content", "id", "name", "index", "data"}`` where ``index`` is the
+        message's position in the session and ``data`` its full dict form.
+        """
+        return _search(self.messages, query, limit)
+
+    def message_count(self) -> int:
+        """How many messages the session holds (``LLEN``), without reading them."""
+        with self._errors():
+            return int(self.redis_client.llen(self.key))
+
+    # -- async (redis.asyncio) ---------------------------------------------------------------------
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        client = self._aclient()
+        if client is None:
+            return await super().aget_messages()
+        async with self._aerrors():
+            raw = await client.lrange(self.key, 0, -1)
+        return _codec.decode_all(raw)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        client = self._aclient()
+        if client is None:
+            await super().aadd_messages(messages)
+            return
+        docs = _codec.encode_all(list(messages))
+        if not docs:
+            return
+        async with self._aerrors():
+            # redis.asyncio's cluster *transaction* pipeline runs every queued command in a new
+            # thread and event loop (redis-py 8.1), leaving connections bound to dead loops. On a
+            # cluster the session's commands go, in order, as one plain pipeline to the slot's node:
+            # the RPUSH of a turn is still one atomic command, the TTL and the trim follow it.
+            cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+            pipe = client.pipeline(transaction=not cluster)
+            self._queue_add(pipe, docs)
+            await pipe.execute()
+
+    async def aclear(self) -> None:
+        client = self._aclient()
+        if client is None:
+            await super().aclear()
+            return
+        async with self._aerrors():
+            await client.delete(self.key)
+
+    async def asearch_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Async :meth:`search_messages`."""
+        return _search(await self.aget_messages(), query, limit)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the clients this history built itself (a client you passed in stays open)."""
+        if self._owns_client:
+            self.redis_client.close()
+
+    async def aclose(self) -> None:
+        """Close the clients this history built (sync and async)."""
+        self.close()
+        if self._async_clients is not None:
+            await self._async_clients.aclose()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _queue_add(self, pipe: Any, docs: list[str]) -> None:
+        pipe.rpush(self.key, *docs)
+        if self.max_messages is not None:
+            pipe.ltrim(self.key, -self.max_messages, -1)
+        if self.ttl is not None:
+            pipe.expire(self.key, self.ttl)
+
+    def _aclient(self) -> AsyncClient | None:
+        """The asyncio client for the running event loop, or None (then LangChain's thread pool)."""
+        if self._async_client is not None:
+            return self._async_client
+        if self._async_clients is not None:
+            return self._async_clients.get()
+        return None
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except CLIENT_ERRORS as e:
+            raise _backend_error(e, self._where, self.key) from e
+
+    @asynccontextmanager
+    async def _aerrors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except CLIENT_ERRORS as e:
+            raise _backend_error(e, self._where, self.key) from e
+
+
+def _search(messages: list[BaseMessage], query: str, limit: int) -> list[dict[str, Any]]:
+    needle = query.casefold()
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if len(out) >= limit:
+            break
+        if needle in m.text.casefold():
+            data = m.model_dump()
+            out.append(
+                {"type": m.type, "content": m.text, "id": m.id, "name": m.name, "index": i, "data": data}
+            )
+    return out
+
+
+class RedisConnector:
+    """One memory's Redis clients (sync now, async on first use), shared by all its histories.
+
+    Built by :func:`chatmemory.histories.connector_for` from a Redis binding. Thread-safe.
+    """
+
+    kind: Final = BackendKind.REDIS
+
+    def __init__(
+        self,
+        binding: Binding,
+        *,
+        key_prefix: str | None = None,
+        ttl: int | None = None,
+        max_messages: int | None = None,
+    ) -> None:
+        if binding.backend is not BackendKind.REDIS:
+            raise BindingError(f"not a Redis binding: {binding.backend}", key="type")
+        self.binding = binding
+        self.key_prefix = binding.key_prefix if key_prefix is None else key_prefix
+        self.ttl = ttl if ttl is not None else binding.ttl_seconds or None
+        self.max_messages = max_messages if max_messages is not None else binding.max_messages
+        try:  # a cluster client reads the slot map here: the first I/O of the memory
+            self.client: SyncClient = redis_client(binding)
+        except CLIENT_ERRORS as e:
+            where = f"redis {'cluster ' if binding.cluster else ''}{binding.host}:{binding.port}"
+            raise _backend_error(e, where, "") from e
+        self.async_clients = AsyncClients(lambda: async_redis_client(binding))
+
+    @classmethod
+    def from_binding(cls, binding: Binding, **options: Any) -> RedisConnector:
+        """Options: ``key_prefix``, ``ttl``, ``max_messages`` override the binding's values."""
+        return cls(binding, **options)
+
+    def history(self, session_id: str) -> RedisChatMessageHistory:
+        history = RedisChatMessageHistory(
+            session_id,
+            key_prefix=self.key_prefix,
+            ttl=self.ttl,
+            max_messages=self.max_messages,
+            redis_client=self.client,
+        )
+        history._async_clients = self.async_clients  # the memory's, shared by every session
+        return history
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def aclose(self) -> None:
+        self.client.close()
+        await self.async_clients.aclose()
+
+
+__all__ = ["RedisChatMessageHistory", "RedisConnector", "session_key"]

@@ -1,0 +1,212 @@
+"""``ChatMemory``: one memory's pooled clients and its sessions' histories.
+
+Called by applications through :func:`chatmemory.connect` (a binding found by
+:mod:`chatmemory.loaders`) or :func:`chatmemory.connect_url` (a URL, without Kubernetes). A
+``ChatMemory`` holds one connector (:mod:`chatmemory.histories`): the backend clients, built once and
+shared by every session and thread. ``memory.history`` is cheap and does no I/O, so it can be
+passed as ``get_session_history`` to ``RunnableWithMessageHistory``::
+
+    memory = chatmemory.connect("support-bot")
+    chain = RunnableWithMessageHistory(model, memory.history)
+
+``memory.checkpointer()`` gives the LangGraph checkpointer of the same memory
+(:mod:`chatmemory.checkpoint`, the ``langgraph`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from langchain_core.chat_history import BaseChatMessageHistory
+
+from chatmemory.contract import BINDING_TYPES, CONTRACT_VERSION, BackendKind, Binding, Key
+from chatmemory.errors import BindingError, MissingExtra, NotSupported
+from chatmemory.histories import Connector, connector_for
+from chatmemory.loaders import load_binding
+
+
+class ChatMemory:
+    """A memory: its binding, its pooled clients, and a history per session.
+
+    Use as a context manager (``with chatmemory.connect(...) as memory:``) or call :meth:`close`.
+    """
+
+    def __init__(self, binding: Binding, connector: Connector | None = None, *, source: str = "") -> None:
+        self.binding = binding
+        self.source = source
+        self._connector = connector if connector is not None else connector_for(binding)
+
+    @property
+    def backend(self) -> BackendKind:
+        """Which backend the memory lives on."""
+        return self.binding.backend
+
+    @property
+    def connector(self) -> Connector:
+        """The memory's clients (backend specific; shared by every history)."""
+        return self._connector
+
+    def history(self, session_id: str) -> BaseChatMessageHistory:
+        """The history of ``session_id`` (no I/O until it is used); usable as ``get_session_history``."""
+        return self._connector.history(session_id)
+
+    def checkpointer(self, **kwargs: Any) -> Any:
+        """A LangGraph checkpointer on the same memory (``chatmemory[langgraph]``)."""
+        return _checkpoint_function("checkpointer_for")(self.binding, **kwargs)
+
+    async def acheckpointer(self, **kwargs: Any) -> Any:
+        """The asyncio LangGraph checkpointer on the same memory."""
+        return await _checkpoint_function("acheckpointer_for")(self.binding, **kwargs)
+
+    def close(self) -> None:
+        """Close the memory's clients; histories from it stop working."""
+        self._connector.close()
+
+    async def aclose(self) -> None:
+        """Close the memory's clients, the asyncio ones too."""
+        await self._connector.aclose()
+
+    def __enter__(self) -> ChatMemory:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ChatMemory:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        where = f" from {self.source}" if self.source else ""
+        return f"<ChatMemory {self.backend.value} {self.binding.provider}{where}>"
+
+
+def connect(
+    name: str | None = None, *, path: str | os.PathLike[str] | None = None, namespace: str | None = None
+) -> ChatMemory:
+    """The memory ``name`` from its binding (mounted Secret, ``CHATMEMORY_*`` variables or the API)."""
+    binding, source = load_binding(name, path=path, namespace=namespace)
+    return ChatMemory(binding, source=source)
+
+
+_SCHEMES: Final[dict[str, BackendKind]] = {
+    "redis": BackendKind.REDIS,
+    "rediss": BackendKind.REDIS,
+    "valkey": BackendKind.REDIS,
+    "valkeys": BackendKind.REDIS,
+    "kafka": BackendKind.KAFKA,
+    "mysql": BackendKind.TIDB,
+    "tidb": BackendKind.TIDB,
+    "mariadb": BackendKind.TIDB,
+}
+_ALIASES: Final = {"ttl": Key.TTL_SECONDS.value, "ca_cert": Key.CA_CERT.value, "table_name": Key.TABLE.value}
+_KEYS: Final = {k.value for k in Key}
+
+
+def binding_from_url(url: str, **options: Any) -> tuple[Binding, dict[str, Any]]:
+    """A binding from a URL plus options; returns it and the options that are not binding keys.
+
+    Query parameters and keyword options take binding keys (``key_prefix``, ``ttl``/``ttl_seconds``,
+    ``max_messages``, ``cluster``, ``topic``, ``table``, ``security_protocol``, ...), ``ca_file`` a
+    CA bundle path. ``rediss://`` turns TLS on.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    source = f"url:{scheme}://{parts.netloc.rpartition('@')[2]}"
+    if scheme not in _SCHEMES:
+        raise BindingError(
+            f"URL scheme {scheme!r} is not one of {sorted(_SCHEMES)}", key=Key.TYPE.value, source=source
+        )
+    kind = _SCHEMES[scheme]
+    data: dict[str, str] = {
+        Key.CONTRACT_VERSION.value: CONTRACT_VERSION,
+        Key.TYPE.value: BINDING_TYPES[kind],
+        Key.PROVIDER.value: {"rediss": "redis", "valkeys": "valkey", "mysql": "mysql"}.get(scheme, scheme),
+    }
+    if parts.username:
+        data[Key.USERNAME.value] = unquote(parts.username)
+    if parts.password:
+        data[Key.PASSWORD.value] = unquote(parts.password)
+    rest: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(parse_qsl(parts.query))
+    merged.update(options)
+    for raw_key, value in merged.items():
+        key = _ALIASES.get(raw_key, raw_key)
+        if value is None:
+            continue  # an option left at None means "not set"
+        if key == "ca_file":
+            data[Key.CA_CERT.value] = Path(value).read_text()
+        elif key in _KEYS:
+            data[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        else:
+            rest[raw_key] = value
+    if kind is BackendKind.KAFKA:
+        data[Key.BOOTSTRAP_SERVERS.value] = parts.netloc.rpartition("@")[2]
+        if parts.username and Key.SECURITY_PROTOCOL.value not in data:
+            data[Key.SECURITY_PROTOCOL.value] = "SASL_PLAINTEXT"
+    else:
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise BindingError(f"bad port in URL: {e}", key=Key.PORT.value, source=source) from None
+        data[Key.HOST.value] = parts.hostname or "localhost"
+        data[Key.PORT.value] = str(port or {BackendKind.REDIS: 6379, BackendKind.TIDB: 4000}[kind])
+        path = parts.path.strip("/")
+        if kind is BackendKind.REDIS:
+            if scheme in ("rediss", "valkeys"):
+                data.setdefault(Key.TLS.value, "true")
+            if path not in ("", "0"):
+                raise BindingError(
+                    f"database {path} in the URL: chat memories live in database 0", key="uri", source=source
+                )
+        else:
+            if path:
+                data.setdefault(Key.DATABASE.value, path)
+            data.setdefault(Key.TABLE.value, "langchain_message_store")
+            data.setdefault(Key.USERNAME.value, "root")
+    return Binding.from_mapping(data, source=source), rest
+
+
+def connect_url(url: str, **options: Any) -> ChatMemory:
+    """A memory from a URL, without Kubernetes: ``redis://``, ``rediss://``, ``kafka://``, ``mysql://``, ``tidb://``.
+
+    Examples::
+
+        connect_url("redis://user:pw@host:6379", key_prefix="bot:", ttl=3600)
+        connect_url("kafka://broker:9092", topic="bot.chat")
+        connect_url("tidb://user:pw@host:4000/app", table="messages")
+
+    Options that are not binding keys go to the backend's connector.
+    """
+    binding, rest = binding_from_url(url, **options)
+    return ChatMemory(binding, connector_for(binding, **rest), source=f"url:{urlsplit(url).scheme}")
+
+
+def _checkpoint_function(name: str) -> Any:
+    """``chatmemory.checkpoint.<name>``, imported on first use (the ``langgraph`` extra)."""
+    try:
+        module: ModuleType = importlib.import_module("chatmemory.checkpoint")
+    except MissingExtra:
+        raise
+    except ImportError as e:
+        if e.name and e.name.startswith("chatmemory"):
+            raise NotSupported(f"this chatmemory build has no LangGraph checkpointer: {e}") from e
+        raise MissingExtra("langgraph", e.name or "langgraph-checkpoint") from e
+    function = getattr(module, name, None)
+    if function is None:
+        raise NotSupported(f"chatmemory.checkpoint has no {name}(): no LangGraph checkpointer in this build")
+    return function
+
+
+__all__ = ["ChatMemory", "binding_from_url", "connect", "connect_url"]
