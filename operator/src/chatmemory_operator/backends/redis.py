@@ -24,6 +24,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import redis
+from chatmemory.checkpoint.redis import REDIS_COMMANDS as CHECKPOINT_COMMANDS
+from chatmemory.checkpoint.redis import glob_escape
 from chatmemory.contract import BackendKind, Binding
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
@@ -45,10 +47,10 @@ from chatmemory_operator.backends.base import (
 )
 from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
-#: The commands the SDK runs, and nothing else (no KEYS, FLUSHALL, CONFIG, EVAL, ...).
+#: The commands the SDK's chat histories run (no KEYS, FLUSHALL, CONFIG, EVAL, ...).
 #: Writes: MULTI RPUSH EXPIRE LTRIM EXEC (DISCARD to abort); reads: LRANGE LLEN TTL PTTL EXISTS;
 #: clear: DEL UNLINK; listing sessions: SCAN MATCH <prefix>*; connection: HELLO AUTH PING.
-SDK_COMMANDS: Final[tuple[str, ...]] = (
+HISTORY_COMMANDS: Final[tuple[str, ...]] = (
     "ping",
     "hello",
     "auth",
@@ -67,6 +69,9 @@ SDK_COMMANDS: Final[tuple[str, ...]] = (
     "pttl",
     "exists",
 )
+#: What the memory's user may run: the histories' commands plus the LangGraph checkpointer's
+#: (hashes and sorted sets), whose list the SDK defines next to the saver that sends them.
+SDK_COMMANDS: Final[tuple[str, ...]] = tuple(dict.fromkeys(HISTORY_COMMANDS + CHECKPOINT_COMMANDS))
 #: Added when the server has the search module (``FT.SEARCH`` over an index on the prefix).
 SEARCH_COMMANDS: Final[tuple[str, ...]] = ("ft.search",)
 
@@ -74,13 +79,7 @@ SEARCH_COMMANDS: Final[tuple[str, ...]] = ("ft.search",)
 #: key positions) and follows ASK redirects. All read-only metadata.
 CLUSTER_COMMANDS: Final[tuple[str, ...]] = ("cluster|slots", "command", "asking", "readonly")
 
-_GLOB_SPECIAL: Final = frozenset("*?[]\\")
 _SCAN_COUNT: Final = 1000
-
-
-def glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters so a prefix matches only itself in ``~`` and MATCH patterns."""
-    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
 def key_pattern(key_prefix: str) -> str:

@@ -1,0 +1,758 @@
+"""The TiDB / MySQL / MariaDB checkpointer itself (see :mod:`chatmemory.checkpoint.sql` for the
+layout, the DDL and the TTL semantics). Separate so that the DDL imports without langgraph."""
+
+# ruff: noqa: S608 - table names are validated identifiers ([A-Za-z0-9_], quoted); values are bound
+from __future__ import annotations
+
+import asyncio
+import builtins
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from chatmemory.checkpoint._common import (
+    address,
+    check_part,
+    checkpoint_config,
+    matches,
+    next_version,
+    parent_config,
+    run_id_of,
+    sort_writes,
+    thread_id_of,
+    uses_delta_channels,
+    version_text,
+)
+from chatmemory.checkpoint.sql import (
+    DEFAULT_TABLE_PREFIX,
+    _qi,
+    checkpoint_table_ddl,
+    checkpoint_table_names,
+    ttl_delete_after_seconds,
+    ttl_slack_seconds,
+)
+from chatmemory.errors import BackendError
+
+if TYPE_CHECKING:
+    import pymysql.connections
+
+_PAGE: Final = 100
+_RETRY_CODES: Final = frozenset({1213, 1205, 9007, 8022, 8028})  # deadlock, lock wait, TiDB conflicts
+_ATTEMPTS: Final = 4
+
+T = TypeVar("T")
+
+
+class _Pool:
+    """A few idle PyMySQL connections (a connection is not thread-safe; LangGraph runs tasks in
+    threads). Idle connections are pinged before reuse after a minute."""
+
+    def __init__(self, connect: Callable[[], pymysql.connections.Connection[Any]], size: int) -> None:
+        self._connect = connect
+        self._idle: queue.LifoQueue[tuple[pymysql.connections.Connection[Any], float]] = queue.LifoQueue(
+            maxsize=size
+        )
+
+    @contextmanager
+    def connection(self) -> Iterator[pymysql.connections.Connection[Any]]:
+        import pymysql
+
+        conn = None
+        while conn is None:
+            try:
+                conn, last = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+                break
+            if time.monotonic() - last > 60:
+                try:
+                    conn.ping(reconnect=False)
+                except pymysql.MySQLError:
+                    conn.close()
+                    conn = None
+        try:
+            yield conn
+        except BaseException:
+            conn.close()  # state unknown after an error: never hand it out again
+            raise
+        try:
+            self._idle.put_nowait((conn, time.monotonic()))
+        except queue.Full:
+            conn.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn, _ = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with suppress(Exception):  # closing a dead connection
+                conn.close()
+
+
+class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on TiDB, MySQL or MariaDB through PyMySQL.
+
+    Args:
+        connect_kwargs: ``pymysql.connect`` arguments (host, port, user, password, database, ssl,
+            ...); the saver adds ``autocommit``, ``binary_prefix``, utf8mb4 and READ COMMITTED.
+        table_prefix: the tables are ``<prefix>checkpoints``, ``<prefix>checkpoint_blobs`` and
+            ``<prefix>checkpoint_writes`` in the connection's database.
+        ttl_seconds: a thread expires this long after its last write (see the module docstring);
+            None or 0: never. Must match the TTL the tables were created with.
+        serde: LangGraph serializer (default ``JsonPlusSerializer``; ``EncryptedSerializer`` works).
+        pool_size: idle connections kept.
+
+    Sync methods run on the calling thread; async methods run them in a worker thread (PyMySQL has
+    no asyncio API), each on its own pooled connection.
+    """
+
+    def __init__(
+        self,
+        connect_kwargs: Mapping[str, Any],
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        ttl_seconds: int | None = None,
+        serde: SerializerProtocol | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.table_prefix = table_prefix
+        self.t_cp, self.t_blobs, self.t_writes = (_qi(n) for n in checkpoint_table_names(table_prefix))
+        self.ttl_seconds = ttl_seconds if ttl_seconds and ttl_seconds > 0 else None
+        self._slack = ttl_slack_seconds(self.ttl_seconds) if self.ttl_seconds else 0
+        kwargs = dict(connect_kwargs)
+        kwargs.update(autocommit=True, binary_prefix=True, charset="utf8mb4")
+        kwargs.setdefault("init_command", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        self._connect_kwargs = kwargs
+        self._pool = _Pool(self._open, pool_size)
+        self._lock = threading.Lock()
+        self._written: OrderedDict[str, float] = OrderedDict()  # thread -> monotonic time of a write
+        self._touched: OrderedDict[str, float] = OrderedDict()  # thread -> monotonic time of a touch
+
+    def _open(self) -> pymysql.connections.Connection[Any]:
+        import pymysql
+
+        try:
+            return pymysql.connect(**self._connect_kwargs)
+        except pymysql.MySQLError as e:
+            raise BackendError(f"cannot connect to the checkpoint database: {_describe(e)}") from e
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> ChatMemorySQLSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ChatMemorySQLSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        return next_version(current)
+
+    # -- setup (direct use only) ------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the tables (and, on TiDB, their TTL) if missing. Needs CREATE on the database.
+
+        Savers built from a binding never call this: the operator provisions the tables. On
+        MySQL/MariaDB the expiry EVENT is not created here (it needs the EVENT privilege): use
+        :func:`checkpoint_ttl_event_sql`, or call :meth:`delete_expired` from a job.
+        """
+
+        def run(cur: Any) -> None:
+            cur.execute("SELECT VERSION()")
+            tidb = "tidb" in str(cur.fetchone()[0]).lower()
+            for stmt in checkpoint_table_ddl(self.table_prefix, tidb=tidb, ttl_seconds=self.ttl_seconds or 0):
+                cur.execute(stmt)
+
+        self._with_cursor(run, transaction=False)
+
+    async def asetup(self) -> None:
+        await asyncio.to_thread(self.setup)
+
+    def delete_expired(self) -> int:
+        """Delete rows past ``ttl + slack`` (what the EVENT / TiDB TTL do); returns rows deleted."""
+        if self.ttl_seconds is None:
+            return 0
+        after = ttl_delete_after_seconds(self.ttl_seconds)
+
+        def run(cur: Any) -> int:
+            n = 0
+            for t in (self.t_writes, self.t_blobs, self.t_cp):
+                n += cur.execute(
+                    f"DELETE FROM {t} WHERE updated_at < NOW(6) - INTERVAL %s SECOND",
+                    (after,),
+                )
+            return n
+
+        return self._with_cursor(run)
+
+    # -- sync API ---------------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        addr = address(config)
+
+        def run(cur: Any) -> CheckpointTuple | None:
+            where = "c.thread_id = %s AND c.checkpoint_ns = %s"
+            args: builtins.list[Any] = [addr.thread_id, addr.checkpoint_ns]
+            if addr.checkpoint_id is not None:
+                where += " AND c.checkpoint_id = %s"
+                args.append(addr.checkpoint_id)
+            alive, alive_args = self._alive()
+            cur.execute(
+                f"SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
+                f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
+                f"WHERE {where}{alive} ORDER BY c.checkpoint_id DESC LIMIT 1",
+                (*args, *alive_args),
+            )
+            rows = cur.fetchall()
+            tuples = self._hydrate(cur, self._decode_rows(rows, None))
+            return tuples[0] if tuples else None
+
+        return self._with_cursor(run, transaction=False)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        remaining = limit
+        offset = 0
+        while remaining is None or remaining > 0:
+            page, more = self._list_page(config, filter, before, offset)
+            offset += _PAGE
+            for tup in page:
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                yield tup
+            if not more:
+                return
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        addr = address(config)
+        cid = check_part(str(checkpoint["id"]), "checkpoint id")
+        ns = addr.checkpoint_ns
+        c = checkpoint.copy()
+        values: dict[str, Any] = c.pop("channel_values")  # type: ignore[misc]
+        md = get_checkpoint_metadata(config, metadata)
+        ctype, cdata = self.serde.dumps_typed(c)
+        mtype, mdata = self.serde.dumps_typed(md)
+        blob_rows: builtins.list[tuple[Any, ...]] = []
+        for channel, version in new_versions.items():
+            if channel in values:
+                btype, bdata = self.serde.dumps_typed(values[channel])
+                blob_rows.append((addr.thread_id, ns, channel, version_text(version), btype, bdata))
+            else:
+                blob_rows.append((addr.thread_id, ns, channel, version_text(version), "empty", None))
+
+        def run(cur: Any) -> Callable[[], None]:
+            started = self._begin_write(cur, addr.thread_id)
+            if blob_rows:
+                _insert(
+                    cur,
+                    f"INSERT INTO {self.t_blobs} (thread_id, checkpoint_ns, channel, version, type, data, "
+                    "updated_at) VALUES {rows} ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
+                    blob_rows,
+                )
+            cur.execute(
+                f"INSERT INTO {self.t_cp} (thread_id, checkpoint_ns, checkpoint_id, "
+                "parent_checkpoint_id, run_id, type, checkpoint, metadata_type, metadata, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NOW(6)) ON DUPLICATE KEY UPDATE "
+                "parent_checkpoint_id = VALUES(parent_checkpoint_id), run_id = VALUES(run_id), "
+                "type = VALUES(type), checkpoint = VALUES(checkpoint), "
+                "metadata_type = VALUES(metadata_type), metadata = VALUES(metadata), "
+                "updated_at = VALUES(updated_at)",
+                (addr.thread_id, ns, cid, addr.checkpoint_id, run_id_of(md), ctype, cdata, mtype, mdata),
+            )
+            return self._touch(cur, addr.thread_id, started)
+
+        self._with_cursor(run)()
+        return checkpoint_config(addr.thread_id, ns, cid)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        addr = address(config)
+        if addr.checkpoint_id is None:
+            raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
+        cid = addr.checkpoint_id
+        regular: builtins.list[tuple[Any, ...]] = []
+        special: builtins.list[tuple[Any, ...]] = []
+        for idx, (channel, value) in enumerate(writes):
+            widx = WRITES_IDX_MAP.get(channel, idx)
+            wtype, wdata = self.serde.dumps_typed(value)
+            row = (
+                addr.thread_id,
+                addr.checkpoint_ns,
+                cid,
+                str(task_id),
+                widx,
+                channel,
+                wtype,
+                wdata,
+                task_path,
+            )
+            (regular if widx >= 0 else special).append(row)
+        if not regular and not special:
+            return
+        cols = (
+            "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data, task_path, "
+            "updated_at)"
+        )
+
+        def run(cur: Any) -> Callable[[], None]:
+            started = self._begin_write(cur, addr.thread_id)
+            if regular:  # a regular write is never replaced (a retried task writes the same thing)
+                _insert(
+                    cur,
+                    f"INSERT INTO {self.t_writes} {cols} VALUES {{rows}} "
+                    "ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
+                    regular,
+                )
+            if special:  # errors, interrupts, ...: the latest wins
+                _insert(
+                    cur,
+                    f"INSERT INTO {self.t_writes} {cols} VALUES {{rows}} ON DUPLICATE KEY UPDATE "
+                    "channel = VALUES(channel), type = VALUES(type), data = VALUES(data), "
+                    "task_path = VALUES(task_path), updated_at = VALUES(updated_at)",
+                    special,
+                )
+            if self.ttl_seconds is not None:  # the thread's newest checkpoint stamp = its last write
+                cur.execute(
+                    f"UPDATE {self.t_cp} SET updated_at = NOW(6) "
+                    "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s",
+                    (addr.thread_id, addr.checkpoint_ns, cid),
+                )
+            return self._touch(cur, addr.thread_id, started)
+
+        self._with_cursor(run)()
+
+    def delete_thread(self, thread_id: str) -> None:
+        tid = thread_id_of(thread_id)
+
+        def run(cur: Any) -> None:
+            self._delete_thread_rows(cur, tid)
+
+        self._with_cursor(run)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        runs = [str(r) for r in run_ids]
+        if not runs:
+            return
+        marks = ", ".join(["%s"] * len(runs))
+
+        def run(cur: Any) -> None:
+            cur.execute(
+                f"DELETE w FROM {self.t_writes} w JOIN {self.t_cp} c ON w.thread_id = c.thread_id "
+                "AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id "
+                f"WHERE c.run_id IN ({marks})",
+                runs,
+            )
+            cur.execute(f"DELETE FROM {self.t_cp} WHERE run_id IN ({marks})", runs)
+
+        self._with_cursor(run)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        src, dst = thread_id_of(source_thread_id), thread_id_of(target_thread_id)
+        alive, alive_args = self._alive("s")
+
+        def run(cur: Any) -> Callable[[], None]:
+            started = self._begin_write(cur, dst)
+            cur.execute(
+                f"INSERT INTO {self.t_cp} (thread_id, checkpoint_ns, checkpoint_id, "
+                "parent_checkpoint_id, run_id, type, checkpoint, metadata_type, metadata, updated_at) "
+                "SELECT %s, s.checkpoint_ns, s.checkpoint_id, s.parent_checkpoint_id, s.run_id, s.type, "
+                f"s.checkpoint, s.metadata_type, s.metadata, NOW(6) FROM {self.t_cp} s "
+                f"WHERE s.thread_id = %s{alive} ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
+                (dst, src, *alive_args),
+            )
+            if not cur.rowcount:
+                return lambda: None
+            cur.execute(
+                f"INSERT INTO {self.t_blobs} (thread_id, checkpoint_ns, channel, version, type, data, "
+                "updated_at) SELECT %s, checkpoint_ns, channel, version, type, data, NOW(6) "
+                f"FROM {self.t_blobs} WHERE thread_id = %s "
+                "ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
+                (dst, src),
+            )
+            cur.execute(
+                f"INSERT INTO {self.t_writes} (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
+                "channel, type, data, task_path, updated_at) SELECT %s, checkpoint_ns, checkpoint_id, "
+                f"task_id, idx, channel, type, data, task_path, NOW(6) FROM {self.t_writes} "
+                "WHERE thread_id = %s ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
+                (dst, src),
+            )
+            return self._touch(cur, dst, started)
+
+        self._with_cursor(run)()
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            tid = thread_id_of(thread_id)
+            if strategy == "delete":
+                self.delete_thread(tid)
+            else:
+                self._with_cursor(partial(self._keep_latest, thread_id=tid))
+
+    # -- async API (PyMySQL in a worker thread) ---------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        remaining = limit
+        offset = 0
+        while remaining is None or remaining > 0:
+            page, more = await asyncio.to_thread(self._list_page, config, filter, before, offset)
+            offset += _PAGE
+            for tup in page:
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                yield tup
+            if not more:
+                return
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _with_cursor(self, fn: Callable[[Any], T], *, transaction: bool = True) -> T:
+        """Run ``fn(cursor)`` on a pooled connection, in a transaction, retrying lock conflicts."""
+        import pymysql
+
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._pool.connection() as conn, conn.cursor() as cur:
+                    if not transaction:
+                        return fn(cur)
+                    conn.begin()
+                    try:
+                        result = fn(cur)
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    conn.commit()
+                    return result
+            except pymysql.MySQLError as e:
+                code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+                if code in _RETRY_CODES and attempt + 1 < _ATTEMPTS:
+                    time.sleep(0.01 * (2**attempt))
+                    continue
+                raise BackendError(f"checkpoint statement failed: {_describe(e)}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _alive(self, alias: str = "c") -> tuple[str, tuple[Any, ...]]:
+        """SQL condition hiding threads idle for longer than the TTL (empty without a TTL)."""
+        if self.ttl_seconds is None:
+            return "", ()
+        return (
+            f" AND EXISTS (SELECT 1 FROM {self.t_cp} l WHERE l.thread_id = {alias}.thread_id "
+            "AND l.updated_at > NOW(6) - INTERVAL %s SECOND)",
+            (self.ttl_seconds,),
+        )
+
+    def _remember(self, cache: OrderedDict[str, float], thread_id: str, at: float) -> None:
+        with self._lock:
+            cache[thread_id] = at
+            cache.move_to_end(thread_id)
+            while len(cache) > 10_000:
+                cache.popitem(last=False)
+
+    def _recent(self, cache: OrderedDict[str, float], thread_id: str, within: float, now: float) -> bool:
+        with self._lock:
+            at = cache.get(thread_id)
+        return at is not None and now - at < within
+
+    def _begin_write(self, cur: Any, thread_id: str) -> float:
+        """Start a write: clear what is left of an expired thread. Returns the monotonic start."""
+        started = time.monotonic()
+        if self.ttl_seconds is None:
+            return started
+        # This saver wrote the thread less than a TTL ago: it is alive, no need to ask.
+        if not self._recent(self._written, thread_id, self.ttl_seconds - 1, started):
+            cur.execute(
+                f"SELECT MAX(updated_at) <= NOW(6) - INTERVAL %s SECOND FROM {self.t_cp} "
+                "WHERE thread_id = %s",
+                (self.ttl_seconds, thread_id),
+            )
+            row = cur.fetchone()
+            if row is not None and row[0]:
+                self._delete_thread_rows(cur, thread_id)
+        return started
+
+    def _touch(self, cur: Any, thread_id: str, started: float) -> Callable[[], None]:
+        """Re-stamp the thread's rows older than slack/2 (at most every slack/2 per saver).
+
+        Returns what to remember about the thread once the transaction has committed (a rolled
+        back write must not let the next one skip its checks).
+        """
+        touched = False
+        if self.ttl_seconds is not None:
+            half = self._slack / 2
+            if not self._recent(self._touched, thread_id, half, started):
+                for t in (self.t_cp, self.t_blobs, self.t_writes):
+                    cur.execute(
+                        f"UPDATE {t} SET updated_at = NOW(6) WHERE thread_id = %s "
+                        "AND updated_at < NOW(6) - INTERVAL %s SECOND",
+                        (thread_id, half),
+                    )
+                touched = True
+
+        def committed() -> None:
+            self._remember(self._written, thread_id, started)
+            if touched:
+                self._remember(self._touched, thread_id, started)
+
+        return committed
+
+    def _delete_thread_rows(self, cur: Any, thread_id: str) -> None:
+        for t in (self.t_writes, self.t_blobs, self.t_cp):
+            cur.execute(f"DELETE FROM {t} WHERE thread_id = %s", (thread_id,))
+        with self._lock:
+            self._written.pop(thread_id, None)
+            self._touched.pop(thread_id, None)
+
+    def _list_page(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        offset: int,
+    ) -> tuple[builtins.list[CheckpointTuple], bool]:
+        where: builtins.list[str] = []
+        args: builtins.list[Any] = []
+        if config is not None:
+            conf = config.get("configurable") or {}
+            where.append("c.thread_id = %s")
+            args.append(thread_id_of(conf["thread_id"]))
+            if conf.get("checkpoint_ns") is not None:
+                where.append("c.checkpoint_ns = %s")
+                args.append(str(conf["checkpoint_ns"]))
+            if conf.get("checkpoint_id"):
+                where.append("c.checkpoint_id = %s")
+                args.append(str(conf["checkpoint_id"]))
+        before_id = (before or {}).get("configurable", {}).get("checkpoint_id") if before else None
+        if before_id:
+            where.append("c.checkpoint_id < %s")
+            args.append(str(before_id))
+        alive, alive_args = self._alive()
+        clause = ("WHERE " + " AND ".join(where)) if where else "WHERE 1 = 1"
+
+        def run(cur: Any) -> tuple[builtins.list[CheckpointTuple], bool]:
+            cur.execute(
+                f"SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
+                f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
+                f"{clause}{alive} ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns "
+                "LIMIT %s OFFSET %s",
+                (*args, *alive_args, _PAGE, offset),
+            )
+            rows = cur.fetchall()
+            return self._hydrate(cur, self._decode_rows(rows, filter)), len(rows) == _PAGE
+
+        return self._with_cursor(run, transaction=False)
+
+    def _decode_rows(
+        self, rows: Sequence[Sequence[Any]], filter: dict[str, Any] | None
+    ) -> builtins.list[tuple[str, str, str, str | None, Checkpoint, CheckpointMetadata]]:
+        out = []
+        for tid, ns, cid, parent, ctype, cdata, mtype, mdata in rows:
+            metadata: CheckpointMetadata = self.serde.loads_typed((_s(mtype), mdata))
+            if not matches(metadata, filter):
+                continue
+            ckpt: Checkpoint = self.serde.loads_typed((_s(ctype), cdata))
+            out.append((_s(tid), _s(ns), _s(cid), _s(parent) if parent else None, ckpt, metadata))
+        return out
+
+    def _hydrate(
+        self,
+        cur: Any,
+        loaded: builtins.list[tuple[str, str, str, str | None, Checkpoint, CheckpointMetadata]],
+    ) -> builtins.list[CheckpointTuple]:
+        """Add channel values and pending writes to decoded checkpoint rows (two queries in all)."""
+        if not loaded:
+            return []
+        blob_keys = sorted(
+            {
+                (tid, ns, ch, version_text(v))
+                for tid, ns, _cid, _p, ckpt, _md in loaded
+                for ch, v in ckpt["channel_versions"].items()
+            }
+        )
+        blobs: dict[tuple[str, str, str, str], Any] = {}
+        for chunk in _chunks(blob_keys, 500):
+            cur.execute(
+                f"SELECT thread_id, checkpoint_ns, channel, version, type, data FROM {self.t_blobs} "
+                "WHERE (thread_id, checkpoint_ns, channel, version) IN ("
+                + ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+                + ")",
+                [x for k in chunk for x in k],
+            )
+            for tid, ns, ch, ver, btype, bdata in cur.fetchall():
+                if _s(btype) != "empty":
+                    blobs[(_s(tid), _s(ns), _s(ch), _s(ver))] = (_s(btype), bdata)
+        cp_keys = sorted({(tid, ns, cid) for tid, ns, cid, _p, _c, _m in loaded})
+        writes: dict[tuple[str, str, str], builtins.list[tuple[str, int, str, str, Any]]] = {}
+        for chunk3 in _chunks(cp_keys, 500):
+            cur.execute(
+                f"SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data, "
+                f"task_path FROM {self.t_writes} WHERE (thread_id, checkpoint_ns, checkpoint_id) IN ("
+                + ", ".join(["(%s, %s, %s)"] * len(chunk3))
+                + ")",
+                [x for k in chunk3 for x in k],
+            )
+            for tid, ns, cid, task, idx, ch, wtype, wdata, path in cur.fetchall():
+                writes.setdefault((_s(tid), _s(ns), _s(cid)), []).append(
+                    (_s(task), int(idx), _s(path), _s(ch), self.serde.loads_typed((_s(wtype), wdata)))
+                )
+        out = []
+        for tid, ns, cid, parent, ckpt, metadata in loaded:
+            values = {}
+            for ch, v in ckpt["channel_versions"].items():
+                blob = blobs.get((tid, ns, ch, version_text(v)))
+                if blob is not None:
+                    values[ch] = self.serde.loads_typed(blob)
+            out.append(
+                CheckpointTuple(
+                    config=checkpoint_config(tid, ns, cid),
+                    checkpoint={**ckpt, "channel_values": values},
+                    metadata=metadata,
+                    parent_config=parent_config(tid, ns, parent),
+                    pending_writes=sort_writes(writes.get((tid, ns, cid), [])),
+                )
+            )
+        return out
+
+    def _keep_latest(self, cur: Any, thread_id: str) -> None:
+        cur.execute("SELECT NOW(6)")
+        (started,) = cur.fetchone()
+        cur.execute(
+            f"SELECT c.checkpoint_ns, c.checkpoint_id, c.type, c.checkpoint, c.metadata_type, c.metadata "
+            f"FROM {self.t_cp} c WHERE c.thread_id = %s AND c.checkpoint_id = (SELECT MAX(m.checkpoint_id) "
+            f"FROM {self.t_cp} m WHERE m.thread_id = c.thread_id AND m.checkpoint_ns = c.checkpoint_ns)",
+            (thread_id,),
+        )
+        for ns_raw, cid_raw, ctype, cdata, mtype, mdata in cur.fetchall():
+            ns, cid = _s(ns_raw), _s(cid_raw)
+            metadata: CheckpointMetadata = self.serde.loads_typed((_s(mtype), mdata))
+            if uses_delta_channels(metadata):
+                continue  # a DeltaChannel chain: keep the whole namespace
+            ckpt: Checkpoint = self.serde.loads_typed((_s(ctype), cdata))
+            for t in (self.t_writes, self.t_cp):
+                cur.execute(
+                    f"DELETE FROM {t} WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id < %s",
+                    (thread_id, ns, cid),
+                )
+            keep = [(ch, version_text(v)) for ch, v in ckpt["channel_versions"].items()]
+            not_kept = ""
+            if keep:
+                not_kept = " AND (channel, version) NOT IN (" + ", ".join(["(%s, %s)"] * len(keep)) + ")"
+            cur.execute(
+                f"DELETE FROM {self.t_blobs} WHERE thread_id = %s AND checkpoint_ns = %s "
+                f"AND updated_at < %s{not_kept}",
+                (thread_id, ns, started, *(x for k in keep for x in k)),
+            )
+
+
+def _insert(cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """One multi-row INSERT (``{rows}`` in ``sql``); every row gets ``NOW(6)`` as its last column."""
+    width = len(rows[0])
+    group = "(" + ", ".join(["%s"] * width) + ", NOW(6))"
+    for chunk in _chunks(list(rows), 200):
+        cur.execute(sql.replace("{rows}", ", ".join([group] * len(chunk))), [x for r in chunk for x in r])
+
+
+def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _describe(e: Exception) -> str:
+    if len(e.args) >= 2:
+        return f"error {e.args[0]}: {e.args[1]}"
+    return str(e)

@@ -1,0 +1,154 @@
+"""LangGraph checkpointer on plain Redis data structures (Redis 7/8, Valkey, Redis Cluster): layout.
+
+Built by :func:`chatmemory.checkpoint.checkpointer_for` from a Redis binding, or directly from a
+redis-py client. No module (RedisJSON, RediSearch) and no script is needed: a thread is six keys,
+all sharing the hash tag ``{<thread_id>}`` so that a thread lives in one cluster slot::
+
+    <prefix>{<thread>}:cp   HASH  "<ns>\\0<checkpoint_id>"                -> checkpoint record
+    <prefix>{<thread>}:cx   ZSET  "<ns>\\0<checkpoint_id>"                 (score 0: ordered by text)
+    <prefix>{<thread>}:bl   HASH  "<ns>\\0<channel>\\0<version>"            -> channel value
+    <prefix>{<thread>}:wr   HASH  "<ns>\\0<checkpoint_id>\\0<task>\\0<idx>"  -> pending write
+    <prefix>{<thread>}:wx   ZSET  the pending-write fields, ordered by text
+    <prefix>{<thread>}:rx   ZSET  "<run_id>\\0<ns>\\0<checkpoint_id>"      (for delete_for_runs)
+
+``{``, ``}`` and ``%`` in a thread id are percent-escaped in key names. Every write (``put``,
+``put_writes``, ``copy_thread``'s target) is one ``MULTI``/``EXEC`` on the thread's slot that also
+sets ``EXPIRE <ttl>`` on all six keys, so a thread expires ``ttl`` after its last write, pending
+writes included. Reads take two round trips (three for "latest"). ``delete_thread`` is one
+``UNLINK``. Only ``delete_for_runs`` and listing without a thread (``list(None)``) look across
+threads, with ``SCAN MATCH <prefix>{*}:rx`` / ``:cx``.
+
+The saver (``chatmemory.checkpoint._redis_saver``) is written once, as *operations* that yield
+batches of commands and receive their replies; a sync driver (``redis.Redis`` / ``RedisCluster``)
+and a native asyncio driver (``redis.asyncio``) run the same operations. This module holds only
+the layout and the command list, importable without langgraph (the operator reads
+:data:`EXTRA_REDIS_COMMANDS` for its ACL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+if TYPE_CHECKING:
+    from chatmemory.checkpoint._redis_saver import ChatMemoryRedisSaver
+
+__all__ = [
+    "EXTRA_REDIS_COMMANDS",
+    "REDIS_COMMANDS",
+    "Batch",
+    "ChatMemoryRedisSaver",
+    "ThreadKeys",
+    "escape_thread",
+    "glob_escape",
+    "thread_keys",
+    "thread_of_key",
+    "unescape_thread",
+]
+
+#: Every command the saver sends (lower case, as in ``ACL SETUSER +<cmd>``), besides the cluster
+#: client's own metadata commands. The operator's Redis ACL must allow all of them.
+REDIS_COMMANDS: Final[tuple[str, ...]] = (
+    "ping",
+    "hello",
+    "auth",
+    "multi",
+    "exec",
+    "discard",
+    "expire",
+    "unlink",
+    "scan",
+    "hset",
+    "hsetnx",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hdel",
+    "zadd",
+    "zrange",
+    "zrem",
+)
+#: The ones the chat histories do not already need (the operator's ``SDK_COMMANDS``).
+EXTRA_REDIS_COMMANDS: Final[tuple[str, ...]] = (
+    "hset",
+    "hsetnx",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hdel",
+    "zadd",
+    "zrange",
+    "zrem",
+)
+
+_SUFFIXES: Final = ("cp", "cx", "bl", "wr", "wx", "rx")
+_GLOB_SPECIAL: Final = frozenset("*?[]\\")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    """One round trip: a pipeline of raw commands, wrapped in MULTI/EXEC when ``atomic``."""
+
+    commands: list[tuple[Any, ...]] = field(default_factory=list)
+    atomic: bool = False
+
+
+#: An operation: yields batches, receives each batch's replies, returns its result.
+Op = Generator[Batch, list[Any], T]
+
+
+def escape_thread(thread_id: str) -> str:
+    """The thread id as it appears inside the hash tag (``{``, ``}``, ``%`` percent-escaped)."""
+    return thread_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def unescape_thread(text: str) -> str:
+    return text.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so a prefix matches only itself in SCAN MATCH."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    """The six key names of one thread."""
+
+    cp: str
+    cx: str
+    bl: str
+    wr: str
+    wx: str
+    rx: str
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.cp, self.cx, self.bl, self.wr, self.wx, self.rx)
+
+
+def thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
+    base = f"{prefix}{{{escape_thread(thread_id)}}}:"
+    return ThreadKeys(*(base + s for s in _SUFFIXES))
+
+
+def thread_of_key(prefix: str, key: bytes | str) -> str | None:
+    """The thread id of a key found by SCAN (``<prefix>{<thread>}:<suffix>``), or None."""
+    text = key.decode() if isinstance(key, bytes) else key
+    if not text.startswith(prefix + "{") or "}:" not in text[len(prefix) :]:
+        return None
+    inner = text[len(prefix) + 1 : text.rindex("}:")]
+    return unescape_thread(inner)
+
+
+def __getattr__(name: str) -> Any:
+    """``ChatMemoryRedisSaver`` on first use: the layout and command lists above import without
+    langgraph (the operator reads ``EXTRA_REDIS_COMMANDS`` for its ACL)."""
+    if name == "ChatMemoryRedisSaver":
+        from chatmemory.checkpoint._redis_saver import ChatMemoryRedisSaver
+
+        return ChatMemoryRedisSaver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
