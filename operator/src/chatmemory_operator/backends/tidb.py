@@ -14,12 +14,12 @@ Called by the reconcile layer through :class:`~chatmemory_operator.backends.base
 
 ``Delete`` drops the database and the user; ``Retain`` drops the user only (the table keeps its
 TTL clause or event, so retained rows still expire). Identifiers are validated strictly and
-quoted; passwords travel as escaped parameters and never appear in errors or logs.
+quoted; passwords travel as escaped parameters and never appear in errors or logs. The table DDL,
+the TTL clause and the identifier rule come from :mod:`chatmemory.sql`, shared with the SDK's history.
 """
 
 from __future__ import annotations
 
-import math
 import queue
 import re
 import ssl
@@ -30,7 +30,18 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import pymysql
+from chatmemory import sql
 from chatmemory.contract import BackendKind, Binding
+from chatmemory.sql import (  # defined once in the SDK; re-exported here for callers
+    MAX_NAME_LEN,
+    TTL_JOB_INTERVAL,
+    UNIT_MINUTES,
+    parse_ttl,
+    qi,
+    table_ddl,
+    ttl_clause,
+    ttl_interval,
+)
 from pymysql.cursors import DictCursor
 
 from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOUT, ClientCache, redact
@@ -43,8 +54,6 @@ from chatmemory_operator.backends.base import (
 )
 from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
-_IDENT: Final = re.compile(r"^[A-Za-z0-9_]+$")
-MAX_NAME_LEN: Final = 64  # databases and tables
 MAX_USER_LEN: Final = 32  # TiDB and MySQL 5.7+/8 user names
 _SYSTEM_SCHEMAS: Final = frozenset(
     {"mysql", "information_schema", "performance_schema", "sys", "metrics_schema", "test"}
@@ -53,22 +62,16 @@ _SYSTEM_SCHEMAS: Final = frozenset(
 GRANTS: Final[tuple[str, ...]] = ("SELECT", "INSERT", "DELETE")
 _GRANT_COLUMNS: Final = frozenset(f"{p.capitalize()}_priv" for p in GRANTS)
 EVENT_NAME: Final = "chatmemory_ttl"
-TTL_JOB_INTERVAL: Final = "1m"
 
-_TTL_RE: Final = re.compile(r"TTL=`create_time` \+ INTERVAL (\d+) (MINUTE|HOUR|DAY)", re.IGNORECASE)
-_TTL_ENABLE_RE: Final = re.compile(r"TTL_ENABLE='(\w+)'", re.IGNORECASE)
-_TTL_JOB_RE: Final = re.compile(r"TTL_JOB_INTERVAL='(\w+)'", re.IGNORECASE)
 _EVENT_RE: Final = re.compile(r"INTERVAL\s+(\d+)\s+SECOND", re.IGNORECASE)
-_UNIT_MINUTES: Final = {"MINUTE": 1, "HOUR": 60, "DAY": 1440}
 
 
 def validate_identifier(value: str, what: str, *, max_len: int = MAX_NAME_LEN) -> str:
     """``[A-Za-z0-9_]``, 1..max_len characters; raises :class:`InvalidSpec` naming ``what``."""
-    if not value or len(value) > max_len or not _IDENT.match(value):
-        raise InvalidSpec(
-            f"{what} {value!r} is not a valid name: use 1-{max_len} characters from [A-Za-z0-9_]"
-        )
-    return value
+    try:
+        return sql.validate_identifier(value, what, max_len=max_len)
+    except ValueError as e:
+        raise InvalidSpec(str(e)) from None
 
 
 def validate_plan(plan: MemoryPlan) -> None:
@@ -78,70 +81,6 @@ def validate_plan(plan: MemoryPlan) -> None:
     validate_identifier(plan.username, "user name", max_len=MAX_USER_LEN)
     if plan.database.lower() in _SYSTEM_SCHEMAS:
         raise InvalidSpec(f"database {plan.database!r} is a system schema")
-
-
-def qi(name: str) -> str:
-    """Backtick-quote an identifier (doubling backticks, for names read back from the server)."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def ttl_interval(ttl_seconds: int) -> tuple[int, str] | None:
-    """TiDB's TTL interval for a ttl: whole minutes (rounded up), in the largest exact unit.
-
-    TiDB on unistore takes MINUTE, HOUR and DAY only. ``None`` when the memory never expires.
-    """
-    if ttl_seconds <= 0:
-        return None
-    minutes = math.ceil(ttl_seconds / 60)
-    if minutes % 1440 == 0:
-        return minutes // 1440, "DAY"
-    if minutes % 60 == 0:
-        return minutes // 60, "HOUR"
-    return minutes, "MINUTE"
-
-
-def ttl_clause(ttl_seconds: int) -> str:
-    """The table options for TiDB's row TTL (space separated, valid in CREATE and ALTER TABLE)."""
-    interval = ttl_interval(ttl_seconds)
-    if interval is None:
-        return ""
-    n, unit = interval
-    return (
-        f"TTL = `create_time` + INTERVAL {n} {unit} TTL_ENABLE = 'ON' TTL_JOB_INTERVAL = '{TTL_JOB_INTERVAL}'"
-    )
-
-
-def parse_ttl(create_table: str) -> tuple[int, str, str] | None:
-    """(minutes, TTL_ENABLE, TTL_JOB_INTERVAL) from TiDB's SHOW CREATE TABLE; None without TTL."""
-    m = _TTL_RE.search(create_table)
-    if not m:
-        return None
-    enable = _TTL_ENABLE_RE.search(create_table)
-    job = _TTL_JOB_RE.search(create_table)
-    return (
-        int(m.group(1)) * _UNIT_MINUTES[m.group(2).upper()],
-        enable.group(1).upper() if enable else "",
-        job.group(1) if job else "",
-    )
-
-
-def table_ddl(database: str, table: str, *, tidb: bool, ttl_seconds: int) -> str:
-    """CREATE TABLE IF NOT EXISTS for the message table (LangChain's TiDB history columns)."""
-    options = ""
-    if tidb:
-        options = " AUTO_ID_CACHE 1"
-        clause = ttl_clause(ttl_seconds)
-        if clause:
-            options += " " + clause
-    return (
-        f"CREATE TABLE IF NOT EXISTS {qi(database)}.{qi(table)} ("
-        "id BIGINT AUTO_INCREMENT PRIMARY KEY, "
-        "session_id VARCHAR(255) NOT NULL, "
-        "message JSON NOT NULL, "
-        "create_time TIMESTAMP DEFAULT CURRENT_TIMESTAMP, "
-        "INDEX session_idx (session_id)"
-        f"){options}"
-    )
 
 
 def event_body(database: str, table: str, ttl_seconds: int) -> str:
@@ -352,7 +291,7 @@ class TiDBBackend:
             if current is not None:
                 cur.execute(f"ALTER TABLE {target} REMOVE TTL")
             return
-        want = (interval[0] * _UNIT_MINUTES[interval[1]], "ON", TTL_JOB_INTERVAL)
+        want = (interval[0] * UNIT_MINUTES[interval[1]], "ON", TTL_JOB_INTERVAL)
         if current != want:
             cur.execute(f"ALTER TABLE {target} {ttl_clause(plan.ttl_seconds)}")
 

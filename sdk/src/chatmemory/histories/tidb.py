@@ -1,0 +1,394 @@
+"""Chat history on TiDB, MySQL or MariaDB: one row per message in LangChain's TiDB table layout.
+
+Who calls it: applications, directly (``chatmemory.TiDBChatMessageHistory(session_id,
+connection_string)``, a drop-in for ``langchain_community``'s class of the same name), and
+:mod:`chatmemory.memory` through :class:`TiDBConnector` (``ChatMemory.history(session_id)`` for a
+binding of kind ``tidb``).
+
+What it does better than the seed class (``langchain_community.chat_message_histories.tidb``):
+
+- ``messages`` re-reads the table on every access (no stale cache); ``reload_cache()`` is kept for
+  compatibility and does the same read.
+- ``add_messages`` is one multi-row INSERT (one round trip); values are always bound parameters,
+  the table name is validated and quoted, ``earliest_time`` is a parameter too.
+- Errors are raised as :class:`~chatmemory.errors.BackendError` (the seed logs and swallows them),
+  and a session id longer than the ``session_id`` column raises instead of being dropped.
+- Connections come from a small thread-safe pool, pinged (and reconnected) before each use, so a
+  server restart or an idle timeout costs one reconnect, not an error or a lost write.
+- Built from a binding (:class:`TiDBConnector`) it runs no DDL: the operator made the table. Built
+  directly it creates the table if missing, as the seed does, from :func:`chatmemory.sql.table_ddl`
+  (``AUTO_ID_CACHE 1`` and an optional row TTL on TiDB, a plain table on MySQL/MariaDB).
+- ``max_messages`` (from the binding, or a keyword) trims a session to its newest N rows on write.
+
+Time zone: each connection runs with ``time_zone = '+00:00'``, so ``create_time`` and a naive
+``earliest_time`` are UTC (LangChain's docs pass ``datetime.utcnow()``); an aware ``earliest_time``
+is converted to UTC. ``create_time`` has second precision, as in the seed's table.
+
+Async: no async MySQL driver is a dependency, so the ``a*`` methods are the base class's thread-pool
+wrappers around these (short, pooled) blocking calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import BaseMessage
+
+from chatmemory import sql
+from chatmemory._codec import decode_all, encode
+from chatmemory._connect import mysql_kwargs, require
+from chatmemory.contract import BackendKind, Binding
+from chatmemory.errors import BackendError, BindingError
+
+if TYPE_CHECKING:
+    import pymysql.connections
+
+__all__ = ["TiDBChatMessageHistory", "TiDBConnector"]
+
+DEFAULT_TABLE: Final = "langchain_message_store"
+#: Seconds to wait for a TCP connect and for one statement's reply.
+CONNECT_TIMEOUT: Final = 10
+READ_TIMEOUT: Final = 60
+#: Idle connections kept per pool (more may be open while busy; extras are closed on return).
+POOL_SIZE: Final = 8
+_INIT_COMMAND: Final = "SET time_zone = '+00:00'"
+
+
+class _Pool:
+    """A few idle PyMySQL connections for one database, shared by every session and thread.
+
+    A connection is pinged when taken; one closed by a server restart or ``wait_timeout`` is
+    dropped and a new one opened, transparently; a connection that saw an error is closed, never
+    reused. ``where`` names the server in errors; the password never appears in them.
+    """
+
+    def __init__(self, kwargs: dict[str, Any], where: str) -> None:
+        self._pymysql = require("pymysql", "tidb")
+        self._kwargs = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": READ_TIMEOUT,
+            "write_timeout": READ_TIMEOUT,
+            "charset": "utf8mb4",
+            **kwargs,
+            "autocommit": True,
+            "init_command": _INIT_COMMAND,
+        }
+        self.where = where
+        self._idle: queue.LifoQueue[pymysql.connections.Connection[Any]] = queue.LifoQueue(maxsize=POOL_SIZE)
+        self._closed = False
+        self._server_version: str | None = None
+
+    def _open(self) -> pymysql.connections.Connection[Any]:
+        conn: pymysql.connections.Connection[Any] = self._pymysql.connect(**self._kwargs)
+        return conn
+
+    def _take(self) -> pymysql.connections.Connection[Any]:
+        """An idle connection that answers a ping, or a new one (a restart closed the others)."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return self._open()
+            try:
+                conn.ping(reconnect=False)
+                return conn
+            except self._pymysql.MySQLError:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    @contextmanager
+    def cursor(self) -> Iterator[Any]:
+        """A cursor on a live connection; every MySQL error is raised as BackendError."""
+        if self._closed:
+            raise BackendError(f"{self.where}: the history's connector is closed")
+        err = self._pymysql.MySQLError
+        conn = None
+        try:
+            conn = self._take()
+            with conn.cursor() as cur:
+                yield cur
+        except err as e:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise BackendError(f"{self.where}: {_describe(e)}") from e
+        except BaseException:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()  # state unknown after an interruption: never hand it out again
+            raise
+        if self.closed:  # closed while in use: do not pool it
+            conn.close()
+            return
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def server_version(self) -> str:
+        """``SELECT VERSION()``, cached (``...-TiDB-v8.5...`` on TiDB)."""
+        if self._server_version is None:
+            with self.cursor() as cur:
+                cur.execute("SELECT VERSION()")
+                self._server_version = str(cur.fetchone()[0])
+        return self._server_version
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _describe(e: BaseException) -> str:
+    """A MySQL error as ``(code) message`` text."""
+    args: tuple[Any, ...] = tuple(getattr(e, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return f"{type(e).__name__}: {e}"
+
+
+def _bool(values: dict[str, list[str]], key: str) -> bool | None:
+    if key not in values:
+        return None
+    return values[key][-1].strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_connection_string(url: str) -> tuple[dict[str, Any], str]:
+    """PyMySQL ``connect`` kwargs and a printable location from a SQLAlchemy-style URL.
+
+    Accepts ``mysql+pymysql://``, ``mysql://``, ``mariadb://`` and ``tidb://`` URLs with an optional
+    database path and the seed's TLS query options ``ssl_ca``, ``ssl_verify_cert`` and
+    ``ssl_verify_identity`` (``ssl=true`` turns TLS on with the system CAs).
+    """
+    u = urlsplit(url)
+    scheme = u.scheme.split("+")[0].lower()
+    if scheme not in ("mysql", "mariadb", "tidb"):
+        raise ValueError(
+            f"connection string scheme {u.scheme!r} is not supported: use mysql+pymysql://user:pw@host:port/db"
+        )
+    kwargs: dict[str, Any] = {
+        "host": u.hostname or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": unquote(u.username) if u.username else "root",
+        "password": unquote(u.password) if u.password else "",
+    }
+    database = unquote(u.path.lstrip("/"))
+    if database:
+        kwargs["database"] = database
+    q = parse_qs(u.query)
+    ca = q.get("ssl_ca", [""])[-1]
+    verify_cert = _bool(q, "ssl_verify_cert")
+    verify_identity = _bool(q, "ssl_verify_identity")
+    if ca or verify_cert or verify_identity or _bool(q, "ssl"):
+        ctx = ssl.create_default_context(cafile=ca or None)
+        if verify_cert is False:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif verify_identity is False:
+            ctx.check_hostname = False
+        kwargs["ssl"] = ctx
+    if "charset" in q:
+        kwargs["charset"] = q["charset"][-1]
+    where = f"mysql {kwargs['host']}:{kwargs['port']}/{database}"
+    return kwargs, where
+
+
+def _utc_naive(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t
+
+
+class TiDBChatMessageHistory(BaseChatMessageHistory):
+    """A session's messages in a TiDB/MySQL/MariaDB table (LangChain's TiDB history layout).
+
+    Args:
+        session_id: the chat session (at most 255 characters, the ``session_id`` column's size).
+        connection_string: ``mysql+pymysql://user:password@host:port/database`` (also
+            ``mysql://``); ``?ssl_ca=/path/ca.pem&ssl_verify_cert=true&ssl_verify_identity=true``
+            for TLS, as the seed documents.
+        table_name: the message table (``[A-Za-z0-9_]``, 1-64 characters), created if missing.
+        earliest_time: only messages written at or after this time are returned (UTC when naive).
+        ttl_seconds: on TiDB, a new table gets a row TTL of this many seconds (rounded up to
+            minutes); ignored on MySQL/MariaDB and for an existing table.
+        max_messages: keep only the newest N messages of the session (trimmed on write).
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        connection_string: str,
+        table_name: str = DEFAULT_TABLE,
+        earliest_time: datetime | None = None,
+        *,
+        ttl_seconds: int | None = None,
+        max_messages: int | None = None,
+    ) -> None:
+        kwargs, where = parse_connection_string(connection_string)
+        self._setup(session_id, _Pool(kwargs, where), table_name, earliest_time, max_messages, owns_pool=True)
+        self._create_table(ttl_seconds or 0)
+
+    @classmethod
+    def _shared(
+        cls,
+        session_id: str,
+        pool: _Pool,
+        table_name: str,
+        earliest_time: datetime | None,
+        max_messages: int | None,
+    ) -> TiDBChatMessageHistory:
+        """A history on a connector's pool: no DDL, no I/O until used."""
+        self = cls.__new__(cls)
+        self._setup(session_id, pool, table_name, earliest_time, max_messages, owns_pool=False)
+        return self
+
+    def _setup(
+        self,
+        session_id: str,
+        pool: _Pool,
+        table_name: str,
+        earliest_time: datetime | None,
+        max_messages: int | None,
+        *,
+        owns_pool: bool,
+    ) -> None:
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("session_id must be a non-empty string")
+        if len(session_id) > sql.MAX_SESSION_ID_LEN:
+            raise ValueError(
+                f"session id is {len(session_id)} characters long; the message table's session_id "
+                f"column holds at most {sql.MAX_SESSION_ID_LEN}: use a shorter id (or a hash of it)"
+            )
+        if max_messages is not None and max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1 (got {max_messages})")
+        self.session_id = session_id
+        self.table_name = sql.validate_identifier(table_name, "table")
+        self.earliest_time = earliest_time
+        self.max_messages = max_messages
+        self._pool = pool
+        self._owns_pool = owns_pool
+        # The seed's attribute: the last messages read (kept for code that inspects it).
+        self.cache: list[BaseMessage] = []
+
+    def _create_table(self, ttl_seconds: int) -> None:
+        tidb = "tidb" in self._pool.server_version().lower()
+        ddl = sql.table_ddl(None, self.table_name, tidb=tidb, ttl_seconds=ttl_seconds)
+        with self._pool.cursor() as cur:
+            cur.execute(ddl)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _load(self) -> list[BaseMessage]:
+        params: tuple[Any, ...] = (self.session_id,)
+        if self.earliest_time is not None:
+            params += (_utc_naive(self.earliest_time),)
+        with self._pool.cursor() as cur:
+            cur.execute(sql.select_sql(self.table_name, since=self.earliest_time is not None), params)
+            rows = cur.fetchall()
+        messages = decode_all(r[0] for r in rows)
+        self.cache = messages
+        return messages
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The session's messages in write order, read from the table on every access."""
+        return self._load()
+
+    def reload_cache(self) -> None:
+        """Re-read the session into ``cache`` (kept for the seed's API; ``messages`` always reads)."""
+        self._load()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add_message(self, message: BaseMessage) -> None:
+        """Append one message (one INSERT)."""
+        self.add_messages([message])
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append messages in order with one multi-row INSERT (then trim if ``max_messages``)."""
+        if not messages:
+            return
+        params: list[str] = []
+        for m in messages:
+            params += (self.session_id, encode(m))
+        with self._pool.cursor() as cur:
+            cur.execute(sql.insert_sql(self.table_name, len(messages)), params)
+            if self.max_messages is not None:
+                cur.execute(
+                    sql.trim_sql(self.table_name), (self.session_id, self.session_id, self.max_messages - 1)
+                )
+
+    def clear(self) -> None:
+        """Delete this session's messages (other sessions in the table are untouched)."""
+        with self._pool.cursor() as cur:
+            cur.execute(sql.delete_sql(self.table_name), (self.session_id,))
+        self.cache = []
+
+    def close(self) -> None:
+        """Close the history's own connections (a connector's shared pool stays open)."""
+        if self._owns_pool:
+            self._pool.close()
+
+
+class TiDBConnector:
+    """One TiDB/MySQL memory's connection pool, shared by all its sessions and threads.
+
+    Built by :func:`chatmemory.histories.connector_for` from a binding of kind ``tidb``. Runs no DDL:
+    the operator made the database and table. Options: ``earliest_time`` for every history;
+    ``create=True`` (for a binding made from a URL, without an operator) creates the table if it is
+    missing, with the binding's TTL on TiDB, as a directly built history does.
+    """
+
+    def __init__(
+        self, binding: Binding, *, earliest_time: datetime | None = None, create: bool = False
+    ) -> None:
+        if binding.backend is not BackendKind.TIDB:
+            raise BindingError(f"a {binding.backend.value} binding cannot build a TiDB connector")
+        try:
+            self._table = sql.validate_identifier(binding.table, "table")
+        except ValueError as e:
+            raise BindingError(str(e), key="table") from None
+        self._binding = binding
+        self._earliest_time = earliest_time
+        kwargs = mysql_kwargs(binding)
+        self._pool = _Pool(kwargs, f"mysql {binding.host}:{binding.port}/{binding.database}")
+        if create:
+            try:
+                tidb = "tidb" in self._pool.server_version().lower()
+                with self._pool.cursor() as cur:
+                    cur.execute(
+                        sql.table_ddl(None, self._table, tidb=tidb, ttl_seconds=binding.ttl_seconds or 0)
+                    )
+            except BaseException:
+                self._pool.close()
+                raise
+
+    @classmethod
+    def from_binding(cls, binding: Binding, **options: Any) -> TiDBConnector:
+        return cls(binding, **options)
+
+    def history(self, session_id: str) -> TiDBChatMessageHistory:
+        return TiDBChatMessageHistory._shared(
+            session_id, self._pool, self._table, self._earliest_time, self._binding.max_messages
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        self.close()
