@@ -1,0 +1,156 @@
+{{/*
+Names and labels shared by every template, and the checks that fail fast on invalid values.
+*/}}
+
+{{/* The chart name, overridable. */}}
+{{- define "chatmemory.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name used for objects: <release>-<chart>, or the release name if it holds the chart name. */}}
+{{- define "chatmemory.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart label value: name-version */}}
+{{- define "chatmemory.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "chatmemory.labels" -}}
+helm.sh/chart: {{ include "chatmemory.chart" . }}
+{{ include "chatmemory.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chatmemory
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator pod (stable across upgrades). */}}
+{{- define "chatmemory.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chatmemory.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "chatmemory.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "chatmemory.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: repository:tag or repository@digest. */}}
+{{- define "chatmemory.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The watched namespaces, comma-joined for CHATMEMORY_WATCH_NAMESPACES (empty: all). */}}
+{{- define "chatmemory.watchNamespaces" -}}
+{{- join "," (uniq .Values.watchNamespaces) }}
+{{- end }}
+
+{{/*
+Namespaces where the operator may read Secrets of stores (admin credentials, CA certificates) in
+namespaced mode: the release namespace, rbac.secretNamespaces and every store's Secret namespaces.
+Returned as a comma-joined string.
+*/}}
+{{- define "chatmemory.secretNamespaces" -}}
+{{- $out := list .Release.Namespace }}
+{{- range .Values.rbac.secretNamespaces }}
+{{- $out = append $out . }}
+{{- end }}
+{{- range $store := .Values.stores }}
+{{- range $kind := list "redis" "kafka" "tidb" }}
+{{- with (get $store $kind) }}
+{{- with .adminSecretRef }}{{ $out = append $out (default $.Release.Namespace .namespace) }}{{ end }}
+{{- with .tls }}{{ with .caSecretRef }}{{ $out = append $out (default $.Release.Namespace .namespace) }}{{ end }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join "," (uniq $out) }}
+{{- end }}
+
+{{/* Fail fast on combinations that cannot work. */}}
+{{- define "chatmemory.validate" -}}
+{{- if gt (int .Values.operator.replicas) 1 }}
+{{- fail "operator.replicas must be 0 or 1: kopf has no leader election, two operators would fight over every ChatMemory" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor selects the metrics Service" }}
+{{- end }}
+{{- range .Values.stores }}
+{{- $kinds := 0 }}
+{{- if .redis }}{{ $kinds = add1 $kinds }}{{ end }}
+{{- if .kafka }}{{ $kinds = add1 $kinds }}{{ end }}
+{{- if .tidb }}{{ $kinds = add1 $kinds }}{{ end }}
+{{- if ne (int $kinds) 1 }}
+{{- fail (printf "stores[%s]: set exactly one of redis, kafka, tidb" .name) }}
+{{- end }}
+{{- end }}
+{{- $defaults := 0 }}
+{{- range .Values.stores }}{{ if .default }}{{ $defaults = add1 $defaults }}{{ end }}{{ end }}
+{{- if gt (int $defaults) 1 }}
+{{- fail "stores: at most one store may be marked default: true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced objects the operator touches (a ClusterRole, or a Role per watched
+namespace). Exactly the calls it makes: kopf lists, watches and patches ChatMemories (finalizer,
+progress annotations) and patches their status subresource; the operator reads, creates, replaces
+and deletes each memory's Secret (chatmemory_operator.k8s); kopf and the operator post Events.
+*/}}
+{{- define "chatmemory.rules.namespaced" -}}
+- apiGroups: ["chatmemory.io"]
+  resources: ["chatmemories"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["chatmemory.io"]
+  resources: ["chatmemories/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "update", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/*
+RBAC rules for what is cluster-scoped: kopf lists, watches and patches ChatMemoryStores and their
+status, and the operator gets one by name (a memory's storeRef); kopf discovers resources by
+watching CRDs. With a namespace list (not cluster-wide), kopf also lists and watches namespaces.
+*/}}
+{{- define "chatmemory.rules.cluster" -}}
+- apiGroups: ["chatmemory.io"]
+  resources: ["chatmemorystores"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["chatmemory.io"]
+  resources: ["chatmemorystores/status"]
+  verbs: ["patch"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.watchNamespaces }}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end }}
