@@ -188,7 +188,10 @@ def test_tidb_table_has_native_ttl_and_the_user_only_its_grants(e2e: E2E, memori
         cur.execute("SHOW GRANTS FOR %s@'%%'", (b.username,))
         grants = [row[0] for row in cur.fetchall()]
     assert any(f"GRANT SELECT,INSERT,DELETE ON `{b.database}`.*" in g for g in grants), grants
-    assert not any("ALL PRIVILEGES" in g or "UPDATE" in g for g in grants), grants
+    assert not any("ALL PRIVILEGES" in g for g in grants), grants
+    # UPDATE only on the LangGraph checkpointer's tables; the message table stays append-only
+    updates = [g for g in grants if "UPDATE" in g]
+    assert updates and all("_checkpoint" in g and ".*" not in g for g in updates), grants
     assert e2e.memory(memories["tidb"])["status"]["provisioned"]["expiry"] == "tidb-ttl"  # type: ignore[index]
 
 
@@ -198,7 +201,8 @@ def test_mariadb_expires_rows_with_an_event_and_the_user_only_its_grants(
     b = e2e.binding(memories["mariadb"])
     with mysql_admin(e2e.platform, "mariadb") as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT EVENT_DEFINITION, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
+            "SELECT EVENT_DEFINITION, STATUS FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = 'chatmemory_ttl'",
             (b.database,),
         )
         events = cur.fetchall()

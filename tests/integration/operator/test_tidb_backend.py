@@ -15,6 +15,8 @@ from typing import Any
 
 import pymysql
 import pytest
+from chatmemory.checkpoint.sql import DEFAULT_TABLE_PREFIX as CP
+from chatmemory.checkpoint.sql import checkpoint_table_names
 from chatmemory.contract import Binding
 from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreConnection
 from chatmemory_operator.backends.tidb import EVENT_NAME, TiDBBackend
@@ -100,6 +102,20 @@ def mysql_code(call: Any) -> int:
     return int(exc.value.args[0])
 
 
+def expected_grants(p: MemoryPlan) -> list[str]:
+    """Data rights on the memory's database, plus UPDATE on the checkpointer's tables only."""
+    return sorted(
+        [
+            f"GRANT SELECT,INSERT,DELETE ON '{p.database}'.* TO '{p.username}'@'%'",
+            f"GRANT USAGE ON *.* TO '{p.username}'@'%'",
+            *(
+                f"GRANT UPDATE ON '{p.database}'.'{t}' TO '{p.username}'@'%'"
+                for t in checkpoint_table_names(CP)
+            ),
+        ]
+    )
+
+
 def normalized(grant_lines: list[str]) -> list[str]:
     return sorted(g.replace("`", "'").replace(", ", ",").split(" IDENTIFIED BY")[0] for g in grant_lines)
 
@@ -127,7 +143,7 @@ def test_ensure_twice_converges_to_one_database_table_user_and_grant(
     tables = rows(
         store, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (p.database,)
     )
-    assert [t["TABLE_NAME"] for t in tables] == [p.table]
+    assert sorted(t["TABLE_NAME"] for t in tables) == sorted([p.table, *checkpoint_table_names(CP)])
     ddl = create_table(store, p)
     for column in (
         "`id` bigint",
@@ -143,14 +159,17 @@ def test_ensure_twice_converges_to_one_database_table_user_and_grant(
     else:
         assert "json_valid(`message`)" in ddl
         events = rows(
-            store, "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (p.database,)
+            store,
+            "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s "
+            "ORDER BY EVENT_NAME",
+            (p.database,),
         )
-        assert events == [{"STATUS": "ENABLED"}]
+        assert events == [  # the messages' expiry and the checkpointer's
+            {"EVENT_NAME": f"{CP}checkpoint_ttl", "STATUS": "ENABLED"},
+            {"EVENT_NAME": "chatmemory_ttl", "STATUS": "ENABLED"},
+        ]
     assert user_count(store, p) == 1
-    assert normalized(grants(store, p)) == [
-        f"GRANT SELECT,INSERT,DELETE ON '{p.database}'.* TO '{p.username}'@'%'",
-        f"GRANT USAGE ON *.* TO '{p.username}'@'%'",
-    ]
+    assert normalized(grants(store, p)) == expected_grants(p)
     observed = backend.observe(store, p)
     assert observed.exists and observed.user_exists and observed.details["grants"] == "ok"
     assert observed.details["ttl_seconds"] == "3600" and observed.details["ttl_enabled"] == "true"
@@ -226,10 +245,7 @@ def test_extra_grants_given_by_hand_are_revoked(
     rows(store, "GRANT PROCESS ON *.* TO %s@'%%'", (p.username,))
     assert backend.observe(store, p).details["grants"] == "extra"
     backend.ensure(store, p, "pw")
-    assert normalized(grants(store, p)) == [
-        f"GRANT SELECT,INSERT,DELETE ON '{p.database}'.* TO '{p.username}'@'%'",
-        f"GRANT USAGE ON *.* TO '{p.username}'@'%'",
-    ]
+    assert normalized(grants(store, p)) == expected_grants(p)
 
 
 def test_ttl_change_alters_the_ttl_clause_or_the_event(

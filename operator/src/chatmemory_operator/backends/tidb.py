@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import pymysql
 from chatmemory import sql
+from chatmemory.checkpoint import sql as checkpoint_sql
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.sql import (  # defined once in the SDK; re-exported here for callers
     MAX_NAME_LEN,
@@ -58,8 +59,10 @@ MAX_USER_LEN: Final = 32  # TiDB and MySQL 5.7+/8 user names
 _SYSTEM_SCHEMAS: Final = frozenset(
     {"mysql", "information_schema", "performance_schema", "sys", "metrics_schema", "test"}
 )
-#: The only privileges a memory's user holds, on its own database.
+#: The only privileges a memory's user holds on its own database; the message table stays
+#: append-only. The LangGraph checkpointer upserts, so it also gets UPDATE on its own three tables.
 GRANTS: Final[tuple[str, ...]] = ("SELECT", "INSERT", "DELETE")
+TABLE_GRANT: Final = "UPDATE"
 _GRANT_COLUMNS: Final = frozenset(f"{p.capitalize()}_priv" for p in GRANTS)
 EVENT_NAME: Final = "chatmemory_ttl"
 
@@ -215,8 +218,9 @@ class TiDBBackend:
                 "table": plan.table,
             }
             if user_exists:
-                ok, extras = self._grant_state(cur, plan)
-                details["grants"] = "ok" if ok and not extras else ("extra" if extras else "missing")
+                ok, extras, missing = self._grant_state(cur, plan, _checkpoint_tables(plan))
+                complete = ok and not missing
+                details["grants"] = "ok" if complete and not extras else ("extra" if extras else "missing")
             if server.tidb:
                 details["ttl_mechanism"] = "ttl_clause"
                 if table_exists:
@@ -245,13 +249,16 @@ class TiDBBackend:
                 self._ensure_ttl_clause(cur, plan)
             else:
                 self._ensure_event(cur, plan)
+            checkpoint_prefix = self._ensure_checkpoint_tables(cur, plan, tidb=server.tidb)
             cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password))
             cur.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (user, password))
-            ok, extras = self._grant_state(cur, plan)
+            ok, extras, missing = self._grant_state(cur, plan, _checkpoint_tables(plan))
             for stmt in extras:
                 cur.execute(stmt, (user,))
             if not ok or extras:
                 cur.execute(f"GRANT {', '.join(GRANTS)} ON {qi(db)}.* TO %s@'%%'", (user,))
+            for t in missing:
+                cur.execute(f"GRANT {TABLE_GRANT} ON {_pct(qi(db))}.{_pct(qi(t))} TO %s@'%%'", (user,))
         auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return Binding(
             backend=BackendKind.TIDB,
@@ -268,7 +275,7 @@ class TiDBBackend:
             max_messages=plan.max_messages,
             database=db,
             table=table,
-            # checkpoint_table_prefix stays empty until the checkpointer tables are provisioned
+            checkpoint_table_prefix=checkpoint_prefix,
         )
 
     def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
@@ -294,6 +301,45 @@ class TiDBBackend:
         want = (interval[0] * UNIT_MINUTES[interval[1]], "ON", TTL_JOB_INTERVAL)
         if current != want:
             cur.execute(f"ALTER TABLE {target} {ttl_clause(plan.ttl_seconds)}")
+
+    @staticmethod
+    def _ensure_checkpoint_tables(cur: Any, plan: MemoryPlan, *, tidb: bool) -> str:
+        """The LangGraph checkpointer's tables (DDL from the SDK) with their expiry; the prefix used.
+
+        The SDK's saver runs no DDL when built from a binding, so the operator creates the tables
+        here. Expiry: TiDB's row TTL on ``updated_at`` (altered only when it differs), or on
+        MySQL/MariaDB an EVENT (recreated only when its schedule or cut-off differs).
+        """
+        prefix = _checkpoint_prefix(plan)
+        db, ttl = plan.database, plan.ttl_seconds
+        for stmt in checkpoint_sql.checkpoint_table_ddl(prefix, tidb=tidb, ttl_seconds=ttl, database=db):
+            cur.execute(stmt)
+        if tidb:
+            want = checkpoint_sql.ttl_clause(ttl)
+            names = checkpoint_sql.checkpoint_table_names(prefix)
+            alters = checkpoint_sql.checkpoint_ttl_alter_sql(prefix, ttl_seconds=ttl, database=db)
+            for table, alter in zip(names, alters, strict=True):
+                cur.execute(f"SHOW CREATE TABLE {qi(db)}.{qi(table)}")
+                ddl = _second_column(cur.fetchone()).replace(" ", "")
+                has = "TTL=" in ddl
+                current = (
+                    f"INTERVAL{checkpoint_sql.ttl_minutes(ttl)}MINUTE" in ddl and "TTL_ENABLE='ON'" in ddl
+                )
+                if (want and not current) or (not want and has):
+                    cur.execute(alter)
+            return prefix
+        event = prefix + checkpoint_sql.EVENT_SUFFIX
+        cur.execute(
+            "SELECT EVENT_DEFINITION AS body FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = %s",
+            (db, event),
+        )
+        row = cur.fetchone()
+        cutoff = f"INTERVAL {checkpoint_sql.ttl_delete_after_seconds(ttl)} SECOND" if ttl > 0 else ""
+        if (row is None) != (ttl <= 0) or (row is not None and cutoff not in str(row["body"])):
+            for stmt in checkpoint_sql.checkpoint_ttl_event_sql(db, prefix, ttl):
+                cur.execute(stmt)
+        return prefix
 
     @staticmethod
     def _event(cur: Any, plan: MemoryPlan) -> tuple[int, bool] | None:
@@ -324,8 +370,12 @@ class TiDBBackend:
             cur.execute(f"ALTER EVENT {name} ON SCHEDULE EVERY 1 MINUTE ENABLE DO {body}")
 
     @staticmethod
-    def _grant_state(cur: Any, plan: MemoryPlan) -> tuple[bool, list[str]]:
-        """(our grant is complete, REVOKE statements for anything beyond it), from the grant tables.
+    def _grant_state(
+        cur: Any, plan: MemoryPlan, update_tables: Sequence[str]
+    ) -> tuple[bool, list[str], list[str]]:
+        """(our database grant is complete, REVOKEs for anything beyond, tables missing UPDATE).
+
+        Read from the grant tables. ``update_tables`` may hold UPDATE and nothing else.
 
         Read from ``mysql.user``, ``mysql.db`` and ``mysql.tables_priv``: the same on TiDB, MySQL
         and MariaDB (TiDB's information_schema.SCHEMA_PRIVILEGES is empty).
@@ -352,13 +402,17 @@ class TiDBBackend:
                 revokes.append(f"REVOKE ALL PRIVILEGES ON {_pct(qi(dbname))}.* FROM %s@'%%'")
             if "Grant_priv" in held:
                 revokes.append(f"REVOKE GRANT OPTION ON {_pct(qi(dbname))}.* FROM %s@'%%'")
+        missing = list(update_tables)
         cur.execute("SELECT * FROM mysql.tables_priv WHERE User = %s AND Host = '%%'", (plan.username,))
         for row in cur.fetchall():
-            dbname = str(row.get("DB", row.get("Db", "")))
-            if row.get("Table_priv"):
-                on = f"{qi(dbname)}.{qi(str(row['Table_name']))}"
+            dbname, table = str(row.get("DB", row.get("Db", ""))), str(row["Table_name"])
+            privs = {p.strip().upper() for p in str(row.get("Table_priv") or "").split(",") if p.strip()}
+            if dbname == plan.database and table in update_tables and privs == {TABLE_GRANT}:
+                missing.remove(table)
+            elif privs:
+                on = f"{qi(dbname)}.{qi(table)}"
                 revokes.append(f"REVOKE ALL PRIVILEGES ON {_pct(on)} FROM %s@'%%'")
-        return ok, revokes
+        return ok, revokes, missing
 
     def _server(self, pool: _Pool, cur: Any) -> _Server:
         if pool.server is None:
@@ -398,6 +452,15 @@ class TiDBBackend:
         except OSError as e:
             self._pools.discard(store)
             raise BackendUnavailable(f"{where}: unreachable: {redact(str(e), hidden)}") from None
+
+
+def _checkpoint_prefix(plan: MemoryPlan) -> str:
+    return plan.checkpoint_table_prefix or checkpoint_sql.DEFAULT_TABLE_PREFIX
+
+
+def _checkpoint_tables(plan: MemoryPlan) -> tuple[str, str, str]:
+    """The LangGraph checkpointer's table names in the memory's database."""
+    return checkpoint_sql.checkpoint_table_names(_checkpoint_prefix(plan))
 
 
 def _pct(text: str) -> str:
