@@ -32,13 +32,13 @@ venv: $(VENV)/.synced  ## install the locked dependency set
 
 lint: venv  ## ruff, mypy strict, import rules
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check sdk operator tests
+	$(VENV)/bin/ruff format --check sdk operator tests examples bench
 	$(VENV)/bin/mypy sdk/src operator/src
 	$(VENV)/bin/lint-imports
 
 format: venv  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format sdk operator tests
+	$(VENV)/bin/ruff format sdk operator tests examples bench
 
 crds: venv  ## regenerate crds/ and the chart's copy from the API models
 	$(PY) -m chatmemory_operator.api.crdgen
