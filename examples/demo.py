@@ -399,7 +399,6 @@ class Operator:
             "CHATMEMORY_LIVENESS": f"http://127.0.0.1:{self.liveness_port}/healthz",
             "CHATMEMORY_METRICS_PORT": str(self.metrics_port),
             "CHATMEMORY_METRICS_ADDR": "127.0.0.1",
-            "CHATMEMORY_SECRET_NAMESPACE": SYSTEM_NS,
             # a quick demo: re-check stores and memories every 10 s, retry soon
             "CHATMEMORY_STORE_INTERVAL": "10",
             "CHATMEMORY_DRIFT_INTERVAL": "30",

@@ -180,7 +180,6 @@ def test_default_render_is_one_recreated_hardened_operator_with_cluster_rbac(too
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CHATMEMORY_NAMESPACES"] == ""
     assert env["CHATMEMORY_METRICS_PORT"] == "9090"
-    assert env["CHATMEMORY_SECRET_NAMESPACE"] == "cm-render"
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert pod["serviceAccountName"] == "rel-chatmemory-operator"
