@@ -11,8 +11,8 @@
 4. for each memory, writes its Secret's keys as files (what a pod's Secret volume holds), opens it
    with ``chatmemory.connect(name, path=...)`` and holds a 3-turn conversation through LangChain's
    ``RunnableWithMessageHistory`` with a deterministic fake chat model;
-5. prints the stored history, ``kubectl get chatmem -A`` and where to look next, then deletes what it
-   created (memories, release, operator). ``KEEP_PLATFORM=1`` leaves everything running.
+5. prints the stored history, ``kubectl get chatmem -n chatmemory-demo`` and where to look next,
+   then deletes what it created (memories, release, operator). ``KEEP_PLATFORM=1`` leaves everything running.
 
 Re-running is safe: every step is an apply or an upgrade. A failure names the step, prints the tail
 of the operator's log and exits non-zero. Tested by ``tests/e2e/test_demo.py``.
@@ -627,8 +627,8 @@ def show_results(p: Platform, bs: list[Backend], stored: dict[str, list[Any]], o
         ui.say(f"{b.label} - session {SESSION!r} in {b.memory}: {len(messages)} messages", "bold")
         for i, m in enumerate(messages, 1):
             ui.say(f"  {i}. {m.type:<5} {m.content}")
-    ui.say("$ kubectl get chatmem -A", "dim")
-    ui.block(p.kubectl("get", "chatmem", "-A"))
+    ui.say(f"$ kubectl get chatmem -n {DEMO_NS}", "dim")
+    ui.block(p.kubectl("get", "chatmem", "-n", DEMO_NS))
     ui.say("$ kubectl get chatmemstore", "dim")
     ui.block(p.kubectl("get", "chatmemstore"))
     with contextlib.suppress(OSError):

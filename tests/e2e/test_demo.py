@@ -86,7 +86,7 @@ def test_demo_prints_kubectl_get_chatmem_and_where_to_look_next(
     demo: subprocess.CompletedProcess[str],
 ) -> None:
     out = demo.stdout
-    assert "$ kubectl get chatmem -A" in out
+    assert "$ kubectl get chatmem -n chatmemory-demo" in out
     assert "Where to look next:" in out
     assert "kubectl describe chatmem -n chatmemory-demo support-bot-redis" in out
     assert "Done: three memories, three backends, one API." in out

@@ -116,7 +116,7 @@ class Binding(BaseModel):
     # Kafka
     bootstrap_servers: str = ""
     topic: str = ""
-    security_protocol: str = "PLAINTEXT"
+    security_protocol: str = ""  # Kafka only; empty means PLAINTEXT
     sasl_mechanism: str = ""
     consumer_group_prefix: str = ""
     # TiDB / MySQL
