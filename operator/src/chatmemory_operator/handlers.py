@@ -98,6 +98,15 @@ async def run_memory(
         )
     if outcome.rotation is not None:
         rotations[uid] = outcome.rotation
+    _observe(uid, outcome, started)
+    if apply_status(patch, body, outcome.status):
+        logger.info("status: %s", _summary(outcome))
+    post_events(body, outcome)
+    return outcome
+
+
+def _observe(uid: str, outcome: Outcome, started: float) -> None:
+    """Record one reconcile of the memory ``uid``, begun at monotonic time ``started``."""
     metrics.METRICS.observe(
         uid=uid,
         backend=outcome.backend,
@@ -105,10 +114,6 @@ async def run_memory(
         seconds=time.monotonic() - started,
         ready=outcome.ready,
     )
-    if apply_status(patch, body, outcome.status):
-        logger.info("status: %s", _summary(outcome))
-    post_events(body, outcome)
-    return outcome
 
 
 def _summary(outcome: Outcome) -> str:
@@ -127,10 +132,14 @@ def _summary(outcome: Outcome) -> str:
 @kopf.on.create(*MEMORIES)
 @kopf.on.update(*MEMORIES)
 async def memory_changed(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, reason: str, **_: Any
 ) -> None:
-    """Create, update, resume: converge the memory to its spec."""
-    outcome = await run_memory(body, patch, memo, logger, check_drift=False)
+    """Create, update, resume: converge the memory to its spec.
+
+    On resume (operator start) the backend is observed first, so a restart re-provisions nothing
+    that is already in place."""
+    resume = reason == kopf.Reason.RESUME
+    outcome = await run_memory(body, patch, memo, logger, check_drift=resume)
     raise_for(outcome.error, retry)
 
 
@@ -266,13 +275,7 @@ async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> 
                     body["metadata"]["name"],
                     change,
                 )
-        metrics.METRICS.observe(
-            uid=uid,
-            backend=outcome.backend,
-            result=metrics.SUCCESS if outcome.error is None else outcome.error.reason,
-            seconds=time.monotonic() - started,
-            ready=outcome.ready,
-        )
+        _observe(uid, outcome, started)
         post_events(cast(kopf.Body, body), outcome)
         logger.info(
             "woke memory %s/%s: %s",

@@ -332,6 +332,54 @@ def provisioned(plan: MemoryPlan, kind: BackendKind, binding: Binding) -> api.Pr
     )
 
 
+def ready_at(status: api.ChatMemoryStatus, generation: int | None) -> bool:
+    """Whether the memory was Ready for this very generation of its spec."""
+    ready = api.find_condition(status.conditions, READY)
+    return (
+        ready is not None
+        and ready.status == api.ConditionStatus.TRUE
+        and ready.observed_generation == generation
+    )
+
+
+def unchanged_binding(current: Binding | None, plan: MemoryPlan, conn: StoreConnection) -> Binding | None:
+    """The Secret's binding when it already says everything ``ensure`` would write; else None.
+
+    Lets a restart or a drift check whose ``observe`` found nothing out of place finish without
+    touching the backend (no ACL SETUSER, ALTER USER or config writes per memory). Memories that
+    borrow the store's credentials (a Redis without ACLs) are always re-ensured, since those
+    credentials may have changed.
+    """
+    if current is None or not current.isolated:
+        return None
+    same = (
+        current.ttl_seconds == (plan.ttl_seconds if plan.ttl_seconds > 0 else None)
+        and current.max_messages == plan.max_messages
+        and current.username == plan.username
+        and current.tls == conn.tls.enabled
+        and current.ca_cert == conn.tls.ca_cert
+        and current.insecure_skip_verify == conn.tls.insecure_skip_verify
+    )
+    if conn.kind is BackendKind.REDIS:
+        same = same and (current.host, current.port, current.key_prefix, current.cluster) == (
+            conn.host,
+            conn.port,
+            plan.key_prefix,
+            conn.cluster,
+        )
+    elif conn.kind is BackendKind.KAFKA:
+        same = same and (current.bootstrap_servers, current.topic) == (conn.bootstrap_servers, plan.topic)
+    else:
+        same = same and bool(current.checkpoint_table_prefix)
+        same = same and (current.host, current.port, current.database, current.table) == (
+            conn.host,
+            conn.port,
+            plan.database,
+            plan.table,
+        )
+    return current if same else None
+
+
 def drift(observed: Observed, plan: MemoryPlan, kind: BackendKind) -> list[str]:
     """What ``observe`` found out of place (empty: nothing), in words for an Event."""
     found: list[str] = []
@@ -350,6 +398,15 @@ def drift(observed: Observed, plan: MemoryPlan, kind: BackendKind) -> list[str]:
         want = str(plan.ttl_seconds * 1000) if plan.ttl_seconds > 0 else "-1"
         if d.get("retention.ms") not in (None, want):
             found.append(f"retention.ms was {d.get('retention.ms')}")
+        if d.get("partitions") not in (None, str(plan.partitions)):
+            found.append(f"the topic had {d['partitions']} partitions")
+    if "ttl_seconds" in d:  # SQL: the table's TTL clause (whole minutes) or the expiry event
+        minutes = -(-plan.ttl_seconds // 60)
+        expiry = plan.ttl_seconds if d.get("ttl_mechanism") == "event" else minutes * 60
+        if d["ttl_seconds"] != str(max(expiry, 0)) or (
+            plan.ttl_seconds > 0 and d.get("ttl_enabled") != "true"
+        ):
+            found.append("the expiry was changed")
     return found
 
 
@@ -416,13 +473,17 @@ def reconcile_memory(
             if rotation is not None or not password:
                 password = secrets.generate_password()
             backend_impl = ctx.backends[kind]
+            binding: Binding | None = None
             if check_drift:
                 repaired = drift(backend_impl.observe(conn, plan), plan, kind)
                 if existing is None and old.binding is not None:
                     repaired.append(f"Secret {sname} was missing")
                 if repaired:
                     events.append(Event("Normal", "DriftRepaired", "; ".join(repaired) + ": repaired"))
-            binding = backend_impl.ensure(conn, plan, password)
+                elif rotation is None and ready_at(old, generation):
+                    binding = unchanged_binding(secrets.current_binding(existing), plan, conn)
+            if binding is None:  # something to create, change or repair
+                binding = backend_impl.ensure(conn, plan, password)
             owner = secrets.owner_reference(
                 api_version=api.API_VERSION, kind=api.MEMORY_KIND, name=name, uid=uid
             )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from chatmemory.contract import Binding, Key
+from chatmemory.errors import BindingError
 
 #: Labels on every Secret the operator writes (and the selector to find them).
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
@@ -88,6 +89,16 @@ def existing_password(secret: Mapping[str, Any] | None, username: str) -> str:
     if data.get(Key.USERNAME.value, "") != username:
         return ""
     return data.get(Key.PASSWORD.value, "")
+
+
+def current_binding(secret: Mapping[str, Any] | None) -> Binding | None:
+    """The binding an existing Secret carries; None when there is none or it does not parse."""
+    if not secret:
+        return None
+    try:
+        return Binding.from_mapping(decode_data(secret.get("data")), source="the memory's Secret")
+    except BindingError:
+        return None
 
 
 def is_owned_by(secret: Mapping[str, Any], uid: str) -> bool:

@@ -73,6 +73,7 @@ class FakeBackend:
         self.fail: Exception | None = None
         self.user_missing = False
         self.stores_seen: list[StoreConnection] = []
+        self.ensures = 0
 
     def check(self, store: StoreConnection) -> StoreInfo:
         if self.fail:
@@ -86,6 +87,7 @@ class FakeBackend:
         if self.fail:
             raise self.fail
         self.stores_seen.append(store)
+        self.ensures += 1
         self.passwords[plan.username] = password
         user, pw = (plan.username, password) if self.acl else (store.admin_username, store.admin_password)
         return Binding(
@@ -256,6 +258,29 @@ def test_drift_found_by_observe_is_reported(ctx: reconcile.Context, backend: Fak
     out = reconcile.reconcile_memory(ctx, with_status(body, first), check_drift=True)
     assert [e.reason for e in out.events] == ["DriftRepaired"]
     assert "was missing" in out.events[0].message
+
+
+def test_a_drift_check_that_finds_nothing_touches_no_backend_object(
+    ctx: reconcile.Context, backend: FakeBackend, kube: FakeKube
+) -> None:
+    body = memory_body()
+    first = reconcile.reconcile_memory(ctx, body)
+    secret_before = kube.read_secret_data("team", "chat-chatmemory")
+    out = reconcile.reconcile_memory(ctx, with_status(body, first), check_drift=True)
+    assert backend.ensures == 1  # a restart or a timer tick re-provisions nothing
+    assert out.error is None and out.events == []
+    assert out.status["provisioned"] == first.status["provisioned"]
+    assert kube.read_secret_data("team", "chat-chatmemory") == secret_before
+
+
+def test_a_drift_check_re_ensures_when_the_secret_no_longer_matches_the_spec(
+    ctx: reconcile.Context, backend: FakeBackend
+) -> None:
+    body = memory_body()
+    first = reconcile.reconcile_memory(ctx, body)
+    changed = dict(body, spec=dict(body["spec"], ttl="2h"))  # as if the status lagged the spec
+    reconcile.reconcile_memory(ctx, with_status(changed, first), check_drift=True)
+    assert backend.ensures == 2
 
 
 def test_a_missing_store_is_reported_and_retried(ctx: reconcile.Context) -> None:
