@@ -25,7 +25,6 @@ from chatmemory.errors import (
     MissingExtra,
     NotSupported,
 )
-from chatmemory.memory import ChatMemory, connect, connect_url
 
 if TYPE_CHECKING:
     from chatmemory.histories.kafka import KafkaChatMessageHistory
@@ -33,9 +32,14 @@ if TYPE_CHECKING:
     from chatmemory.histories.redis import RedisChatMessageHistory
     from chatmemory.histories.streamlit import StreamlitChatMessageHistory
     from chatmemory.histories.tidb import TiDBChatMessageHistory
+    from chatmemory.memory import ChatMemory, connect, connect_url
 
-#: Public name -> module defining it, imported on first access.
+#: Public name -> module defining it, imported on first access (so the operator, which imports
+#: only the contract, does not load langchain-core).
 _LAZY: dict[str, str] = {
+    "ChatMemory": "chatmemory.memory",
+    "connect": "chatmemory.memory",
+    "connect_url": "chatmemory.memory",
     "RedisChatMessageHistory": "chatmemory.histories.redis",
     "MemorystoreChatMessageHistory": "chatmemory.histories.memorystore",
     "KafkaChatMessageHistory": "chatmemory.histories.kafka",
