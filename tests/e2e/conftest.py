@@ -12,7 +12,7 @@ import base64
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.support.kafka import poll_one
 from tests.support.operator import OperatorProcess, install_crds, running_operator
 from tests.support.platform import Platform
 
@@ -164,6 +165,26 @@ class E2E:
             "spec": full,
         }
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "chatmemories", body)
+
+    @contextlib.contextmanager
+    def ready_memories(
+        self,
+        prefix: str,
+        keys: Iterable[str],
+        *,
+        per_key: Mapping[str, Mapping[str, Any]] | None = None,
+        **spec: Any,
+    ) -> Iterator[dict[str, str]]:
+        """key -> name of a memory ``<prefix>-<key>-<uid>`` on each store of ``keys`` (with ``spec``,
+        and ``per_key[key]``), once all are Ready; deleted afterwards without waiting."""
+        names = {key: f"{prefix}-{key}-{uid()}" for key in keys}
+        for key, name in names.items():
+            self.create_memory(name, self.stores[key].name, **spec, **(per_key or {}).get(key, {}))
+        for name in names.values():
+            self.wait_memory(name)
+        yield names
+        for name in names.values():
+            self.delete_memory(name, wait=False)
 
     def memory(self, name: str) -> dict[str, Any] | None:
         try:
@@ -485,14 +506,9 @@ def kafka_roundtrip(binding: Binding, payload: bytes, *, topic: str | None = Non
     )
     try:
         consumer.assign([TopicPartition(topic, 0, offset if offset >= 0 else OFFSET_BEGINNING)])
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            return bytes(msg.value())
-        raise TimeoutError("no message read back")
+        msg = poll_one(consumer, 20)
     finally:
         consumer.close()
+    if msg is None:
+        raise TimeoutError("no message read back")
+    return bytes(msg.value())

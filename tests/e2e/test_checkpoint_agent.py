@@ -8,9 +8,6 @@ Kafka memories refuse checkpoints with NotSupported (the message names the alter
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -25,8 +22,8 @@ from langchain_core.messages import HumanMessage
 
 from tests.e2e.conftest import E2E, mysql_admin, redis_admin, redis_nodes, uid, wait_until
 from tests.integration.checkpoint.agent_support import build_agent, summary
+from tests.support.agent import read_in_new_process
 from tests.support.operator import kubectl
-from tests.support.platform import ROOT
 
 TTL_SECONDS = 20  # long enough for a new Python process to start and read on a loaded 2-core machine
 CHECKPOINT_KEYS = ("redis7", "cluster", "valkey", "tidb", "mariadb")
@@ -44,26 +41,14 @@ def apply_memory(e2e: E2E, name: str, store: str, ttl: str) -> None:
 
 
 def read_back_in_new_process(e2e: E2E, name: str, thread: str) -> list[dict[str, Any]]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "KUBECONFIG": e2e.platform["KUBECONFIG"],
-        "CHATMEMORY_TEST_MEMORY": name,
-        "CHATMEMORY_TEST_NAMESPACE": e2e.namespace,
-        "CHATMEMORY_TEST_THREAD": thread,
-    }
-    env.pop("SERVICE_BINDING_ROOT", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.integration.checkpoint.agent_support"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return read_in_new_process(
+        {
+            "KUBECONFIG": e2e.platform["KUBECONFIG"],
+            "CHATMEMORY_TEST_MEMORY": name,
+            "CHATMEMORY_TEST_NAMESPACE": e2e.namespace,
+            "CHATMEMORY_TEST_THREAD": thread,
+        }
     )
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
 def redis_thread_keys(e2e: E2E, key: str, prefix: str, thread: str) -> list[bytes]:

@@ -14,7 +14,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from tests.e2e.conftest import E2E, kafka_admin, mysql_admin, redis_admin, redis_nodes, uid, wait_until
+from tests.e2e.conftest import E2E, kafka_admin, mysql_admin, redis_admin, redis_nodes, wait_until
 
 KEYS = ("redis7", "cluster", "kafka", "kafka-sasl", "tidb", "mariadb")
 
@@ -53,33 +53,26 @@ def sql_one(e2e: E2E, key: str, query: str, *args: Any) -> Any:
 @pytest.fixture(scope="module")
 def sabotaged(e2e: E2E) -> Iterator[dict[str, str]]:
     """One Ready memory per backend, then its backend objects deleted by hand (and one Secret)."""
-    names = {key: f"drift-{key}-{uid()}" for key in KEYS}
-    for key, name in names.items():
-        e2e.create_memory(name, e2e.stores[key].name, deletionPolicy="Delete")
-    bindings = {}
-    for key, name in names.items():
-        e2e.wait_memory(name)
-        bindings[key] = e2e.binding(name)
-    for key in ("redis7", "cluster"):
-        admin = redis_admin(e2e.platform, key)
-        for node in redis_nodes(admin):
-            node.acl_deluser(bindings[key].username)
-        admin.close()
-    kafka = kafka_admin(e2e.platform, sasl=False)
-    kafka.delete_topics([bindings["kafka"].topic])[bindings["kafka"].topic].result(timeout=20)
-    sasl = kafka_admin(e2e.platform, sasl=True)
-    flt = user_filter(bindings["kafka-sasl"].username)
-    sasl.delete_acls([flt])[flt].result(timeout=20)
-    b = bindings["tidb"]
-    with mysql_admin(e2e.platform, "tidb") as conn, conn.cursor() as cur:
-        cur.execute(f"DROP TABLE `{b.database}`.`{b.table}`")
-    b = bindings["mariadb"]
-    with mysql_admin(e2e.platform, "mariadb") as conn, conn.cursor() as cur:
-        cur.execute("DROP USER %s@'%%'", (b.username,))
-    e2e.core.delete_namespaced_secret(f"{names['redis7']}-chatmemory", e2e.namespace)
-    yield names
-    for name in names.values():
-        e2e.delete_memory(name, wait=False)
+    with e2e.ready_memories("drift", KEYS, deletionPolicy="Delete") as names:
+        bindings = {key: e2e.binding(name) for key, name in names.items()}
+        for key in ("redis7", "cluster"):
+            admin = redis_admin(e2e.platform, key)
+            for node in redis_nodes(admin):
+                node.acl_deluser(bindings[key].username)
+            admin.close()
+        kafka = kafka_admin(e2e.platform, sasl=False)
+        kafka.delete_topics([bindings["kafka"].topic])[bindings["kafka"].topic].result(timeout=20)
+        sasl = kafka_admin(e2e.platform, sasl=True)
+        flt = user_filter(bindings["kafka-sasl"].username)
+        sasl.delete_acls([flt])[flt].result(timeout=20)
+        b = bindings["tidb"]
+        with mysql_admin(e2e.platform, "tidb") as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE `{b.database}`.`{b.table}`")
+        b = bindings["mariadb"]
+        with mysql_admin(e2e.platform, "mariadb") as conn, conn.cursor() as cur:
+            cur.execute("DROP USER %s@'%%'", (b.username,))
+        e2e.core.delete_namespaced_secret(f"{names['redis7']}-chatmemory", e2e.namespace)
+        yield names
 
 
 def test_redis_acl_users_deleted_by_hand_come_back(e2e: E2E, sabotaged: dict[str, str]) -> None:

@@ -44,17 +44,11 @@ TTL_SECONDS = 3600
 @pytest.fixture(scope="module")
 def memories(e2e: E2E) -> Iterator[dict[str, str]]:
     """key -> memory name, one per store, all Ready."""
-    names = {key: f"life-{key}-{uid()}" for key in STORE_KEYS}
-    for key, name in names.items():
-        extra = {"kafka": {"partitions": 2}} if key in KAFKA_KEYS else {}
-        e2e.create_memory(
-            name, e2e.stores[key].name, maxMessagesPerSession=50, deletionPolicy="Delete", **extra
-        )
-    for name in names.values():
-        e2e.wait_memory(name)
-    yield names
-    for name in names.values():
-        e2e.delete_memory(name, wait=False)
+    kafka = {key: {"kafka": {"partitions": 2}} for key in KAFKA_KEYS}
+    with e2e.ready_memories(
+        "life", STORE_KEYS, per_key=kafka, maxMessagesPerSession=50, deletionPolicy="Delete"
+    ) as names:
+        yield names
 
 
 @pytest.mark.parametrize("key", STORE_KEYS)

@@ -10,7 +10,7 @@ import redis
 from chatmemory.contract import Binding
 from confluent_kafka.admin import AdminClient
 
-from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for, uid
+from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for
 
 KEYS = ("redis7", "cluster", "kafka-sasl", "tidb", "mariadb")
 
@@ -44,22 +44,15 @@ def works(b: Binding) -> bool:
 @pytest.fixture(scope="module")
 def rotated(e2e: E2E) -> Iterator[dict[str, tuple[str, Binding, Binding]]]:
     """key -> (memory name, binding before, binding after a rotation)."""
-    names = {key: f"rot-{key}-{uid()}" for key in KEYS}
-    for key, name in names.items():
-        e2e.create_memory(name, e2e.stores[key].name, deletionPolicy="Delete")
-    before = {}
-    for key, name in names.items():
-        e2e.wait_memory(name)
-        before[key] = e2e.binding(name)
-    for name in names.values():
-        e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "r1"}}})
-    after = {}
-    for key, name in names.items():
-        e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "r1")
-        after[key] = e2e.binding(name)
-    yield {key: (names[key], before[key], after[key]) for key in KEYS}
-    for name in names.values():
-        e2e.delete_memory(name, wait=False)
+    with e2e.ready_memories("rot", KEYS, deletionPolicy="Delete") as names:
+        before = {key: e2e.binding(name) for key, name in names.items()}
+        for name in names.values():
+            e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "r1"}}})
+        after = {}
+        for key, name in names.items():
+            e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "r1")
+            after[key] = e2e.binding(name)
+        yield {key: (names[key], before[key], after[key]) for key in KEYS}
 
 
 @pytest.mark.parametrize("key", KEYS)

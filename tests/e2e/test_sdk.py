@@ -13,14 +13,8 @@ from tests.e2e.conftest import E2E, STORE_KEYS, uid
 
 @pytest.fixture(scope="module")
 def sdk_memories(e2e: E2E) -> Iterator[dict[str, str]]:
-    names = {key: f"sdk-{key}-{uid()}" for key in STORE_KEYS}
-    for key, name in names.items():
-        e2e.create_memory(name, e2e.stores[key].name, deletionPolicy="Delete")
-    for name in names.values():
-        e2e.wait_memory(name)
-    yield names
-    for name in names.values():
-        e2e.delete_memory(name, wait=False)
+    with e2e.ready_memories("sdk", STORE_KEYS, deletionPolicy="Delete") as names:
+        yield names
 
 
 @pytest.mark.parametrize("key", STORE_KEYS)

@@ -3,12 +3,15 @@
 Called by the history modules (:mod:`chatmemory.histories`) and the checkpointers
 (:mod:`chatmemory.checkpoint`) so TLS, ACL users, SASL and cluster mode are turned into client
 options in exactly one place. Client libraries are imported lazily: a missing extra raises
-:class:`~chatmemory.errors.MissingExtra` naming the extra to install.
+:class:`~chatmemory.errors.MissingExtra` naming the extra to install. :func:`close_idle` empties the
+histories' pools of idle clients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import queue
 import ssl
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,17 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         raise MissingExtra(extra, module.split(".")[0]) from None
+
+
+def close_idle(idle: queue.Queue[Any]) -> None:
+    """Close every client waiting in a pool's queue, ignoring errors (a dead one may fail to close)."""
+    while True:
+        try:
+            client = idle.get_nowait()
+        except queue.Empty:
+            return
+        with contextlib.suppress(Exception):
+            client.close()
 
 
 def redis_kwargs(binding: Binding) -> dict[str, Any]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -16,8 +13,8 @@ from langchain_core.messages import HumanMessage
 
 from tests.integration.checkpoint.agent_support import build_agent, summary
 from tests.integration.checkpoint.conftest import Memory, MemoryFactory
+from tests.support.agent import read_in_new_process
 
-ROOT = Path(__file__).resolve().parents[3]
 BACKENDS = ["REDIS_URL", "VALKEY_URL", "REDIS_CLUSTER_NODES", "TIDB_URL", "MARIADB_URL"]
 
 EXPECTED = [
@@ -32,24 +29,12 @@ EXPECTED = [
 ]
 
 
-def read_in_new_process(mem: Memory, thread: str) -> list[dict[str, Any]]:
+def read_back_in_new_process(mem: Memory, thread: str) -> list[dict[str, Any]]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
         "CHATMEMORY_TEST_BINDING": json.dumps(mem.binding.to_secret_data()),
         "CHATMEMORY_TEST_THREAD": thread,
     }
-    out = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "tests.integration.checkpoint.agent_support"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return read_in_new_process(env, "-W", "error")
 
 
 @pytest.mark.parametrize("key", BACKENDS)
@@ -62,7 +47,7 @@ def test_an_agents_two_turns_are_read_back_by_a_new_process(key: str, memory: Me
     agent.invoke({"messages": [HumanMessage("where is order A1")]}, config)
     result = agent.invoke({"messages": [HumanMessage("and order B2")]}, config)
     assert summary(result["messages"]) == EXPECTED
-    assert read_in_new_process(mem, thread) == EXPECTED
+    assert read_back_in_new_process(mem, thread) == EXPECTED
     tool_call = result["messages"][5].tool_calls[0]
     assert (tool_call["name"], tool_call["args"], tool_call["id"]) == (
         "lookup_order",
@@ -92,7 +77,6 @@ async def test_an_async_agent_continues_a_thread_a_sync_agent_started(
 
 
 def test_a_tls_binding_checkpoints_over_tls_with_the_bindings_ca(platform: Any) -> None:
-    from pathlib import Path
     from urllib.parse import urlsplit
 
     from chatmemory.contract import BackendKind, Binding

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from tests.support.kafka import poll_one
 from tests.support.platform import Platform
 
 
@@ -54,17 +55,12 @@ def round_trip(conf: dict[str, Any], topic: str, key: bytes, value: bytes) -> tu
     consumer = Consumer({**conf, "group.id": f"check-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            return msg.key(), msg.value()
+        msg = poll_one(consumer, 30)
     finally:
         consumer.close()
-    pytest.fail(f"no message read back from {topic}")
+    if msg is None:
+        pytest.fail(f"no message read back from {topic}")
+    return msg.key(), msg.value()
 
 
 @pytest.mark.parametrize("listener", ["plaintext", "sasl"])

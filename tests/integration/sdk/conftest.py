@@ -1,4 +1,5 @@
-"""Helpers for the SDK's integration tests: a binding per Redis-family server, unique prefixes, cleanup.
+"""Helpers for the SDK's integration tests: a binding per Redis-family server, unique prefixes, cleanup,
+and the checks every history passes alike (:func:`run_threads`, :func:`check_runnable_keeps_two_turns`).
 
 Every test gets a fresh ``cmtest:<uuid>:`` key prefix and its keys are deleted afterwards (on every
 primary of the cluster), so the tests can run against servers shared with other test suites.
@@ -6,14 +7,20 @@ primary of the cluster), so the tests can run against servers shared with other 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 from chatmemory import BackendKind, Binding, ChatMemory
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables.history import RunnableWithMessageHistory
 from redis.cluster import ClusterNode, RedisCluster
 
 from tests.support.platform import Platform
@@ -24,6 +31,49 @@ REDIS_TARGETS = ["REDIS_URL", "VALKEY_URL", "REDIS_SEARCH_URL", "REDIS_TLS_URL",
 
 def uid() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def run_threads(n: int, work: Callable[[int], object]) -> None:
+    """``work(0)`` ... ``work(n - 1)``, each in its own thread; fails if any of them raised."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def check_runnable_keeps_two_turns(make: Callable[[str], BaseChatMessageHistory]) -> None:
+    """RunnableWithMessageHistory over ``make(session_id)`` histories sees the first turn in the second,
+    and a fresh history of the session holds both."""
+    session = f"s-{uid()}"
+    cache: dict[str, BaseChatMessageHistory] = {}
+
+    def get_history(session_id: str) -> BaseChatMessageHistory:
+        return cache.setdefault(session_id, make(session_id))
+
+    model = FakeListChatModel(responses=["Hi Bob!", "You are Bob."])
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
+    chain = RunnableWithMessageHistory(
+        prompt | model, get_history, input_messages_key="question", history_messages_key="history"
+    )
+    config: Any = {"configurable": {"session_id": session}}
+    assert chain.invoke({"question": "I am Bob"}, config=config).content == "Hi Bob!"
+    assert chain.invoke({"question": "Who am I?"}, config=config).content == "You are Bob."
+    assert [(m.type, m.content) for m in make(session).messages] == [
+        ("human", "I am Bob"),
+        ("ai", "Hi Bob!"),
+        ("human", "Who am I?"),
+        ("ai", "You are Bob."),
+    ]
 
 
 def redis_binding(platform: Platform, target: str, key_prefix: str, **changes: object) -> Binding:

@@ -24,13 +24,10 @@ from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreC
 from chatmemory_operator.backends.kafka import KafkaBackend
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
-from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from tests.integration.operator.conftest import kafka_store, plan
+from tests.integration.sdk.conftest import check_runnable_keeps_two_turns, run_threads
 from tests.support.platform import Platform
 
 PROPAGATION = 30.0  # seconds allowed for a new SCRAM user / ACL to reach the broker
@@ -347,22 +344,13 @@ def test_eight_concurrent_writers_lose_nothing_and_keep_their_order(
     session = f"s-{uid()}"
     writers = [make(session) for _ in range(8)]
     start = threading.Barrier(8)
-    errors: list[BaseException] = []
 
     def write(w: int) -> None:
-        try:
-            start.wait()
-            for j in range(25):
-                writers[w].add_messages([HumanMessage(f"w{w}-{j}-q"), AIMessage(f"w{w}-{j}-a")])
-        except BaseException as e:
-            errors.append(e)
+        start.wait()
+        for j in range(25):
+            writers[w].add_messages([HumanMessage(f"w{w}-{j}-q"), AIMessage(f"w{w}-{j}-a")])
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(8, write)
     got = contents(writers[0].messages)
     assert len(got) == 8 * 25 * 2
     for w in range(8):
@@ -377,23 +365,14 @@ def test_one_connector_serves_many_sessions_from_many_threads(bootstrap: str, sh
     )
     connector = KafkaConnector.from_binding(binding)
     try:
-        errors: list[BaseException] = []
 
         def session(i: int) -> None:
-            try:
-                h = connector.history(f"t{i}")
-                for j in range(10):
-                    h.add_messages([HumanMessage(f"t{i}-{j}")])
-                    assert contents(h.messages) == [f"t{i}-{k}" for k in range(j + 1)]
-            except BaseException as e:
-                errors.append(e)
+            h = connector.history(f"t{i}")
+            for j in range(10):
+                h.add_messages([HumanMessage(f"t{i}-{j}")])
+                assert contents(h.messages) == [f"t{i}-{k}" for k in range(j + 1)]
 
-        threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        run_threads(8, session)
     finally:
         connector.close()
 
@@ -538,26 +517,7 @@ def test_max_messages_from_the_binding_bounds_what_messages_returns(
 
 @pytest.mark.filterwarnings("ignore:RunnableWithMessageHistory is deprecated")
 def test_runnable_with_message_history_keeps_two_turns(make: Callable[..., KafkaChatMessageHistory]) -> None:
-    session = f"s-{uid()}"
-    cache: dict[str, BaseChatMessageHistory] = {}
-
-    def get_history(session_id: str) -> BaseChatMessageHistory:
-        return cache.setdefault(session_id, make(session_id))
-
-    model = FakeListChatModel(responses=["Hi Bob!", "You are Bob."])
-    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
-    chain = RunnableWithMessageHistory(
-        prompt | model, get_history, input_messages_key="question", history_messages_key="history"
-    )
-    config: Any = {"configurable": {"session_id": session}}
-    assert chain.invoke({"question": "I am Bob"}, config=config).content == "Hi Bob!"
-    assert chain.invoke({"question": "Who am I?"}, config=config).content == "You are Bob."
-    assert [(m.type, m.content) for m in make(session).messages] == [
-        ("human", "I am Bob"),
-        ("ai", "Hi Bob!"),
-        ("human", "Who am I?"),
-        ("ai", "You are Bob."),
-    ]
+    check_runnable_keeps_two_turns(make)
 
 
 async def test_async_methods_add_read_and_clear(make: Callable[..., KafkaChatMessageHistory]) -> None:

@@ -16,7 +16,7 @@ from chatmemory.histories.redis import session_key
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from redis.cluster import RedisCluster
 
-from tests.integration.sdk.conftest import uid
+from tests.integration.sdk.conftest import run_threads, uid
 
 Admin = redis.Redis | RedisCluster
 
@@ -70,23 +70,14 @@ def test_eight_concurrent_writers_lose_nothing_and_keep_their_order(
     session = f"race-{uid()}"
     per_writer = 60
     barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
 
     def writer(w: int) -> None:
         history = memory.history(session)  # a history per thread, one pooled client underneath
-        try:
-            barrier.wait()
-            for j in range(0, per_writer, 2):
-                history.add_messages([HumanMessage(f"w{w}:{j}"), AIMessage(f"w{w}:{j + 1}")])
-        except BaseException as e:  # surfaced below
-            errors.append(e)
+        barrier.wait()
+        for j in range(0, per_writer, 2):
+            history.add_messages([HumanMessage(f"w{w}:{j}"), AIMessage(f"w{w}:{j + 1}")])
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(8, writer)
     texts = [m.text for m in memory.history(session).messages]
     assert len(texts) == 8 * per_writer
     for w in range(8):

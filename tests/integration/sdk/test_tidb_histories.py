@@ -24,13 +24,10 @@ from chatmemory.errors import BackendError
 from chatmemory.histories.tidb import TiDBChatMessageHistory, TiDBConnector
 from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreConnection
 from chatmemory_operator.backends.tidb import TiDBBackend
-from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from tests.integration.operator.conftest import plan, sql_store
+from tests.integration.sdk.conftest import check_runnable_keeps_two_turns, run_threads
 from tests.support.platform import Platform
 
 SERVERS = ["TIDB_URL", "MARIADB_URL"]
@@ -250,22 +247,13 @@ def test_eight_concurrent_writers_lose_nothing_and_keep_their_order(
     session = f"s-{uid()}"
     writers = [make(session) for _ in range(8)]
     start = threading.Barrier(8)
-    errors: list[BaseException] = []
 
     def write(w: int) -> None:
-        try:
-            start.wait()
-            for j in range(25):
-                writers[w].add_messages([HumanMessage(f"w{w}-{j}-q"), AIMessage(f"w{w}-{j}-a")])
-        except BaseException as e:
-            errors.append(e)
+        start.wait()
+        for j in range(25):
+            writers[w].add_messages([HumanMessage(f"w{w}-{j}-q"), AIMessage(f"w{w}-{j}-a")])
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(8, write)
     got = [str(m.content) for m in writers[0].messages]
     assert len(got) == 8 * 25 * 2
     for w in range(8):
@@ -280,16 +268,7 @@ def test_one_history_object_is_safe_to_share_between_threads(
     make: Callable[..., TiDBChatMessageHistory],
 ) -> None:
     history = make()
-    threads = [
-        threading.Thread(
-            target=lambda w=w: [history.add_message(HumanMessage(f"{w}-{j}")) for j in range(20)]
-        )
-        for w in range(8)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(8, lambda w: [history.add_message(HumanMessage(f"{w}-{j}")) for j in range(20)])
     assert sorted(str(m.content) for m in history.messages) == sorted(
         f"{w}-{j}" for w in range(8) for j in range(20)
     )
@@ -437,27 +416,7 @@ def test_a_wrong_password_in_the_binding_is_a_clear_backend_error(
 
 @pytest.mark.filterwarnings("ignore:RunnableWithMessageHistory is deprecated")
 def test_runnable_with_message_history_keeps_two_turns(make: Callable[..., TiDBChatMessageHistory]) -> None:
-    session = f"s-{uid()}"
-    store: dict[str, BaseChatMessageHistory] = {}
-
-    def get_history(session_id: str) -> BaseChatMessageHistory:
-        return store.setdefault(session_id, make(session_id))
-
-    model = FakeListChatModel(responses=["Hi Bob!", "You are Bob."])
-    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
-    chain = RunnableWithMessageHistory(
-        prompt | model, get_history, input_messages_key="question", history_messages_key="history"
-    )
-    config = {"configurable": {"session_id": session}}
-    assert chain.invoke({"question": "I am Bob"}, config=config).content == "Hi Bob!"  # type: ignore[arg-type]
-    assert chain.invoke({"question": "Who am I?"}, config=config).content == "You are Bob."  # type: ignore[arg-type]
-    fresh = make(session)
-    assert [(m.type, m.content) for m in fresh.messages] == [
-        ("human", "I am Bob"),
-        ("ai", "Hi Bob!"),
-        ("human", "Who am I?"),
-        ("ai", "You are Bob."),
-    ]
+    check_runnable_keeps_two_turns(make)
 
 
 async def test_async_methods_add_read_and_clear(make: Callable[..., TiDBChatMessageHistory]) -> None:

@@ -5,31 +5,34 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatmemory.checkpoint._common import (
+    PAGE,
     SEP,
+    Saver,
     address,
+    afirst,
+    apaged,
     check_part,
+    check_strategy,
     checkpoint_config,
+    checkpoint_tuple,
+    first,
     matches,
-    next_version,
     pack,
-    parent_config,
+    paged,
     run_id_of,
-    sort_writes,
     thread_id_of,
     unpack,
     uses_delta_channels,
@@ -51,7 +54,6 @@ if TYPE_CHECKING:
     import redis.asyncio.cluster
     import redis.cluster
 
-_PAGE: Final = 100
 _SCAN_COUNT: Final = 1000
 
 T = TypeVar("T")
@@ -65,7 +67,7 @@ def _members(reply: Any) -> builtins.list[str]:
     return [_text(m) for m in reply or []]
 
 
-class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
+class ChatMemoryRedisSaver(Saver):
     """A LangGraph checkpointer on Redis, Valkey or Redis Cluster, without modules or scripts.
 
     Args:
@@ -141,18 +143,6 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
                 await self.aclient.aclose()
             self.close()
 
-    def __enter__(self) -> ChatMemoryRedisSaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> ChatMemoryRedisSaver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     def setup(self) -> None:
         """Nothing to create on Redis (keys appear on first write); kept for parity with LangGraph."""
 
@@ -162,9 +152,6 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
     def keys(self, thread_id: str) -> ThreadKeys:
         """The key names of a thread (for inspection, e.g. ``PTTL``)."""
         return thread_keys(self.prefix, thread_id_of(thread_id))
-
-    def get_next_version(self, current: str | None, channel: None = None) -> str:
-        return next_version(current)
 
     # -- sync API ---------------------------------------------------------------------------------
 
@@ -179,25 +166,16 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        remaining = limit
         threads: Iterable[str] = (
             [thread_id_of(config["configurable"]["thread_id"])]
             if config is not None
             else self._scan_threads("cx")
         )
-        for thread_id in threads:
-            offset = 0
-            while remaining is None or remaining > 0:
-                page, more = self._run(self._list_page_op(thread_id, config, filter, before, offset))
-                offset += _PAGE
-                for tup in page:
-                    if remaining is not None:
-                        if remaining <= 0:
-                            return
-                        remaining -= 1
-                    yield tup
-                if not more:
-                    break
+
+        def page(thread_id: str, offset: int) -> tuple[builtins.list[CheckpointTuple], bool]:
+            return self._run(self._list_page_op(thread_id, config, filter, before, offset))
+
+        yield from first((tup for t in threads for tup in paged(partial(page, t))), limit)
 
     def put(
         self,
@@ -231,7 +209,7 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
         self._run(self._copy_thread_op(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        _check_strategy(strategy)
+        check_strategy(strategy)
         for thread_id in thread_ids:
             self._run(self._prune_op(thread_id, strategy))
 
@@ -248,24 +226,16 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        remaining = limit
         if config is not None:
             threads = [thread_id_of(config["configurable"]["thread_id"])]
         else:
             threads = [t async for t in self._ascan_threads("cx")]
-        for thread_id in threads:
-            offset = 0
-            while remaining is None or remaining > 0:
-                page, more = await self._arun(self._list_page_op(thread_id, config, filter, before, offset))
-                offset += _PAGE
-                for tup in page:
-                    if remaining is not None:
-                        if remaining <= 0:
-                            return
-                        remaining -= 1
-                    yield tup
-                if not more:
-                    break
+
+        async def page(thread_id: str, offset: int) -> tuple[builtins.list[CheckpointTuple], bool]:
+            return await self._arun(self._list_page_op(thread_id, config, filter, before, offset))
+
+        async for tup in afirst((tup for t in threads async for tup in apaged(partial(page, t))), limit):
+            yield tup
 
     async def aput(
         self,
@@ -300,7 +270,7 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
         await self._arun(self._copy_thread_op(source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        _check_strategy(strategy)
+        check_strategy(strategy)
         for thread_id in thread_ids:
             await self._arun(self._prune_op(thread_id, strategy))
 
@@ -318,32 +288,24 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
-        addr = address(config)
-        cid = check_part(str(checkpoint["id"]), "checkpoint id")
+        d = self._dump_checkpoint(config, checkpoint, metadata, new_versions)
+        addr, cid = d.addr, d.checkpoint_id
+        (ctype, cdata), (mtype, mdata) = d.checkpoint_typed, d.metadata_typed
         keys = thread_keys(self.prefix, addr.thread_id)
         ns = addr.checkpoint_ns
         member = ns + SEP + cid
-        c = checkpoint.copy()
-        values: dict[str, Any] = c.pop("channel_values")  # type: ignore[misc]
-        md = get_checkpoint_metadata(config, metadata)
-        ctype, cdata = self.serde.dumps_typed(c)
-        mtype, mdata = self.serde.dumps_typed(md)
         record = pack(ctype.encode(), cdata, mtype.encode(), mdata, (addr.checkpoint_id or "").encode())
         cmds: builtins.list[tuple[Any, ...]] = [
             ("HSET", keys.cp, member, record),
             ("ZADD", keys.cx, 0, member),
         ]
         blob_args: builtins.list[Any] = []
-        for channel, version in new_versions.items():
-            fname = SEP.join((ns, check_part(channel, "channel"), version_text(version)))
-            if channel in values:
-                btype, bdata = self.serde.dumps_typed(values[channel])
-                blob_args += [fname, pack(btype.encode(), bdata)]
-            else:
-                blob_args += [fname, pack(b"empty", b"")]
+        for channel, version, btype, bdata in d.blobs:
+            fname = SEP.join((ns, check_part(channel, "channel"), version))
+            blob_args += [fname, pack(btype.encode(), bdata or b"")]
         if blob_args:
             cmds.append(("HSET", keys.bl, *blob_args))
-        run_id = run_id_of(md)
+        run_id = run_id_of(d.metadata)
         if run_id is not None:
             cmds.append(("ZADD", keys.rx, 0, check_part(run_id, "run_id") + SEP + member))
         cmds += self._expire(keys)
@@ -357,18 +319,14 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str,
     ) -> Op[None]:
-        addr = address(config)
-        if addr.checkpoint_id is None:
-            raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
+        addr, cid, dumped = self._dump_writes(config, writes)
         keys = thread_keys(self.prefix, addr.thread_id)
-        member = addr.checkpoint_ns + SEP + addr.checkpoint_id
+        member = addr.checkpoint_ns + SEP + cid
         task = check_part(str(task_id), "task_id")
         cmds: builtins.list[tuple[Any, ...]] = []
         fields: builtins.list[str] = []
-        for idx, (channel, value) in enumerate(writes):
-            widx = WRITES_IDX_MAP.get(channel, idx)
+        for widx, channel, wtype, wdata in dumped:
             fname = SEP.join((member, task, str(widx)))
-            wtype, wdata = self.serde.dumps_typed(value)
             record = pack(task.encode(), channel.encode(), wtype.encode(), wdata, task_path.encode())
             # A regular write is never replaced (a retried task writes the same thing); a special
             # one (error, interrupt, ...) is.
@@ -430,10 +388,10 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
             lo = f"[{ns}{SEP}"
         else:
             hi, lo = "+", "-"
-        (page,) = yield Batch([("ZRANGE", keys.cx, hi, lo, "BYLEX", "REV", "LIMIT", offset, _PAGE)])
+        (page,) = yield Batch([("ZRANGE", keys.cx, hi, lo, "BYLEX", "REV", "LIMIT", offset, PAGE)])
         members = _members(page)
         tuples = yield from self._load_op(thread_id, members, filter=filter, before_id=before_id)
-        return tuples, len(members) == _PAGE
+        return tuples, len(members) == PAGE
 
     def _load_op(
         self,
@@ -518,15 +476,7 @@ class ChatMemoryRedisSaver(BaseCheckpointSaver[str]):
                         self.serde.loads_typed((wtype.decode(), wdata)),
                     )
                 )
-            out.append(
-                CheckpointTuple(
-                    config=checkpoint_config(thread_id, ns, cid),
-                    checkpoint={**ckpt, "channel_values": values},
-                    metadata=metadata,
-                    parent_config=parent_config(thread_id, ns, parent),
-                    pending_writes=sort_writes(rows),
-                )
-            )
+            out.append(checkpoint_tuple(thread_id, ns, cid, parent, ckpt, metadata, values, rows))
         return out
 
     def _delete_thread_op(self, thread_id: str) -> Op[None]:
@@ -794,8 +744,3 @@ def _decodes_responses(client: Any) -> bool:
     except (AttributeError, TypeError):
         return False
     return False
-
-
-def _check_strategy(strategy: str) -> None:
-    if strategy not in ("keep_latest", "delete"):
-        raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")

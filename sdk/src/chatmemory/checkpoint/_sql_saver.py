@@ -17,25 +17,26 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatmemory.checkpoint._common import (
+    PAGE,
+    Saver,
     address,
-    check_part,
+    afirst,
+    apaged,
+    check_strategy,
     checkpoint_config,
+    checkpoint_tuple,
+    first,
     matches,
-    next_version,
-    parent_config,
+    paged,
     run_id_of,
-    sort_writes,
     thread_id_of,
     uses_delta_channels,
     version_text,
@@ -53,7 +54,6 @@ from chatmemory.errors import BackendError
 if TYPE_CHECKING:
     import pymysql.connections
 
-_PAGE: Final = 100
 _RETRY_CODES: Final = frozenset({1213, 1205, 9007, 8022, 8028})  # deadlock, lock wait, TiDB conflicts
 _ATTEMPTS: Final = 4
 
@@ -107,7 +107,7 @@ class _Pool:
                 conn.close()
 
 
-class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
+class ChatMemorySQLSaver(Saver):
     """A LangGraph checkpointer on TiDB, MySQL or MariaDB through PyMySQL.
 
     Args:
@@ -158,24 +158,6 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
     def close(self) -> None:
         """Close the pooled connections."""
         self._pool.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __enter__(self) -> ChatMemorySQLSaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> ChatMemorySQLSaver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def get_next_version(self, current: str | None, channel: None = None) -> str:
-        return next_version(current)
 
     # -- setup (direct use only) ------------------------------------------------------------------
 
@@ -247,19 +229,7 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        remaining = limit
-        offset = 0
-        while remaining is None or remaining > 0:
-            page, more = self._list_page(config, filter, before, offset)
-            offset += _PAGE
-            for tup in page:
-                if remaining is not None:
-                    if remaining <= 0:
-                        return
-                    remaining -= 1
-                yield tup
-            if not more:
-                return
+        yield from first(paged(partial(self._list_page, config, filter, before)), limit)
 
     def put(
         self,
@@ -268,21 +238,10 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        addr = address(config)
-        cid = check_part(str(checkpoint["id"]), "checkpoint id")
-        ns = addr.checkpoint_ns
-        c = checkpoint.copy()
-        values: dict[str, Any] = c.pop("channel_values")  # type: ignore[misc]
-        md = get_checkpoint_metadata(config, metadata)
-        ctype, cdata = self.serde.dumps_typed(c)
-        mtype, mdata = self.serde.dumps_typed(md)
-        blob_rows: builtins.list[tuple[Any, ...]] = []
-        for channel, version in new_versions.items():
-            if channel in values:
-                btype, bdata = self.serde.dumps_typed(values[channel])
-                blob_rows.append((addr.thread_id, ns, channel, version_text(version), btype, bdata))
-            else:
-                blob_rows.append((addr.thread_id, ns, channel, version_text(version), "empty", None))
+        d = self._dump_checkpoint(config, checkpoint, metadata, new_versions)
+        addr, cid, ns = d.addr, d.checkpoint_id, d.addr.checkpoint_ns
+        (ctype, cdata), (mtype, mdata) = d.checkpoint_typed, d.metadata_typed
+        blob_rows = [(addr.thread_id, ns, *blob) for blob in d.blobs]
 
         def run(cur: Any) -> Callable[[], None]:
             started = self._begin_write(cur, addr.thread_id)
@@ -301,7 +260,17 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
                 "type = VALUES(type), checkpoint = VALUES(checkpoint), "
                 "metadata_type = VALUES(metadata_type), metadata = VALUES(metadata), "
                 "updated_at = VALUES(updated_at)",
-                (addr.thread_id, ns, cid, addr.checkpoint_id, run_id_of(md), ctype, cdata, mtype, mdata),
+                (
+                    addr.thread_id,
+                    ns,
+                    cid,
+                    addr.checkpoint_id,
+                    run_id_of(d.metadata),
+                    ctype,
+                    cdata,
+                    mtype,
+                    mdata,
+                ),
             )
             return self._touch(cur, addr.thread_id, started)
 
@@ -315,15 +284,10 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        addr = address(config)
-        if addr.checkpoint_id is None:
-            raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
-        cid = addr.checkpoint_id
+        addr, cid, dumped = self._dump_writes(config, writes)
         regular: builtins.list[tuple[Any, ...]] = []
         special: builtins.list[tuple[Any, ...]] = []
-        for idx, (channel, value) in enumerate(writes):
-            widx = WRITES_IDX_MAP.get(channel, idx)
-            wtype, wdata = self.serde.dumps_typed(value)
+        for widx, channel, wtype, wdata in dumped:
             row = (
                 addr.thread_id,
                 addr.checkpoint_ns,
@@ -430,8 +394,7 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
         self._with_cursor(run)()
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        if strategy not in ("keep_latest", "delete"):
-            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        check_strategy(strategy)
         for thread_id in thread_ids:
             tid = thread_id_of(thread_id)
             if strategy == "delete":
@@ -452,19 +415,11 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        remaining = limit
-        offset = 0
-        while remaining is None or remaining > 0:
-            page, more = await asyncio.to_thread(self._list_page, config, filter, before, offset)
-            offset += _PAGE
-            for tup in page:
-                if remaining is not None:
-                    if remaining <= 0:
-                        return
-                    remaining -= 1
-                yield tup
-            if not more:
-                return
+        async def page(offset: int) -> tuple[builtins.list[CheckpointTuple], bool]:
+            return await asyncio.to_thread(self._list_page, config, filter, before, offset)
+
+        async for tup in afirst(apaged(page), limit):
+            yield tup
 
     async def aput(
         self,
@@ -626,10 +581,10 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
                 f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
                 f"{clause}{alive} ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns "
                 "LIMIT %s OFFSET %s",
-                (*args, *alive_args, _PAGE, offset),
+                (*args, *alive_args, PAGE, offset),
             )
             rows = cur.fetchall()
-            return self._hydrate(cur, self._decode_rows(rows, filter)), len(rows) == _PAGE
+            return self._hydrate(cur, self._decode_rows(rows, filter)), len(rows) == PAGE
 
         return self._with_cursor(run, transaction=False)
 
@@ -694,13 +649,7 @@ class ChatMemorySQLSaver(BaseCheckpointSaver[str]):
                 if blob is not None:
                     values[ch] = self.serde.loads_typed(blob)
             out.append(
-                CheckpointTuple(
-                    config=checkpoint_config(tid, ns, cid),
-                    checkpoint={**ckpt, "channel_values": values},
-                    metadata=metadata,
-                    parent_config=parent_config(tid, ns, parent),
-                    pending_writes=sort_writes(writes.get((tid, ns, cid), [])),
-                )
+                checkpoint_tuple(tid, ns, cid, parent, ckpt, metadata, values, writes.get((tid, ns, cid), []))
             )
         return out
 

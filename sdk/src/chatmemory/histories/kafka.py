@@ -58,7 +58,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatmemory._codec import decode_all, encode
-from chatmemory._connect import kafka_config, require
+from chatmemory._connect import close_idle, kafka_config, require
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendError, BindingError
 
@@ -584,13 +584,7 @@ class _Clients:
             self._poller.join(timeout)
         if self._producer is not None:
             self._producer.flush(timeout)
-        while True:
-            try:
-                c = self._readers.get_nowait()
-            except queue.Empty:
-                break
-            with contextlib.suppress(Exception):
-                c.close()
+        close_idle(self._readers)
 
 
 def _record(m: Any, key: bytes | None) -> Record:

@@ -44,7 +44,7 @@ from langchain_core.messages import BaseMessage
 
 from chatmemory import sql
 from chatmemory._codec import decode_all, encode
-from chatmemory._connect import mysql_kwargs, require
+from chatmemory._connect import close_idle, mysql_kwargs, require
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendError, BindingError
 
@@ -147,13 +147,7 @@ class _Pool:
 
     def close(self) -> None:
         self._closed = True
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                return
-            with contextlib.suppress(Exception):
-                conn.close()
+        close_idle(self._idle)
 
 
 def _describe(e: BaseException) -> str:
