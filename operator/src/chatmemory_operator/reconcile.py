@@ -332,6 +332,25 @@ def provisioned(plan: MemoryPlan, kind: BackendKind, binding: Binding) -> api.Pr
     )
 
 
+def with_partition_history(
+    binding: Binding, current: Binding | None, plan: MemoryPlan, provisioned_partitions: int | None
+) -> Binding:
+    """Record in the binding every partition count the topic has had (``partition_history``).
+
+    Growing a topic moves a session's key to another partition; the SDK reads the partitions the
+    key mapped to under each count, so a session's older messages stay in its history. The counts
+    come from the Secret written before and from ``status.provisioned.partitions``.
+    """
+    counts = {plan.partitions}
+    if current is not None and current.topic == plan.topic:
+        counts.update(current.partition_counts)
+        if provisioned_partitions:
+            counts.add(provisioned_partitions)
+    if len(counts) == 1:
+        return binding
+    return binding.model_copy(update={"partition_history": ",".join(str(n) for n in sorted(counts))})
+
+
 def ready_at(status: api.ChatMemoryStatus, generation: int | None) -> bool:
     """Whether the memory was Ready for this very generation of its spec."""
     ready = api.find_condition(status.conditions, READY)
@@ -484,6 +503,9 @@ def reconcile_memory(
                     binding = unchanged_binding(secrets.current_binding(existing), plan, conn)
             if binding is None:  # something to create, change or repair
                 binding = backend_impl.ensure(conn, plan, password)
+                if kind is BackendKind.KAFKA:
+                    before = old.provisioned.partitions if old.provisioned is not None else None
+                    binding = with_partition_history(binding, secrets.current_binding(existing), plan, before)
             owner = secrets.owner_reference(
                 api_version=api.API_VERSION, kind=api.MEMORY_KIND, name=name, uid=uid
             )

@@ -72,6 +72,7 @@ class Key(enum.StrEnum):
     SECURITY_PROTOCOL = "security_protocol"
     SASL_MECHANISM = "sasl_mechanism"
     CONSUMER_GROUP_PREFIX = "consumer_group_prefix"
+    PARTITION_HISTORY = "partition_history"
     # TiDB / MySQL
     DATABASE = "database"
     TABLE = "table"
@@ -119,6 +120,11 @@ class Binding(BaseModel):
     security_protocol: str = ""  # Kafka only; empty means PLAINTEXT
     sasl_mechanism: str = ""
     consumer_group_prefix: str = ""
+    partition_history: str = Field(
+        default="",
+        description="Every partition count the topic has had, ascending ('1,3'); empty when it never "
+        "grew. A session's key maps to another partition after growth, so readers look in each.",
+    )
     # TiDB / MySQL
     database: str = ""
     table: str = ""
@@ -133,6 +139,18 @@ class Binding(BaseModel):
                 f"(supported: {', '.join(sorted(SUPPORTED_CONTRACT_VERSIONS))}); upgrade the SDK"
             )
         return v
+
+    @field_validator("partition_history")
+    @classmethod
+    def _counts(cls, v: str) -> str:
+        if v and not all(p.isdigit() and int(p) > 0 for p in v.split(",")):
+            raise ValueError(f"expected partition counts like '1,3', got {v!r}")
+        return v
+
+    @property
+    def partition_counts(self) -> tuple[int, ...]:
+        """The topic's partition counts over time (empty: it never grew)."""
+        return tuple(int(p) for p in self.partition_history.split(",")) if self.partition_history else ()
 
     @property
     def secret_type(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 from typing import Any, cast
 
 import pytest
@@ -442,3 +443,28 @@ def test_a_new_secret_name_keeps_the_password_and_removes_the_old_secret(
     assert out.status["binding"] == {"name": "renamed"}
     assert kube.read_secret_data("team", "renamed")["password"] == old_pw  # type: ignore[index]
     assert ("team", "chat-chatmemory") not in kube.secrets
+
+
+def test_growing_a_topic_records_every_partition_count_in_the_binding() -> None:
+    from chatmemory_operator.backends.base import MemoryPlan
+
+    def kafka_binding(history: str = "") -> Binding:
+        return Binding(
+            backend=BackendKind.KAFKA,
+            provider="kafka",
+            bootstrap_servers="b:9092",
+            topic="t",
+            partition_history=history,
+        )
+
+    plan = MemoryPlan(namespace="n", name="m", uid="u", ttl_seconds=60, max_messages=None, username="x")
+    grown = dataclasses.replace(plan, topic="t", partitions=3)
+    first = reconcile.with_partition_history(
+        kafka_binding(), None, dataclasses.replace(grown, partitions=1), None
+    )
+    assert first.partition_counts == ()  # never grew: no key in the Secret
+    assert reconcile.with_partition_history(kafka_binding(), first, grown, 1).partition_counts == (1, 3)
+    again = reconcile.with_partition_history(kafka_binding(), kafka_binding("1,3"), grown, 3)
+    assert again.partition_counts == (1, 3)
+    bigger = dataclasses.replace(grown, partitions=6)
+    assert reconcile.with_partition_history(kafka_binding(), again, bigger, 3).partition_counts == (1, 3, 6)

@@ -504,7 +504,7 @@ class _Clients:
                 new = self._fetch(c, topic, {partition: (entry.next, high)}, lambda k: k == key)[partition]
                 records = entry.records + new
                 cleared = [i for i, r in enumerate(records) if r.clear]
-                entry.records = records[cleared[-1] + 1 :] if cleared else records
+                entry.records = records[cleared[-1] :] if cleared else records  # fold() applies the marker
                 entry.next = high
             result = list(entry.records)
         self._trim_cache()
@@ -644,10 +644,16 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         topic: str,
         max_messages: int | None,
         create: tuple[int, int, int] | None = None,
+        past_partition_counts: Sequence[int] = (),
     ) -> KafkaChatMessageHistory:
-        """A history on a connector's clients (no I/O until used; a topic only with ``create``)."""
+        """A history on a connector's clients (no I/O until used; a topic only with ``create``).
+
+        ``past_partition_counts``: the counts the topic had before it grew (the binding's
+        ``partition_history``); the session's older records stay in the partitions those mapped to.
+        """
         self = cls.__new__(cls)
         self._setup(session_id, clients, topic, create, max_messages)
+        self._past_partitions = frozenset(partition_for(self._key, n) for n in past_partition_counts)
         self._owns_clients = False
         self.bootstrap_servers = str(clients.where.removeprefix("kafka "))
         return self
@@ -677,6 +683,7 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         self._clients = clients
         self._create = create
         self._key = session_id.encode("utf-8")
+        self._past_partitions: frozenset[int] = frozenset()
         self.max_messages = int(max_messages) if max_messages is not None else None
         self.consumer_group = f"{clients.group_prefix}{session_id}"
 
@@ -702,7 +709,10 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's complete history in order (after its last ``clear()``), on every call."""
         if self.shared_topic:
-            records = self._clients.read_session(self.topic, self._my_partition(), self._key)
+            partitions = self._past_partitions | {self._my_partition()}
+            records = merge_partitions(
+                {p: self._clients.read_session(self.topic, p, self._key) for p in sorted(partitions)}
+            )
         else:
             records = self._clients.read_to_end(self.topic, self._read_partitions(), self._matches)
         values = fold(records)
@@ -901,7 +911,12 @@ class KafkaConnector:
 
     def history(self, session_id: str) -> KafkaChatMessageHistory:
         return KafkaChatMessageHistory._shared(
-            session_id, self._clients, self._binding.topic, self._binding.max_messages, self._create
+            session_id,
+            self._clients,
+            self._binding.topic,
+            self._binding.max_messages,
+            self._create,
+            self._binding.partition_counts,
         )
 
     def close(self) -> None:
