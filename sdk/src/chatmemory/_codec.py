@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
+import orjson  # a declared dependency: encoding and parsing are the hot path of every history
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -35,19 +36,22 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel
 
-try:  # orjson comes with langchain-core (through langsmith); parsing is ~2x faster with it
-    import orjson
+_loads: Callable[[str | bytes], Any] = orjson.loads
 
-    _loads: Callable[[str | bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - only without langsmith's orjson
-    _loads = json.loads
+
+def _dumps(doc: Any) -> str:
+    """Compact JSON text; LangChain's own ``json.dumps`` for what orjson refuses (huge ints, ...)."""
+    try:
+        return orjson.dumps(doc).decode()
+    except TypeError:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
 def encode(message: BaseMessage) -> str:
     """One message as compact JSON text (chunks are stored as the message they stand for)."""
     if isinstance(message, BaseMessageChunk):
         message = message_chunk_to_message(message)
-    return json.dumps(message_to_dict(message), separators=(",", ":"), ensure_ascii=False)
+    return _dumps(message_to_dict(message))
 
 
 def encode_all(messages: Sequence[BaseMessage]) -> list[str]:
