@@ -687,8 +687,13 @@ def bindings_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
     keep = bool(os.environ.get("KEEP_PLATFORM"))
+    signal.signal(signal.SIGTERM, _interrupted)  # `kill` or CI's timeout: clean up as for Ctrl-C
     ui.title(
         "chatmemory demo",
         "One ChatMemory per backend (Redis, Kafka, TiDB), used through LangChain.",
@@ -722,12 +727,15 @@ def main() -> int:
             )
         else:
             cleanup(p, bs, op)
-    except Exception as e:  # noqa: BLE001 - any failure: say where, show the operator's log, exit 1
-        ui.say(f"\n✗ FAILED at {ui.current or 'start-up'}: {e}", "bold red")
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - say where, show the log, exit 1
+        what = "INTERRUPTED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        ui.say(f"\n✗ {what} at {ui.current or 'start-up'}: {e}", "bold red")
         if op is not None:
             ui.say("operator log (last lines):", "dim")
             ui.block(op.tail())
-            if not keep:
+            if not keep:  # leave nothing behind: memories (by the operator), release, operator
+                with contextlib.suppress(Exception, KeyboardInterrupt):
+                    cleanup(p, bs, op)
                 op.stop()
         return 1
     ui.say("\nDone: three memories, three backends, one API.", "bold green")
