@@ -7,11 +7,11 @@ Each test works in its own database (``cm_sdk_<uuid>``), dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,15 @@ from chatmemory.errors import BackendError
 from chatmemory.histories.tidb import TiDBChatMessageHistory, TiDBConnector
 from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreConnection
 from chatmemory_operator.backends.tidb import TiDBBackend
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 
 from tests.integration.operator.conftest import plan, sql_store
 from tests.integration.sdk.conftest import check_runnable_keeps_two_turns, run_threads
@@ -177,24 +185,32 @@ def test_direct_construction_creates_the_shared_table_layout_with_ttl_on_tidb(
         assert "AUTO_ID_CACHE" not in shown and "TTL=" not in shown
 
 
-def test_a_seed_written_table_and_ours_read_each_other(
-    url: str, make: Callable[..., TiDBChatMessageHistory]
-) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from langchain_community.chat_message_histories import TiDBChatMessageHistory as Seed
+#: LangChain's TiDBChatMessageHistory (langchain-community 0.4), its statements verbatim: the table
+#: it creates, how it writes a message and how it reads a session.
+SEED_DDL = """CREATE TABLE IF NOT EXISTS seed_made (
+    id INT AUTO_INCREMENT PRIMARY KEY,
+    session_id VARCHAR(255) NOT NULL,
+    message JSON NOT NULL,
+    create_time TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    INDEX session_idx (session_id)
+);"""
+SEED_INSERT = "INSERT INTO seed_made (session_id, message) VALUES (%s, %s)"
+SEED_SELECT = "SELECT message FROM seed_made WHERE session_id = %s ORDER BY id"
 
-        seed = Seed(f"s-{uid()}", url, table_name="seed_made")
-    try:
-        seed.add_message(HumanMessage("written by the seed"))
-        ours = make(seed.session_id, table_name="seed_made")
-        assert [m.content for m in ours.messages] == ["written by the seed"]
-        ours.add_messages([AIMessage("written by chatmemory")])
-        seed.reload_cache()
-        assert [m.content for m in seed.messages] == ["written by the seed", "written by chatmemory"]
-    finally:
-        seed.session.close()
-        seed.engine.dispose()
+
+def test_a_seed_written_table_and_ours_read_each_other(
+    platform: Platform, server: str, database: str, make: Callable[..., TiDBChatMessageHistory]
+) -> None:
+    session = f"s-{uid()}"
+    run(platform, server, SEED_DDL, database=database)
+    seed_row = json.dumps(message_to_dict(HumanMessage("written by the seed")))
+    run(platform, server, SEED_INSERT, (session, seed_row), database=database)
+    ours = make(session, table_name="seed_made")
+    assert [m.content for m in ours.messages] == ["written by the seed"]
+    ours.add_messages([AIMessage("written by chatmemory")])
+    rows = run(platform, server, SEED_SELECT, (session,), database=database)
+    seed_view = messages_from_dict([json.loads(r[0]) for r in rows])  # the seed's decode
+    assert [m.content for m in seed_view] == ["written by the seed", "written by chatmemory"]
 
 
 def test_tool_calls_ids_names_and_metadata_round_trip(make: Callable[..., TiDBChatMessageHistory]) -> None:
