@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from chatmemory.contract import BackendKind
-from chatmemory_operator.backends.base import MemoryPlan, StoreConnection, TLSConfig
+from chatmemory_operator.backends.base import Backend, DeletionPolicy, MemoryPlan, StoreConnection, TLSConfig
 
 from tests.support.platform import Platform
 
@@ -110,3 +111,14 @@ def plan(**overrides: object) -> MemoryPlan:
 @pytest.fixture
 def unique() -> str:
     return uid()
+
+
+@pytest.fixture
+def memories(backend: Backend, store: StoreConnection) -> Iterator[list[MemoryPlan]]:
+    """Plans a test creates on the module's ``backend`` and ``store``; each is deleted, data too.
+
+    (The Kafka module overrides it: its tests use several stores.)"""
+    made: list[MemoryPlan] = []
+    yield made
+    for p in made:
+        backend.delete(store, p, DeletionPolicy.DELETE)

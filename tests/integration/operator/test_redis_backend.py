@@ -38,15 +38,6 @@ def store(request: pytest.FixtureRequest, platform: Platform) -> StoreConnection
     return redis_store(platform, request.param)
 
 
-@pytest.fixture
-def memories(backend: RedisBackend, store: StoreConnection) -> Iterator[list[MemoryPlan]]:
-    """Plans the test creates; each is deleted (data too) at the end."""
-    made: list[MemoryPlan] = []
-    yield made
-    for p in made:
-        backend.delete(store, p, DeletionPolicy.DELETE)
-
-
 def admin(store: StoreConnection) -> Client:
     return connect(store, store.admin_username, store.admin_password)
 

@@ -40,14 +40,6 @@ def store(request: pytest.FixtureRequest, platform: Platform) -> StoreConnection
     return sql_store(platform, request.param)
 
 
-@pytest.fixture
-def memories(backend: TiDBBackend, store: StoreConnection) -> Iterator[list[MemoryPlan]]:
-    made: list[MemoryPlan] = []
-    yield made
-    for p in made:
-        backend.delete(store, p, DeletionPolicy.DELETE)
-
-
 def tidb(store: StoreConnection) -> bool:
     return "tidb" in rows(store, "SELECT VERSION() AS v")[0]["v"].lower()
 
