@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pymysql
@@ -198,6 +200,42 @@ def test_memory_user_reads_and_writes_its_table_and_is_denied_elsewhere(
         assert mysql_code(lambda: cur.execute("CREATE TABLE t2 (id INT)")) in DENIED
         assert mysql_code(lambda: cur.execute("SELECT * FROM mysql.user")) in DENIED
     assert mysql_code(lambda: connect(store, mine.username, "pw-mine", theirs.database)) in DENIED
+
+
+def test_memories_provisioned_concurrently_next_to_other_account_changes_can_all_log_in(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    """TiDB reloads its whole privilege cache after every account statement and the last reload
+    wins, so concurrent CREATE USERs used to lose users ("Failed to get user record")."""
+    plans = [plan() for _ in range(16)]
+    memories += plans
+    stop = threading.Event()
+
+    def someone_else_managing_accounts() -> None:
+        conn = pymysql.connect(
+            host=store.host,
+            port=store.port,
+            user=store.admin_username,
+            password=store.admin_password,
+            autocommit=True,
+        )
+        with conn, conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute("CREATE USER IF NOT EXISTS 'cm_bystander'@'%' IDENTIFIED BY 'x'")
+                cur.execute("DROP USER IF EXISTS 'cm_bystander'@'%'")
+
+    bystander = threading.Thread(target=someone_else_managing_accounts)
+    bystander.start()
+    try:
+        with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+            bindings = list(pool.map(lambda p: backend.ensure(store, p, f"pw-{p.username}"), plans))
+    finally:
+        stop.set()
+        bystander.join()
+    for b in bindings:
+        with as_memory(b) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) AS n FROM `{b.table}`")
+            assert cur.fetchone()["n"] == 0
 
 
 def test_dropped_table_revoked_grant_and_dropped_user_come_back(

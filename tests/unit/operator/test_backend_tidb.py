@@ -1,11 +1,16 @@
-"""Pure parts of the TiDB backend: identifier rules, TTL clause and its parsing, DDL, EVENT body."""
+"""Pure parts of the TiDB backend: identifier rules, TTL clause and its parsing, DDL, EVENT body,
+and the retry around TiDB's privilege cache (a scripted cursor; the race itself is reproduced
+in tests/integration/operator/test_tidb_backend.py)."""
 
 from __future__ import annotations
 
+import pymysql
 import pytest
 from chatmemory_operator.backends.base import MemoryPlan
 from chatmemory_operator.backends.tidb import (
+    PRIVILEGE_RELOADS,
     event_body,
+    execute_with_fresh_privileges,
     parse_ttl,
     qi,
     server_from_version,
@@ -141,3 +146,40 @@ def test_server_flavour_comes_from_version(version: str, provider: str, short: s
     server = server_from_version(version, "ON")
     assert (server.provider, server.version) == (provider, short)
     assert server.event_scheduler is (provider != "tidb")
+
+
+class _Cursor:
+    """Answers each execute with the next scripted outcome (an exception or None) and records it."""
+
+    def __init__(self, *outcomes: Exception | None) -> None:
+        self.outcomes = list(outcomes)
+        self.statements: list[str] = []
+
+    def execute(self, statement: str, args: object = None) -> None:
+        self.statements.append(statement)
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+
+
+STALE = pymysql.err.OperationalError(1105, "Failed to get user record")
+
+
+def test_stale_privilege_cache_is_reloaded_and_the_statement_run_again() -> None:
+    cur = _Cursor(STALE, None, None)
+    execute_with_fresh_privileges(cur, "ALTER USER %s@'%%' IDENTIFIED BY %s", ("u", "p"))
+    assert [s.split()[0] for s in cur.statements] == ["ALTER", "FLUSH", "ALTER"]
+
+
+def test_stale_privilege_cache_gives_up_after_a_few_reloads_with_the_servers_error() -> None:
+    cur = _Cursor(*[STALE, None] * (PRIVILEGE_RELOADS + 1))
+    with pytest.raises(pymysql.err.OperationalError, match="Failed to get user record"):
+        execute_with_fresh_privileges(cur, "ALTER USER x", ())
+    assert cur.statements.count("FLUSH PRIVILEGES") == PRIVILEGE_RELOADS
+
+
+def test_other_errors_of_a_user_statement_are_not_retried() -> None:
+    cur = _Cursor(pymysql.err.OperationalError(1396, "Operation ALTER USER failed"))
+    with pytest.raises(pymysql.err.OperationalError, match="1396"):
+        execute_with_fresh_privileges(cur, "ALTER USER x", ())
+    assert cur.statements == ["ALTER USER x"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import queue
 import re
 import ssl
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -183,6 +184,13 @@ class TiDBBackend:
 
     def __init__(self) -> None:
         self._pools: ClientCache[_Pool] = ClientCache(lambda p: p.close())
+        # TiDB reloads its whole privilege cache after each account statement and the last reload
+        # to finish wins; serialising our own account statements per server keeps them from
+        # undoing each other (see execute_with_fresh_privileges for everyone else's).
+        self._account_locks: dict[tuple[str, int], threading.Lock] = {}
+
+    def _accounts(self, store: StoreConnection) -> threading.Lock:
+        return self._account_locks.setdefault((store.host, store.port), threading.Lock())
 
     def close(self) -> None:
         """Close every pooled admin connection (called at operator cleanup)."""
@@ -250,15 +258,8 @@ class TiDBBackend:
             else:
                 self._ensure_event(cur, plan)
             checkpoint_prefix = self._ensure_checkpoint_tables(cur, plan, tidb=server.tidb)
-            cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password))
-            cur.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (user, password))
-            ok, extras, missing = self._grant_state(cur, plan, _checkpoint_tables(plan))
-            for stmt in extras:
-                cur.execute(stmt, (user,))
-            if not ok or extras:
-                cur.execute(f"GRANT {', '.join(GRANTS)} ON {qi(db)}.* TO %s@'%%'", (user,))
-            for t in missing:
-                cur.execute(f"GRANT {TABLE_GRANT} ON {_pct(qi(db))}.{_pct(qi(t))} TO %s@'%%'", (user,))
+            with self._accounts(store):
+                self._ensure_user(cur, plan, password, tidb=server.tidb)
         auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return Binding(
             backend=BackendKind.TIDB,
@@ -281,11 +282,27 @@ class TiDBBackend:
     def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
         validate_plan(plan)
         with self._cursor(store) as (cur, _server):
-            cur.execute("DROP USER IF EXISTS %s@'%%'", (plan.username,))
+            with self._accounts(store):
+                cur.execute("DROP USER IF EXISTS %s@'%%'", (plan.username,))
             if policy is DeletionPolicy.DELETE:
                 cur.execute(f"DROP DATABASE IF EXISTS {qi(plan.database)}")
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _ensure_user(self, cur: Any, plan: MemoryPlan, password: str, *, tidb: bool) -> None:
+        """The memory's user with this password and exactly its grants (extras revoked)."""
+        db, user = plan.database, plan.username
+        cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password))
+        execute_with_fresh_privileges(cur, "ALTER USER %s@'%%' IDENTIFIED BY %s", (user, password))
+        ok, extras, missing = self._grant_state(cur, plan, _checkpoint_tables(plan))
+        for stmt in extras:
+            cur.execute(stmt, (user,))
+        if not ok or extras:
+            cur.execute(f"GRANT {', '.join(GRANTS)} ON {qi(db)}.* TO %s@'%%'", (user,))
+        for t in missing:
+            cur.execute(f"GRANT {TABLE_GRANT} ON {_pct(qi(db))}.{_pct(qi(t))} TO %s@'%%'", (user,))
+        if tidb:
+            ensure_privileges_loaded(cur, user, db)
 
     @staticmethod
     def _ensure_ttl_clause(cur: Any, plan: MemoryPlan) -> None:
@@ -452,6 +469,69 @@ class TiDBBackend:
         except OSError as e:
             self._pools.discard(store)
             raise BackendUnavailable(f"{where}: unreachable: {redact(str(e), hidden)}") from None
+
+
+#: TiDB's error for a statement about a user its privilege cache does not hold (yet).
+STALE_PRIVILEGE_CACHE: Final = (1105, "Failed to get user record")
+#: How many times a stale privilege cache is reloaded before giving up (the reconcile retries).
+PRIVILEGE_RELOADS: Final = 3
+#: MySQL's "There is no such grant defined for user".
+NO_SUCH_GRANT: Final = 1141
+
+
+def _is_stale_cache_error(error: pymysql.MySQLError) -> bool:
+    code, message = (*error.args, None, "")[:2]
+    return code == STALE_PRIVILEGE_CACHE[0] and STALE_PRIVILEGE_CACHE[1] in str(message)
+
+
+def execute_with_fresh_privileges(cur: Any, statement: str, args: Sequence[Any]) -> None:
+    """Run a user statement; if TiDB's privilege cache lost the user, reload it and run it once more.
+
+    TiDB answers ``ALTER USER`` from an in-memory copy of ``mysql.user``. Every CREATE USER or GRANT
+    reloads the whole copy and the last reload to finish wins, so concurrent provisioning can
+    leave a just-created user out of it ("Failed to get user record") until the next periodic
+    reload, five minutes away. ``FLUSH PRIVILEGES`` reloads it now; another client's reload may
+    race that too, so it is tried a few times.
+    """
+    for attempt in range(PRIVILEGE_RELOADS + 1):
+        try:
+            cur.execute(statement, args)
+            return
+        except pymysql.MySQLError as e:
+            if not _is_stale_cache_error(e) or attempt == PRIVILEGE_RELOADS:
+                raise
+            cur.execute("FLUSH PRIVILEGES")
+
+
+def ensure_privileges_loaded(cur: Any, user: str, database: str) -> None:
+    """Make sure TiDB's privilege cache holds the user and its grant on ``database``.
+
+    Logins are checked against the same cache as :func:`execute_with_fresh_privileges` repairs,
+    so a user missing from it cannot connect even though ``mysql.user`` has it. Checked with
+    ``SHOW GRANTS`` (answered from the cache); ``FLUSH PRIVILEGES`` when it is stale; a
+    retryable :class:`BackendUnavailable` if it still is.
+    """
+    for attempt in range(PRIVILEGE_RELOADS + 1):
+        if _grants_cached(cur, user, database):
+            return
+        if attempt < PRIVILEGE_RELOADS:
+            cur.execute("FLUSH PRIVILEGES")
+    raise BackendUnavailable(
+        f"TiDB has not loaded the grants of user {user!r} on database {database!r} into its "
+        "privilege cache yet; retrying"
+    )
+
+
+def _grants_cached(cur: Any, user: str, database: str) -> bool:
+    try:
+        cur.execute("SHOW GRANTS FOR %s@'%%'", (user,))
+    except pymysql.MySQLError as e:
+        if e.args and e.args[0] == NO_SUCH_GRANT:
+            return False
+        raise
+    on_database = f" ON {qi(database)}.* TO "
+    # one column per row, named "Grants for <user>@%"
+    return any(on_database in str(value) for row in cur.fetchall() for value in row.values())
 
 
 def _checkpoint_prefix(plan: MemoryPlan) -> str:
