@@ -33,6 +33,14 @@ def test_tidb_accepts_a_table_with_a_ttl_clause(platform: Platform) -> None:
     assert "TTL=`created_at` + INTERVAL 1 DAY" in ddl and "TTL_ENABLE='ON'" in ddl
 
 
+def test_tidb_runs_several_ttl_tasks_at_once(platform: Platform) -> None:
+    """Unistore counts as one TiKV store, so TiDB's default would run one TTL task at a time."""
+    with pymysql.connect(**platform.mysql_params("TIDB_URL")) as conn, conn.cursor() as cur:  # type: ignore[arg-type]
+        cur.execute("SELECT @@global.tidb_ttl_running_tasks")
+        (tasks,) = cur.fetchone()
+    assert int(tasks) >= 8
+
+
 def test_mariadb_answers_version_over_tcp_with_the_admin_user(platform: Platform) -> None:
     params = platform.mysql_params("MARIADB_URL")
     assert params["password"], "MARIADB_URL must carry an admin password"
