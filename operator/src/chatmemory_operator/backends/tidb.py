@@ -20,7 +20,6 @@ the TTL clause and the identifier rule come from :mod:`chatmemory.sql`, shared w
 
 from __future__ import annotations
 
-import queue
 import re
 import ssl
 import threading
@@ -32,6 +31,7 @@ from urllib.parse import quote
 
 import pymysql
 from chatmemory import sql
+from chatmemory._mysql_pool import MySQLPool
 from chatmemory.checkpoint import sql as checkpoint_sql
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.sql import (  # defined once in the SDK; re-exported here for callers
@@ -118,8 +118,10 @@ class _Pool:
 
     def __init__(self, store: StoreConnection) -> None:
         self._store = store
-        self._idle: queue.LifoQueue[pymysql.connections.Connection[Any]] = queue.LifoQueue(maxsize=4)
+        self._connections = MySQLPool(self._open, 4)  # the SDK's reuse rule
         self.server: _Server | None = None
+        self.connection = self._connections.connection
+        self.close = self._connections.close
 
     def _open(self) -> pymysql.connections.Connection[Any]:
         s = self._store
@@ -142,39 +144,6 @@ class _Pool:
                 ctx.verify_mode = ssl.CERT_NONE
             kwargs["ssl"] = ctx
         return pymysql.connect(**kwargs)
-
-    @contextmanager
-    def connection(self) -> Iterator[pymysql.connections.Connection[Any]]:
-        conn = None
-        while conn is None:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._open()
-                break
-            try:
-                conn.ping()  # an idle connection may have been closed by the server
-            except pymysql.MySQLError:
-                conn.close()
-                conn = None
-        try:
-            yield conn
-        except BaseException:
-            conn.close()  # state unknown after an error: never hand it out again
-            raise
-        try:
-            self._idle.put_nowait(conn)
-        except queue.Full:
-            conn.close()
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-            except pymysql.MySQLError:
-                continue
 
 
 class TiDBBackend:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -24,6 +22,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from chatmemory._mysql_pool import MySQLPool
 from chatmemory.checkpoint._common import (
     PAGE,
     Saver,
@@ -58,53 +57,6 @@ _RETRY_CODES: Final = frozenset({1213, 1205, 9007, 8022, 8028})  # deadlock, loc
 _ATTEMPTS: Final = 4
 
 T = TypeVar("T")
-
-
-class _Pool:
-    """A few idle PyMySQL connections (a connection is not thread-safe; LangGraph runs tasks in
-    threads). Idle connections are pinged before reuse after a minute."""
-
-    def __init__(self, connect: Callable[[], pymysql.connections.Connection[Any]], size: int) -> None:
-        self._connect = connect
-        self._idle: queue.LifoQueue[tuple[pymysql.connections.Connection[Any], float]] = queue.LifoQueue(
-            maxsize=size
-        )
-
-    @contextmanager
-    def connection(self) -> Iterator[pymysql.connections.Connection[Any]]:
-        import pymysql
-
-        conn = None
-        while conn is None:
-            try:
-                conn, last = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
-                break
-            if time.monotonic() - last > 60:
-                try:
-                    conn.ping(reconnect=False)
-                except pymysql.MySQLError:
-                    conn.close()
-                    conn = None
-        try:
-            yield conn
-        except BaseException:
-            conn.close()  # state unknown after an error: never hand it out again
-            raise
-        try:
-            self._idle.put_nowait((conn, time.monotonic()))
-        except queue.Full:
-            conn.close()
-
-    def close(self) -> None:
-        while True:
-            try:
-                conn, _ = self._idle.get_nowait()
-            except queue.Empty:
-                return
-            with suppress(Exception):  # closing a dead connection
-                conn.close()
 
 
 class ChatMemorySQLSaver(Saver):
@@ -142,7 +94,7 @@ class ChatMemorySQLSaver(Saver):
         kwargs.update(autocommit=True, binary_prefix=True, charset="utf8mb4")
         kwargs.setdefault("init_command", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         self._connect_kwargs = kwargs
-        self._pool = _Pool(self._open, pool_size)
+        self._pool = MySQLPool(self._open, pool_size)
         self._lock = threading.Lock()
         self._written: OrderedDict[str, float] = OrderedDict()  # thread -> monotonic time of a write
         self._touched: OrderedDict[str, float] = OrderedDict()  # thread -> monotonic time of a touch

@@ -13,8 +13,9 @@ What it does better than the seed class (``langchain_community.chat_message_hist
   the table name is validated and quoted, ``earliest_time`` is a parameter too.
 - Errors are raised as :class:`~chatmemory.errors.BackendError` (the seed logs and swallows them),
   and a session id longer than the ``session_id`` column raises instead of being dropped.
-- Connections come from a small thread-safe pool, pinged (and reconnected) before each use, so a
-  server restart or an idle timeout costs one reconnect, not an error or a lost write.
+- Connections come from a small thread-safe pool that checks each before reuse (its socket, and a
+  ping after 30 s idle; :mod:`chatmemory._mysql_pool`), so a server restart or an idle timeout
+  costs one reconnect, not an error or a lost write, and a turn no extra round trip.
 - Built from a binding (:class:`TiDBConnector`) it runs no DDL: the operator made the table. Built
   directly it creates the table if missing, as the seed does, from :func:`chatmemory.sql.table_ddl`
   (``AUTO_ID_CACHE 1`` and an optional row TTL on TiDB, a plain table on MySQL/MariaDB).
@@ -31,7 +32,6 @@ wrappers around these (short, pooled) blocking calls.
 from __future__ import annotations
 
 import contextlib
-import queue
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,7 +44,8 @@ from langchain_core.messages import BaseMessage
 
 from chatmemory import sql
 from chatmemory._codec import decode_all, encode
-from chatmemory._connect import close_idle, mysql_kwargs, require
+from chatmemory._connect import mysql_kwargs, require
+from chatmemory._mysql_pool import MySQLPool
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendError, BindingError
 
@@ -65,9 +66,10 @@ _INIT_COMMAND: Final = "SET time_zone = '+00:00'"
 class _Pool:
     """A few idle PyMySQL connections for one database, shared by every session and thread.
 
-    A connection is pinged when taken; one closed by a server restart or ``wait_timeout`` is
-    dropped and a new one opened, transparently; a connection that saw an error is closed, never
-    reused. ``where`` names the server in errors; the password never appears in them.
+    Reuse follows :mod:`chatmemory._mysql_pool`: a connection the server closed (restart,
+    ``wait_timeout``, KILL) is dropped and a new one opened, transparently; a connection that saw an
+    error is closed, never reused. ``where`` names the server in errors; the password never
+    appears in them.
     """
 
     def __init__(self, kwargs: dict[str, Any], where: str) -> None:
@@ -82,27 +84,13 @@ class _Pool:
             "init_command": _INIT_COMMAND,
         }
         self.where = where
-        self._idle: queue.LifoQueue[pymysql.connections.Connection[Any]] = queue.LifoQueue(maxsize=POOL_SIZE)
+        self._connections = MySQLPool(self._open, POOL_SIZE)
         self._closed = False
         self._server_version: str | None = None
 
     def _open(self) -> pymysql.connections.Connection[Any]:
         conn: pymysql.connections.Connection[Any] = self._pymysql.connect(**self._kwargs)
         return conn
-
-    def _take(self) -> pymysql.connections.Connection[Any]:
-        """An idle connection that answers a ping, or a new one (a restart closed the others)."""
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                return self._open()
-            try:
-                conn.ping(reconnect=False)
-                return conn
-            except self._pymysql.MySQLError:
-                with contextlib.suppress(Exception):
-                    conn.close()
 
     @contextmanager
     def cursor(self) -> Iterator[Any]:
@@ -112,7 +100,7 @@ class _Pool:
         err = self._pymysql.MySQLError
         conn = None
         try:
-            conn = self._take()
+            conn = self._connections.take()
             with conn.cursor() as cur:
                 yield cur
         except err as e:
@@ -128,10 +116,7 @@ class _Pool:
         if self.closed:  # closed while in use: do not pool it
             conn.close()
             return
-        try:
-            self._idle.put_nowait(conn)
-        except queue.Full:
-            conn.close()
+        self._connections.give_back(conn)
 
     @property
     def closed(self) -> bool:
@@ -147,7 +132,7 @@ class _Pool:
 
     def close(self) -> None:
         self._closed = True
-        close_idle(self._idle)
+        self._connections.close()
 
 
 def _describe(e: BaseException) -> str:
