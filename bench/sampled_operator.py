@@ -38,7 +38,10 @@ def _where(f: FrameType) -> str:
 def main() -> None:
     import tracemalloc
 
-    tracemalloc.start(1)  # Python heap by file, for the RSS figure (C allocations are not seen)
+    # Python heap by file, for the RSS figure (C allocations are not seen); BENCH_TRACE_FRAMES > 1
+    # also records where the biggest allocations were made (slower).
+    frames = int(os.environ.get("BENCH_TRACE_FRAMES", "1"))
+    tracemalloc.start(frames)
     out = os.environ.get("BENCH_SAMPLES_OUT", "operator-samples.json")
     interval = float(os.environ.get("BENCH_SAMPLE_MS", "5")) / 1000
     leaf: collections.Counter[str] = collections.Counter()
@@ -101,6 +104,10 @@ def main() -> None:
                 "python_heap_total": sum(st.size for st in stats),
                 "python_heap_by_file": heap,
             }
+            if frames > 1:
+                data["python_heap_by_traceback"] = [
+                    [st.size, st.count, st.traceback.format()] for st in snap.statistics("traceback")[:25]
+                ]
         with open(out, "w") as fh:
             json.dump(data, fh, indent=1)
 
