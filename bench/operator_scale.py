@@ -28,6 +28,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,12 @@ def _profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
         ],
         "leaf": [[k, round(v / busy, 3)] for k, v in d["leaf"][:top]],
     }
+
+
+def _image_env() -> dict[str, str]:
+    """The process settings the operator image sets (Dockerfile ENV), so the RSS is the image's."""
+    text = (ROOT / "Dockerfile").read_text()
+    return dict(re.findall(r"\b(MALLOC_ARENA_MAX)=(\d+)", text))
 
 
 def _import_rss_mb() -> float:
@@ -277,6 +284,7 @@ class Operator:
             self._sample_next = False
         e = {
             **os.environ,
+            **_image_env(),
             **extra,
             "KUBECONFIG": self.cluster.kubeconfig,
             "CHATMEMORY_NAMESPACES": self.ns,
@@ -497,8 +505,18 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
         # RSS.
         import psutil
 
-        rss = _rss(psutil.Process(op.proc.pid))
+        proc = psutil.Process(op.proc.pid)
+        burst_rss = _rss(proc)
+        # What `kubectl top` shows in steady state: sampled once the operator has been idle (under
+        # 2% of a core) for a second, up to 20 s; right after the burst kopf's per-object workers
+        # and their buffers are still alive.
+        proc.cpu_percent(None)
+        for _ in range(20):
+            if proc.cpu_percent(1.0) < 2.0:
+                break
+        rss = _rss(proc)
         result["operator_rss_mb"] = round(rss / 2**20, 1)
+        result["operator_rss_burst_mb"] = round(burst_rss / 2**20, 1)
         rows.append(
             Row(
                 AREA,
@@ -508,7 +526,8 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
                 None,
                 "≤ 150 MB",
                 checks=[Check("≤ 150 MB", rss <= 150 * 2**20, f"{rss / 2**20:.0f} MB")],
-                note=f"{_import_rss_mb():.0f} MB after importing the operator's modules alone, "
+                note=f"settled (idle 1 s); {burst_rss / 2**20:.0f} MB right after the burst; "
+                f"{_import_rss_mb():.0f} MB after importing the operator's modules alone, "
                 f"{base_rss / 2**20:.0f} MB right after start-up with no memories, "
                 f"+{(rss - base_rss) / 2**10 / max(1, n + k):.0f} KB per memory",
             )

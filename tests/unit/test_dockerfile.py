@@ -125,6 +125,12 @@ def test_the_runtime_never_writes_bytecode_and_uses_tmp_for_temp_files() -> None
     assert "PATH=/opt/venv/bin:$PATH" in env
 
 
+def test_the_runtime_caps_malloc_arenas() -> None:
+    """bench/operator_scale.py reads this ENV and runs the operator with it, as the image does."""
+    env = " ".join(a for w, a in stages()[-1] if w == "ENV")
+    assert "MALLOC_ARENA_MAX=2" in env
+
+
 def dockerignore_excludes(path: str) -> bool:
     """Docker's rules: the last matching pattern wins; ``!`` re-includes."""
     excluded = False
