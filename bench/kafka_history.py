@@ -269,6 +269,39 @@ def _memory(boot: str, topic: str) -> Any:
     return connect_url(f"kafka://{boot}", topic=topic)
 
 
+def _raw_scan(ctx: Ctx, boot: str, topic: str, key: bytes) -> Callable[[], int]:
+    """The floor of a cold read: one connected librdkafka consumer fetches the key's partition from
+    the low to the high watermark and compares keys, nothing else (no decode)."""
+    from chatmemory.histories.kafka import partition_for
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": boot,
+            "group.id": "bench-raw",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    ctx.cleanups.append(c.close)
+    partitions = len(c.list_topics(topic, timeout=10).topics[topic].partitions)
+    p = partition_for(key, partitions)
+
+    def scan() -> int:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+        c.assign([TopicPartition(topic, p, low)])
+        n = found = 0
+        while n < high - low:
+            for m in c.consume(num_messages=min(high - low - n, 10_000), timeout=0.5):
+                if m.error() is None:
+                    n += 1
+                    found += m.key() == key
+        c.unassign()
+        return found
+
+    return scan
+
+
 def _populate(memory: Any, sessions: int, target: str, msgs: list[Any]) -> float:
     """Every session gets ``PER_SESSION`` messages, written by chatmemory itself (two adds each)."""
     t0 = time.perf_counter()
@@ -330,6 +363,7 @@ def _read(ctx: Ctx, rows: list[Row], boot: str, topics: list[str]) -> None:
             cold_counts.append(len(fresh.pop().history("target").messages))
 
         cands["chatmemory"] = cold
+        cands["raw scan of the session's partition"] = _raw_scan(ctx, boot, shared, b"target")
     peer = Peer(peer_topic, boot)
     peer.add_messages(msgs)
     got_default = peer.messages_from_beginning()
@@ -399,6 +433,20 @@ def _read(ctx: Ctx, rows: list[Row], boot: str, topics: list[str]) -> None:
     rows.append(
         Row(AREA, f"full history, 1 of {sessions} sessions", ours, peer_big, None, "info", skipped=why)
     )
+    raw = st.get("raw scan of the session's partition")
+    if raw is not None:
+        rows.append(
+            Row(
+                AREA,
+                f"full history, 1 of {sessions} sessions",
+                ours,
+                raw.with_(note="assign + consume the partition, keys compared (a connected consumer)"),
+                None,
+                "info (floor)",
+                skipped=why,
+                note="without an index a cold read must fetch the whole partition: this is its floor",
+            )
+        )
     if warm is not None:
         rows.append(
             Row(

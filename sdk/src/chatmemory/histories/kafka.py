@@ -89,6 +89,8 @@ _PRODUCER_FIXED: Final[dict[str, Any]] = {
 _PRODUCER_DEFAULTS: Final[dict[str, Any]] = {"linger.ms": 1, "message.timeout.ms": 30000}
 _CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
     "fetch.wait.max.ms": 10,  # an idle partition answers fast: reads end at the high watermark
+    # a cold read scans a whole partition: fewer, larger fetches (librdkafka's default is 1 MiB)
+    "max.partition.fetch.bytes": 16 << 20,
     "auto.offset.reset": "earliest",
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
@@ -503,7 +505,7 @@ class _Clients:
                 entry.records = [r for r in entry.records if r.offset >= low]
                 entry.start, entry.next = low, max(entry.next, low)
             if high > entry.next:
-                new = self._fetch(c, topic, {partition: (entry.next, high)}, lambda k: k == key)[partition]
+                new = self._fetch_session(c, topic, partition, (entry.next, high), key)
                 records = entry.records + new
                 cleared = [i for i, r in enumerate(records) if r.clear]
                 entry.records = records[cleared[-1] :] if cleared else records  # fold() applies the marker
@@ -530,6 +532,43 @@ class _Clients:
             else:
                 self._sessions.move_to_end(ident)
             return entry
+
+    def _fetch_session(
+        self, c: Any, topic: str, partition: int, offsets: tuple[int, int], key: bytes
+    ) -> list[Record]:
+        """One session's records of one partition in ``[first, end)``: :meth:`_fetch`'s loop cut to
+        two calls per record (error, key), since a cold read scans every session's records."""
+        ck = self._ck
+        eof = ck.KafkaError._PARTITION_EOF
+        first, end = offsets
+        out: list[Record] = []
+        c.assign([ck.TopicPartition(topic, partition, first)])
+        try:
+            position = first
+            deadline = time.monotonic() + max(self.request_timeout, 30.0)
+            while position < end:
+                if time.monotonic() > deadline:
+                    raise self.fail(f"reading {topic!r}", "timed out before the end of the partition")
+                batch = c.consume(num_messages=max(1, min(end - position, 10_000)), timeout=0.5)
+                last = -1
+                for m in batch:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == eof:
+                            last = max(last, end - 1)  # nothing more (gaps: transaction markers)
+                            continue
+                        raise self.fail(f"reading {topic!r} [{partition}]", err.str())
+                    if m.key() == key:
+                        offset = m.offset()
+                        if offset < end:
+                            out.append(_record(m, key))
+                if batch and last < 0:
+                    last = batch[-1].offset()
+                position = max(position, last + 1)
+        finally:
+            with contextlib.suppress(Exception):
+                c.unassign()
+        return out
 
     def _fetch(
         self,
