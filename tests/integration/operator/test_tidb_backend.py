@@ -212,14 +212,7 @@ def test_memories_provisioned_concurrently_next_to_other_account_changes_can_all
     stop = threading.Event()
 
     def someone_else_managing_accounts() -> None:
-        conn = pymysql.connect(
-            host=store.host,
-            port=store.port,
-            user=store.admin_username,
-            password=store.admin_password,
-            autocommit=True,
-        )
-        with conn, conn.cursor() as cur:
+        with connect(store, store.admin_username, store.admin_password) as conn, conn.cursor() as cur:
             while not stop.is_set():
                 cur.execute("CREATE USER IF NOT EXISTS 'cm_bystander'@'%' IDENTIFIED BY 'x'")
                 cur.execute("DROP USER IF EXISTS 'cm_bystander'@'%'")
