@@ -674,7 +674,7 @@ logger.state.name = state.change.logger
 logger.state.level = WARN
 """)
     cp = f"{kafka_libs()}/*"
-    cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode()[:22]
+    cluster_id = kafka_cluster_id()
     run(["java", "-cp", cp, f"-Dlog4j2.configurationFile={log4j}", "kafka.tools.StorageTool", "format",
          "-t", cluster_id, "-c", str(props), "--add-scram",
          f"SCRAM-SHA-512=[name=admin,password={password}]", "--add-scram",
@@ -697,6 +697,16 @@ def mysql_ok(port: int, user: str, password: str) -> bool:
         args.insert(1, f"-p{password}")
     out = subprocess.run(args, capture_output=True, text=True, timeout=5, check=False)
     return out.stdout.strip() == "1"
+
+
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka makes one (``Uuid.randomUuid``): 22 base64url characters, never
+    starting with ``-``, which kafka-storage's argument parser would take for an option (1 start in
+    64 failed with "argument --cluster-id/-t: expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode()[:22]
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def start_tidb(env: dict[str, str]) -> None:
