@@ -19,6 +19,8 @@ from chatmemory_operator.reconcile import Context
 
 FINALIZER: Final = "chatmemory.io/finalizer"
 ANNOTATION_PREFIX: Final = "chatmemory.io"
+WORKER_LIMIT: Final = 64
+WORKER_IDLE_TIMEOUT: Final = 0.5
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -37,6 +39,12 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # At most 64 objects are processed at once. kopf's default starts a worker per object, so a burst
+    # of 1,000 creations held 1,000 at the peak, and that memory stayed in the process (RSS with
+    # 1,060 memories 142-182 MB -> 119-125 MB). A worker keeps its slot this long after its last
+    # event (kopf's default 5 s made a 1,000-object burst take minutes with a limit).
+    settings.queueing.worker_limit = WORKER_LIMIT
+    settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
 
 
 @kopf.on.startup()

@@ -57,6 +57,13 @@ def test_settings_use_our_finalizer_and_annotation_prefix() -> None:
     assert settings.posting.level > 20
 
 
+def test_settings_bound_how_many_objects_are_processed_at_once() -> None:
+    settings = kopf.OperatorSettings()
+    startup.configure_settings(settings)
+    assert settings.queueing.worker_limit == startup.WORKER_LIMIT == 64
+    assert settings.queueing.idle_timeout < 1  # a slot is freed soon after an object's last event
+
+
 def test_every_handler_is_registered_for_both_kinds() -> None:
     registry = kopf.get_default_registry()
     ids = {h.id for h in registry._changing.get_all_handlers()}

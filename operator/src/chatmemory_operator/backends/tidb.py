@@ -113,15 +113,14 @@ def server_from_version(version: str, event_scheduler: str = "") -> _Server:
     return _Server(provider, version.split("-")[0], event_scheduler.upper() in ("ON", "1"))
 
 
-class _Pool:
-    """A few idle admin connections for one store (opening one costs ~23 ms on TiDB)."""
+class _Pool(MySQLPool):
+    """A few idle admin connections for one store (opening one costs ~23 ms on TiDB), reused by
+    the SDK's rule, and the server's flavour once known."""
 
     def __init__(self, store: StoreConnection) -> None:
+        super().__init__(self._open, 4)
         self._store = store
-        self._connections = MySQLPool(self._open, 4)  # the SDK's reuse rule
         self.server: _Server | None = None
-        self.connection = self._connections.connection
-        self.close = self._connections.close
 
     def _open(self) -> pymysql.connections.Connection[Any]:
         s = self._store
