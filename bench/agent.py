@@ -254,19 +254,11 @@ def _tidb(ctx: Ctx, rows: list[Row], inmem: Stat) -> None:
         return
     from langchain_community.chat_message_histories import TiDBChatMessageHistory as Peer
 
-    from bench.tidb_history import admin
+    from bench.tidb_history import scratch_database
 
     url = ctx.env["TIDB_URL"]
     db = ctx.name("agent_tidb")
-    root = admin(url)
-    with root.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{db}`")
-
-    def drop() -> None:
-        with contextlib.suppress(Exception), root.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-
-    ctx.cleanups.append(drop)
+    scratch_database(ctx, url, db)
     turns: dict[str, Callable[[], Any]] = {}
     connect_url = cm("connect_url")
     Cm = cm("TiDBChatMessageHistory")

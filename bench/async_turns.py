@@ -219,19 +219,11 @@ def _tidb(ctx: Ctx, rows: list[Row], loop: asyncio.AbstractEventLoop) -> None:
     if connect_url is None or Cm is None:
         rows.append(skipped(AREA, f"{SESSIONS} sessions x 1 turn, TiDB", missing("TiDBChatMessageHistory")))
         return
-    from bench.tidb_history import admin
+    from bench.tidb_history import scratch_database
 
     url = ctx.env["TIDB_URL"]
     db = ctx.name("async_tidb")
-    root = admin(url)
-    with root.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{db}`")
-
-    def drop() -> None:
-        with contextlib.suppress(Exception), root.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-
-    ctx.cleanups.append(drop)
+    scratch_database(ctx, url, db)
     Cm("setup", with_db(url, db), table_name="cm_messages").close()
     mem = connect_url(with_db(url, db), table="cm_messages")
     ctx.cleanups.append(mem.aclose)

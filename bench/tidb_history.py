@@ -28,6 +28,20 @@ def admin(url: str, database: str | None = None) -> Any:
     return pymysql.connect(**mysql_params(url, database))
 
 
+def scratch_database(ctx: Ctx, url: str, db: str) -> Any:
+    """Create ``db`` for one area's measures, drop it at the run's clean-up; the admin connection."""
+    root = admin(url)
+    with root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{db}`")
+
+    def drop() -> None:
+        with contextlib.suppress(Exception), root.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+
+    ctx.cleanups.append(drop)
+    return root
+
+
 def statements(conn: Any, database: str) -> dict[str, int]:
     """Executions per statement type in ``database`` so far (TiDB's statement summary)."""
     with conn.cursor() as cur:
@@ -90,15 +104,7 @@ def run(ctx: Ctx) -> list[Row]:
         return [skipped(AREA, "all TiDB measures", reason)]
     url = ctx.env["TIDB_URL"]
     db = ctx.name("tidb")
-    root = admin(url)
-    with root.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{db}`")
-
-    def drop() -> None:
-        with contextlib.suppress(Exception), root.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-
-    ctx.cleanups.append(drop)
+    root = scratch_database(ctx, url, db)
     guarded(AREA, "add one turn", rows)(lambda: _add(ctx, rows, url, db, root))
     guarded(AREA, "read 100 messages", rows)(lambda: _read(ctx, rows, url, db, root))
     return rows
