@@ -242,7 +242,7 @@ def test_acl_user_limited_to_its_prefix_works_there_and_is_denied_elsewhere(
 
     user, password = f"cmtest-{uid()}", uid() + uid()
     cluster = isinstance(admin, RedisCluster)
-    rules = acl_rules(prefix, password, search=False, cluster=cluster)
+    rules = acl_rules(prefix, password, cluster=cluster)
     for node in nodes_of(admin):
         node.execute_command("ACL", "SETUSER", user, *rules)
     try:

@@ -72,9 +72,6 @@ HISTORY_COMMANDS: Final[tuple[str, ...]] = (
 #: What the memory's user may run: the histories' commands plus the LangGraph checkpointer's
 #: (hashes and sorted sets), whose list the SDK defines next to the saver that sends them.
 SDK_COMMANDS: Final[tuple[str, ...]] = tuple(dict.fromkeys(HISTORY_COMMANDS + CHECKPOINT_COMMANDS))
-#: Added when the server has the search module (``FT.SEARCH`` over an index on the prefix).
-SEARCH_COMMANDS: Final[tuple[str, ...]] = ("ft.search",)
-
 #: Added on a Redis Cluster: the client reads the slot map and the command table (COMMAND, to find
 #: key positions) and follows ASK redirects. All read-only metadata.
 CLUSTER_COMMANDS: Final[tuple[str, ...]] = ("cluster|slots", "command", "asking", "readonly")
@@ -94,13 +91,14 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def command_rules(*, search: bool, cluster: bool) -> list[str]:
-    """The command part of the rules: ``-@all`` then each command the SDK needs."""
-    commands = SDK_COMMANDS + (SEARCH_COMMANDS if search else ()) + (CLUSTER_COMMANDS if cluster else ())
+def command_rules(*, cluster: bool) -> list[str]:
+    """The command part of the rules: ``-@all`` then each command the SDK needs (no ``FT.*``, even
+    where the search module is loaded: the SDK's search reads the session's list)."""
+    commands = SDK_COMMANDS + (CLUSTER_COMMANDS if cluster else ())
     return ["-@all", *(f"+{c}" for c in commands)]
 
 
-def acl_rules(key_prefix: str, password: str, *, search: bool, cluster: bool) -> list[str]:
+def acl_rules(key_prefix: str, password: str, *, cluster: bool) -> list[str]:
     """The full ``ACL SETUSER`` rule list: starts from ``reset`` so repeated calls converge exactly.
 
     ``reset`` also drops every other password, which is what makes a password change a rotation.
@@ -111,7 +109,7 @@ def acl_rules(key_prefix: str, password: str, *, search: bool, cluster: bool) ->
         f"#{password_hash(password)}",
         f"~{key_pattern(key_prefix)}",
         "resetchannels",
-        *command_rules(search=search, cluster=cluster),
+        *command_rules(cluster=cluster),
     ]
 
 
@@ -183,7 +181,7 @@ class RedisBackend:
     def __init__(self) -> None:
         self._clients: ClientCache[_Client] = ClientCache(lambda c: c.close())
         self._lock = threading.Lock()
-        self._canonical_cache: dict[tuple[str, bool], tuple[frozenset[str], frozenset[str]]] = {}
+        self._canonical_cache: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
     def close(self) -> None:
         """Release every cached admin client (called at operator cleanup)."""
@@ -219,8 +217,7 @@ class RedisBackend:
             nodes = self._nodes(client, primaries=False)
             if not self._has_acl(nodes[0]):
                 return Observed(exists=True, user_exists=True, details={"acl": "false", "isolated": "false"})
-            search = "search" in self._modules(nodes[0])
-            canonical = self._canonical(store, nodes[0], search=search)
+            canonical = self._canonical(store, nodes[0])
             users = [n.acl_getuser(plan.username) for n in nodes]
         present = [u for u in users if u]
         match = len(present) == len(nodes) and all(
@@ -249,8 +246,7 @@ class RedisBackend:
             provider = _provider(nodes[0].info("server"))
             acl = self._has_acl(nodes[0])
             if acl:
-                search = "search" in self._modules(nodes[0])
-                rules = acl_rules(plan.key_prefix, password, search=search, cluster=store.cluster)
+                rules = acl_rules(plan.key_prefix, password, cluster=store.cluster)
                 for node in nodes:
                     _cmd(node, "ACL", "SETUSER", plan.username, *rules)
         username, pw = (plan.username, password) if acl else (store.admin_username, store.admin_password)
@@ -290,14 +286,12 @@ class RedisBackend:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _canonical(
-        self, store: StoreConnection, node: redis.Redis, *, search: bool
-    ) -> tuple[frozenset[str], frozenset[str]]:
+    def _canonical(self, store: StoreConnection, node: redis.Redis) -> tuple[frozenset[str], frozenset[str]]:
         """How this server renders our command rules, from a disabled, password-less probe user.
 
         Computed once per store (and cached): observe compares each memory's user against it.
         """
-        key = (fingerprint(store), search)
+        key = fingerprint(store)
         with self._lock:
             cached = self._canonical_cache.get(key)
         if cached is not None:
@@ -311,7 +305,7 @@ class RedisBackend:
                 probe,
                 "reset",
                 "off",
-                *command_rules(search=search, cluster=store.cluster),
+                *command_rules(cluster=store.cluster),
             )
             result = permissions(node.acl_getuser(probe))
         finally:
