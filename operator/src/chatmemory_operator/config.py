@@ -24,6 +24,7 @@ ENV_VARS: dict[str, str] = {
     "CHATMEMORY_RETRY_DELAY": "first retry delay in seconds after a temporary error (default 10)",
     "CHATMEMORY_RETRY_MAX_DELAY": "cap of the growing retry delay in seconds (default 300)",
     "CHATMEMORY_RETAIN_DELETE_RETRIES": "retries of a Retain deletion on an unreachable backend (default 3)",
+    "CHATMEMORY_WORKERS": "objects processed at once (default 64); more: faster bursts, more memory",
 }
 
 
@@ -44,6 +45,7 @@ class OperatorConfig:
     retry_delay: float = 10.0
     retry_max_delay: float = 300.0
     retain_delete_retries: int = 3
+    workers: int = 64
 
     def retry_backoff(self, retry: int) -> float:
         """The delay before retry number ``retry`` (0-based): doubles from ``retry_delay``, capped."""
@@ -67,6 +69,7 @@ class OperatorConfig:
             retry_delay=_float(e, "CHATMEMORY_RETRY_DELAY", cls.retry_delay),
             retry_max_delay=_float(e, "CHATMEMORY_RETRY_MAX_DELAY", cls.retry_max_delay),
             retain_delete_retries=_int(e, "CHATMEMORY_RETAIN_DELETE_RETRIES", cls.retain_delete_retries),
+            workers=_int(e, "CHATMEMORY_WORKERS", cls.workers, minimum=1),
         )
         if cfg.retry_max_delay < cfg.retry_delay:
             raise ConfigError(

@@ -19,12 +19,13 @@ from chatmemory_operator.reconcile import Context
 
 FINALIZER: Final = "chatmemory.io/finalizer"
 ANNOTATION_PREFIX: Final = "chatmemory.io"
-WORKER_LIMIT: Final = 64
 WORKER_IDLE_TIMEOUT: Final = 0.5
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
+def configure_settings(
+    settings: kopf.OperatorSettings, *, workers: int = config.OperatorConfig.workers
+) -> None:
     """Our finalizer and annotation prefix, quiet Events, bounded waits. Pure: no I/O."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
@@ -39,18 +40,19 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    # At most 64 objects are processed at once. kopf's default starts a worker per object, so a burst
-    # of 1,000 creations held 1,000 at the peak, and that memory stayed in the process (RSS with
-    # 1,060 memories 142-182 MB -> 119-125 MB). A worker keeps its slot this long after its last
-    # event (kopf's default 5 s made a 1,000-object burst take minutes with a limit).
-    settings.queueing.worker_limit = WORKER_LIMIT
+    # At most `workers` (CHATMEMORY_WORKERS, default 64) objects are processed at once. kopf's
+    # default starts a worker per object, so a burst of 1,000 creations held 1,000 at the peak, and
+    # that memory stayed in the process (RSS with 1,060 memories 142-182 MB -> 119-125 MB). A
+    # worker keeps its slot this long after its last event (kopf's default 5 s made a 1,000-object
+    # burst take minutes with a limit).
+    settings.queueing.worker_limit = workers
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
     cfg = config.load()
-    configure_settings(settings)
+    configure_settings(settings, workers=cfg.workers)
     memo.ctx = Context(backends=build_backends(), kube=k8s.KubeClient(k8s.load_api_client()), config=cfg)
     memo.locks = {}
     memo.rotations = {}

@@ -23,6 +23,7 @@ def test_environment_overrides_each_setting() -> None:
             "CHATMEMORY_RETRY_DELAY": "1",
             "CHATMEMORY_RETRY_MAX_DELAY": "8",
             "CHATMEMORY_LIVENESS": "off",
+            "CHATMEMORY_WORKERS": "16",
         }
     )
     assert cfg.namespaces == ("a", "b")
@@ -30,6 +31,7 @@ def test_environment_overrides_each_setting() -> None:
     assert cfg.drift_interval == 2.5
     assert cfg.liveness == "off"
     assert (cfg.retry_delay, cfg.retry_max_delay) == (1.0, 8.0)
+    assert cfg.workers == 16
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,7 @@ def test_environment_overrides_each_setting() -> None:
         ("CHATMEMORY_DRIFT_INTERVAL", "0"),
         ("CHATMEMORY_RETRY_DELAY", "-1"),
         ("CHATMEMORY_STORE_INTERVAL", "soon"),
+        ("CHATMEMORY_WORKERS", "0"),
     ],
 )
 def test_unusable_values_are_refused_naming_the_variable(key: str, value: str) -> None:

@@ -60,7 +60,9 @@ def test_settings_use_our_finalizer_and_annotation_prefix() -> None:
 def test_settings_bound_how_many_objects_are_processed_at_once() -> None:
     settings = kopf.OperatorSettings()
     startup.configure_settings(settings)
-    assert settings.queueing.worker_limit == startup.WORKER_LIMIT == 64
+    assert settings.queueing.worker_limit == 64
+    startup.configure_settings(settings, workers=8)
+    assert settings.queueing.worker_limit == 8
     assert settings.queueing.idle_timeout < 1  # a slot is freed soon after an object's last event
 
 
