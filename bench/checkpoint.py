@@ -20,6 +20,7 @@ from typing import Any
 from bench import data
 from bench.env import Ctx, cm, missing, mysql_params
 from bench.harness import RoundTrips, Row, Stat, compare, guarded, skipped
+from bench.tidb_history import scratch_database
 
 AREA = "checkpoint"
 
@@ -229,15 +230,7 @@ def _mysql(ctx: Ctx, rows: list[Row]) -> None:
     savers["langgraph-checkpoint-mysql (MariaDB)"] = peer
     if Saver is not None and ctx.env.get("TIDB_URL"):  # the peer cannot set up on TiDB
         db_ti = ctx.name("ckpt_ti")
-        troot = pymysql.connect(**mysql_params(ctx.env["TIDB_URL"]))
-        with troot.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{db_ti}`")
-
-        def drop_ti() -> None:
-            with contextlib.suppress(Exception), troot.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{db_ti}`")
-
-        ctx.cleanups.append(drop_ti)
+        scratch_database(ctx, ctx.env["TIDB_URL"], db_ti)
         ti = Saver(mysql_params(ctx.env["TIDB_URL"], db_ti), table_prefix="cm_", ttl_seconds=3600)
         ti.setup()
         savers["chatmemory SQL saver (TiDB)"] = ti
