@@ -148,7 +148,7 @@ def test_memory_crd_names_columns_and_service_binding_label() -> None:
         "ChatMemory",
         "chatmemories",
         ["chatmem"],
-        ["chatmemory"],
+        ["chatmemory-all"],
     )
     assert crd["spec"]["scope"] == "Namespaced"
     version = crd["spec"]["versions"][0]
@@ -159,6 +159,20 @@ def test_memory_crd_names_columns_and_service_binding_label() -> None:
     assert default_columns == ["STORE", "BACKEND", "TTL", "READY", "AGE"]
     reason = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Reason")
     assert reason["priority"] == 1
+
+
+def test_no_category_is_a_name_of_either_kind() -> None:
+    """kubectl expands a category before it resolves a resource name: a category spelled like a
+    kind's singular, plural or short name makes ``kubectl get chatmemory NAME`` fetch both kinds
+    and fail with "you must specify only one resource" (issue 12)."""
+    names: set[str] = set()
+    categories: set[str] = set()
+    for kind in crdgen.KINDS:
+        n = crdgen.build_crd(kind)["spec"]["names"]
+        names |= {n["kind"].lower(), n["singular"], n["plural"], *n["shortNames"]}
+        categories |= set(n["categories"])
+    assert categories == {"chatmemory-all"}
+    assert categories.isdisjoint(names), categories & names
 
 
 def test_store_crd_is_cluster_scoped_with_its_columns() -> None:

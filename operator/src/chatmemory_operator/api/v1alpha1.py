@@ -49,8 +49,10 @@ STORE_PLURAL: Final = "chatmemorystores"
 STORE_SINGULAR: Final = "chatmemorystore"
 STORE_SHORT_NAMES: Final = ("chatmemstore",)
 
-#: ``kubectl get chatmemory`` lists both kinds.
-CATEGORIES: Final = ("chatmemory",)
+#: ``kubectl get chatmemory-all`` lists both kinds. A category must not be a name of any kind
+#: (singular, plural or short name): kubectl expands categories before resource names, so a category
+#: ``chatmemory`` turned ``kubectl get chatmemory NAME`` into a get of both kinds, which fails.
+CATEGORIES: Final = ("chatmemory-all",)
 
 #: On a ChatMemoryStore, ``"true"`` marks the store used by memories with an empty ``storeRef.name``
 #: (like ``storageclass.kubernetes.io/is-default-class``).
