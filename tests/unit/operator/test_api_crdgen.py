@@ -232,6 +232,17 @@ def test_reference_lists_every_field_of_both_kinds() -> None:
     assert api.ROTATE_CREDENTIALS_ANNOTATION in text
 
 
+def test_reference_lists_the_isolated_reasons_under_isolated_not_ready() -> None:
+    lines = crdgen.render_reference().splitlines()
+    (ready,) = [line for line in lines if line.startswith("Ready condition reasons:")]
+    (isolated,) = [line for line in lines if line.startswith("Isolated condition reasons")]
+    for reason in api.Reason:
+        in_ready, in_isolated = f"`{reason.value}`" in ready, f"`{reason.value}`" in isolated
+        assert (in_ready, in_isolated) == (
+            (False, True) if reason in api.ISOLATED_REASONS else (True, False)
+        ), reason
+
+
 def test_main_writes_every_file_and_check_then_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

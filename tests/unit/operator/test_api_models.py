@@ -287,6 +287,12 @@ def test_ready_reasons_the_issue_names_are_defined() -> None:
     } <= {r.value for r in api.Reason}
 
 
+def test_reasons_split_into_ready_and_isolated() -> None:
+    assert {r.value for r in api.ISOLATED_REASONS} == {"OwnUser", "SharedCredentials"}
+    assert set(api.READY_REASONS) | set(api.ISOLATED_REASONS) == set(api.Reason)
+    assert set(api.READY_REASONS).isdisjoint(api.ISOLATED_REASONS)
+
+
 def test_deletion_policy_values_match_the_backends() -> None:
     from chatmemory_operator.backends.base import DeletionPolicy
 

@@ -476,7 +476,11 @@ def render_reference() -> str:
         f"- `{api.ROTATE_CREDENTIALS_ANNOTATION}` on a ChatMemory: set a new value to issue a new password "
         "for the memory's user and update its Secret.",
         "",
-        "Ready condition reasons: " + ", ".join(f"`{r.value}`" for r in api.Reason) + ".",
+        "Ready condition reasons: " + ", ".join(f"`{r.value}`" for r in api.READY_REASONS) + ".",
+        "",
+        "Isolated condition reasons (ChatMemory only): "
+        + ", ".join(f"`{r.value}`" for r in api.ISOLATED_REASONS)
+        + " (True: the memory has its own user; False: it uses the store's credentials, or none).",
         "",
     ]
     for kind in (STORE, MEMORY):

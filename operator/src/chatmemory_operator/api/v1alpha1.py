@@ -105,7 +105,8 @@ class ConditionStatus(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """``reason`` of the ``Ready`` condition (CamelCase, as Kubernetes conventions require)."""
+    """``reason`` of a condition (CamelCase, as Kubernetes conventions require): the ``Ready``
+    reasons (:data:`READY_REASONS`), then the ChatMemory ``Isolated`` ones (:data:`ISOLATED_REASONS`)."""
 
     #: ChatMemory: every backend object exists and the Secret is written.
     PROVISIONED = "Provisioned"
@@ -125,8 +126,15 @@ class Reason(enum.StrEnum):
     DELETING = "Deleting"
     #: Isolated=True: the memory has its own least-privilege user.
     OWN_USER = "OwnUser"
-    #: Isolated=False: the server has no ACLs; the memory uses the store's credentials.
+    #: Isolated=False: the server has no ACLs (or Kafka without SASL); the memory uses the store's
+    #: credentials (or none).
     SHARED_CREDENTIALS = "SharedCredentials"
+
+
+#: Reasons of the ``Isolated`` condition (ChatMemory only): never a ``Ready`` reason.
+ISOLATED_REASONS: Final = (Reason.OWN_USER, Reason.SHARED_CREDENTIALS)
+#: Reasons of the ``Ready`` condition.
+READY_REASONS: Final = tuple(r for r in Reason if r not in ISOLATED_REASONS)
 
 
 class DeletionPolicy(enum.StrEnum):
@@ -433,8 +441,9 @@ class Condition(ApiModel):
         default="",
         max_length=1024,
         description=(
-            "Machine-readable CamelCase reason: Provisioned, Connected, BackendUnavailable, InvalidSpec, "
-            "NotSupported, StoreNotFound, SecretNotFound, Deleting."
+            "Machine-readable CamelCase reason. Ready: Provisioned, Connected, BackendUnavailable, "
+            "InvalidSpec, NotSupported, StoreNotFound, SecretNotFound, Deleting. Isolated: OwnUser, "
+            "SharedCredentials."
         ),
     )
     message: str = Field(default="", max_length=32768, description="What happened, and what to do about it.")
@@ -771,8 +780,9 @@ class ChatMemoryStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "`Ready` (reason Provisioned, BackendUnavailable, InvalidSpec, NotSupported, StoreNotFound "
-            "or Deleting) and `Isolated`."
+            "`Ready` (reason Provisioned, BackendUnavailable, InvalidSpec, NotSupported, StoreNotFound, "
+            "SecretNotFound or Deleting) and `Isolated` (True, OwnUser: the memory has its own user; "
+            "False, SharedCredentials: it uses the store's credentials, or none)."
         ),
         json_schema_extra=_CONDITIONS_EXTRA,
     )
@@ -875,11 +885,13 @@ __all__ = [
     "DEFAULT_STORE_ANNOTATION",
     "DEFAULT_TTL",
     "GROUP",
+    "ISOLATED_REASONS",
     "MEMORY_KIND",
     "MEMORY_PLURAL",
     "MEMORY_SHORT_NAMES",
     "MEMORY_SINGULAR",
     "PROVISIONED_SERVICE_LABEL",
+    "READY_REASONS",
     "ROTATE_CREDENTIALS_ANNOTATION",
     "SECRET_NAME_SUFFIX",
     "STORE_KIND",
