@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from chatmemory_operator import config
 from chatmemory_operator.api import v1alpha1
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,3 +218,23 @@ def test_the_chart_readme_documents_every_value() -> None:
             if not grandchildren or any(f"| `{key}.{child}.{g}` |" not in readme for g in grandchildren):
                 missing.append(f"{key}.{child}")
     assert missing == []
+
+
+def test_the_chart_sets_the_settings_the_readme_says_and_kopf_options_for_the_rest() -> None:
+    """README: the chart sets CHATMEMORY_NAMESPACES and CHATMEMORY_METRICS_PORT; it runs ``kopf run``,
+    so CHATMEMORY_LIVENESS and CHATMEMORY_VERBOSE (``python -m`` only) would have no effect there:
+    ``--liveness`` follows ``livenessProbe.port`` and ``--verbose``/``--debug`` ``operator.logLevel``.
+    The rendered equivalent is ``test_chart_liveness_and_log_level_follow_the_values`` (e2e)."""
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    set_by_chart = set(re.findall(r"name: (CHATMEMORY_[A-Z_]+)", template))
+    readme = (ROOT / "README.md").read_text()
+    sentence = " ".join(readme.split("The chart sets ", 1)[1].split(";", 1)[0].split())
+    assert set(re.findall(r"`(CHATMEMORY_[A-Z_]+)`", sentence)) == set_by_chart
+    assert set_by_chart <= set(config.ENV_VARS)
+    assert set_by_chart.isdisjoint(config.MAIN_ONLY)
+    assert 'command: ["kopf", "run"]' in template
+    assert "- --liveness=http://0.0.0.0:{{ .Values.livenessProbe.port }}/healthz" in template
+    assert "- --verbose" in template and "- --debug" in template
+    chart_readme = (CHART / "README.md").read_text()
+    for key in config.MAIN_ONLY:
+        assert f"`{key}`" in chart_readme, key

@@ -1,15 +1,16 @@
 """``python -m chatmemory_operator``: run the operator with production defaults.
 
 The equivalent of ``kopf run -m chatmemory_operator --standalone --all-namespaces
---liveness=http://0.0.0.0:8080/healthz``, with the namespaces and the liveness endpoint taken from
-the environment (``CHATMEMORY_NAMESPACES``, ``CHATMEMORY_LIVENESS``; see :mod:`.config`). One
-replica only: kopf has no leader election, so peering is off (``--standalone``).
+--liveness=http://0.0.0.0:8080/healthz``, with the namespaces, the liveness endpoint and the log
+level taken from the environment (``CHATMEMORY_NAMESPACES``, ``CHATMEMORY_LIVENESS``,
+``CHATMEMORY_VERBOSE``; see :mod:`.config`). One replica only: kopf has no leader election, so
+peering is off (``--standalone``). The chart and the image run ``kopf run`` itself, whose options
+take the place of the last two.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import kopf
@@ -24,7 +25,7 @@ def main() -> int:
     except config.ConfigError as e:
         print(f"chatmemory-operator: {e}", file=sys.stderr)  # noqa: T201
         return 2
-    verbose = os.environ.get("CHATMEMORY_VERBOSE", "").lower() in ("1", "true", "yes")
+    verbose = cfg.verbose
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("chatmemory_operator").setLevel(logging.DEBUG if verbose else logging.INFO)
     # the Kubernetes client logs whole response bodies (Secrets included) at DEBUG: never

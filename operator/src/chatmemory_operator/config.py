@@ -2,8 +2,13 @@
 
 Used by :mod:`chatmemory_operator.startup` (kopf settings, metrics server), by
 :mod:`chatmemory_operator.handlers` (timer intervals, retry backoff) and by ``__main__`` (which
-namespaces to watch, the liveness endpoint). Every variable is optional; the defaults suit a
-production deployment, tests shorten the intervals.
+namespaces to watch, the liveness endpoint, the log level). Every variable is optional; the defaults
+suit a production deployment, tests shorten the intervals.
+
+``CHATMEMORY_LIVENESS`` and ``CHATMEMORY_VERBOSE`` are read by ``python -m chatmemory_operator``
+only. The Helm chart and the image's default command run ``kopf run`` instead, whose own options
+set them (``--liveness`` from the chart's ``livenessProbe.port``, ``--verbose``/``--debug`` from
+``operator.logLevel``); see :data:`MAIN_ONLY`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from dataclasses import dataclass
 #: Environment variable -> meaning; also the documentation of every knob.
 ENV_VARS: dict[str, str] = {
     "CHATMEMORY_NAMESPACES": "comma-separated namespaces to watch; empty watches all namespaces",
-    "CHATMEMORY_LIVENESS": "kopf liveness endpoint URL (default http://0.0.0.0:8080/healthz; 'off' disables)",
+    "CHATMEMORY_LIVENESS": (
+        "kopf liveness endpoint URL (default http://0.0.0.0:8080/healthz; 'off' disables); "
+        "python -m chatmemory_operator only"
+    ),
+    "CHATMEMORY_VERBOSE": (
+        "1/true/yes/on: debug logs from kopf and the operator (default off; the Kubernetes client "
+        "stays at warnings); python -m chatmemory_operator only"
+    ),
     "CHATMEMORY_METRICS_PORT": "port of the Prometheus /metrics endpoint (default 9090; 0 disables)",
     "CHATMEMORY_METRICS_ADDR": "address the metrics endpoint binds (default 0.0.0.0)",
     "CHATMEMORY_DRIFT_INTERVAL": "seconds between drift checks of every ChatMemory (default 60)",
@@ -26,6 +38,14 @@ ENV_VARS: dict[str, str] = {
     "CHATMEMORY_RETAIN_DELETE_RETRIES": "retries of a Retain deletion on an unreachable backend (default 3)",
     "CHATMEMORY_WORKERS": "objects processed at once (default 64); more: faster bursts, more memory",
 }
+
+
+#: Read only by ``python -m chatmemory_operator``: under ``kopf run`` (the chart, the image's default
+#: command) kopf's own ``--liveness`` and ``--verbose``/``--debug`` options decide these.
+MAIN_ONLY: frozenset[str] = frozenset({"CHATMEMORY_LIVENESS", "CHATMEMORY_VERBOSE"})
+
+_TRUE: frozenset[str] = frozenset({"1", "true", "yes", "on"})
+_FALSE: frozenset[str] = frozenset({"", "0", "false", "no", "off"})
 
 
 class ConfigError(ValueError):
@@ -46,6 +66,7 @@ class OperatorConfig:
     retry_max_delay: float = 300.0
     retain_delete_retries: int = 3
     workers: int = 64
+    verbose: bool = False
 
     def retry_backoff(self, retry: int) -> float:
         """The delay before retry number ``retry`` (0-based): doubles from ``retry_delay``, capped."""
@@ -70,6 +91,7 @@ class OperatorConfig:
             retry_max_delay=_float(e, "CHATMEMORY_RETRY_MAX_DELAY", cls.retry_max_delay),
             retain_delete_retries=_int(e, "CHATMEMORY_RETAIN_DELETE_RETRIES", cls.retain_delete_retries),
             workers=_int(e, "CHATMEMORY_WORKERS", cls.workers, minimum=1),
+            verbose=_bool(e, "CHATMEMORY_VERBOSE"),
         )
         if cfg.retry_max_delay < cfg.retry_delay:
             raise ConfigError(
@@ -90,6 +112,15 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{key}={raw!r} must be greater than 0")
     return value
+
+
+def _bool(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{key}={raw!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
 
 
 def _int(
