@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
-from chatmemory._mysql_pool import MySQLPool, socket_is_quiet
+from chatmemory.sql import MySQLPool, socket_is_quiet
 
 
 class FakeConnection:

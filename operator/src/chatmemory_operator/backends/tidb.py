@@ -31,13 +31,13 @@ from urllib.parse import quote
 
 import pymysql
 from chatmemory import sql
-from chatmemory._mysql_pool import MySQLPool
 from chatmemory.checkpoint import sql as checkpoint_sql
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.sql import (  # defined once in the SDK; re-exported here for callers
     MAX_NAME_LEN,
     TTL_JOB_INTERVAL,
     UNIT_MINUTES,
+    MySQLPool,
     parse_ttl,
     qi,
     table_ddl,

@@ -22,7 +22,6 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatmemory._mysql_pool import MySQLPool
 from chatmemory.checkpoint._common import (
     PAGE,
     Saver,
@@ -49,6 +48,7 @@ from chatmemory.checkpoint.sql import (
     ttl_slack_seconds,
 )
 from chatmemory.errors import BackendError
+from chatmemory.sql import MySQLPool
 
 if TYPE_CHECKING:
     import pymysql.connections

@@ -14,7 +14,7 @@ What it does better than the seed class (``langchain_community.chat_message_hist
 - Errors are raised as :class:`~chatmemory.errors.BackendError` (the seed logs and swallows them),
   and a session id longer than the ``session_id`` column raises instead of being dropped.
 - Connections come from a small thread-safe pool that checks each before reuse (its socket, and a
-  ping after 30 s idle; :mod:`chatmemory._mysql_pool`), so a server restart or an idle timeout
+  ping after 30 s idle; :class:`chatmemory.sql.MySQLPool`), so a server restart or an idle timeout
   costs one reconnect, not an error or a lost write, and a turn no extra round trip.
 - Built from a binding (:class:`TiDBConnector`) it runs no DDL: the operator made the table. Built
   directly it creates the table if missing, as the seed does, from :func:`chatmemory.sql.table_ddl`
@@ -45,7 +45,6 @@ from langchain_core.messages import BaseMessage
 from chatmemory import sql
 from chatmemory._codec import decode_all, encode
 from chatmemory._connect import mysql_kwargs, require
-from chatmemory._mysql_pool import MySQLPool
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendError, BindingError
 
@@ -66,7 +65,7 @@ _INIT_COMMAND: Final = "SET time_zone = '+00:00'"
 class _Pool:
     """A few idle PyMySQL connections for one database, shared by every session and thread.
 
-    Reuse follows :mod:`chatmemory._mysql_pool`: a connection the server closed (restart,
+    Reuse follows :class:`chatmemory.sql.MySQLPool`: a connection the server closed (restart,
     ``wait_timeout``, KILL) is dropped and a new one opened, transparently; a connection that saw an
     error is closed, never reused. ``where`` names the server in errors; the password never
     appears in them.
@@ -84,7 +83,7 @@ class _Pool:
             "init_command": _INIT_COMMAND,
         }
         self.where = where
-        self._connections = MySQLPool(self._open, POOL_SIZE)
+        self._connections = sql.MySQLPool(self._open, POOL_SIZE)
         self._closed = False
         self._server_version: str | None = None
 
