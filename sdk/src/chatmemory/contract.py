@@ -10,6 +10,10 @@ Versioning: :data:`CONTRACT_VERSION` is written as ``contract_version``. Readers
 version in :data:`SUPPORTED_CONTRACT_VERSIONS` and refuse others with a clear error, so an old SDK
 never misreads a newer Secret. Adding an optional key keeps the version; renaming or changing the
 meaning of a key bumps it.
+
+What a memory's key prefix and TTL become on a server is defined here too, once for both sides:
+:func:`key_pattern` (the Redis keys of a memory, for the operator's ACL and the SDK's scans) and
+:func:`retention_ms` (a Kafka topic's retention for a TTL).
 """
 
 from __future__ import annotations
@@ -229,3 +233,33 @@ _REQUIRED: Final[Mapping[BackendKind, tuple[str, ...]]] = {
     BackendKind.KAFKA: ("bootstrap_servers", "topic"),
     BackendKind.TIDB: ("host", "port", "username", "database", "table"),
 }
+
+
+# -- what a memory's TTL and key prefix mean on each backend (the operator and the SDK both call these)
+
+_GLOB_SPECIAL: Final = frozenset("*?[]\\")
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so ``text`` matches only itself in SCAN MATCH or an ACL key
+    pattern."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
+def key_pattern(key_prefix: str) -> str:
+    """The glob every Redis key of a memory matches: its escaped key prefix followed by ``*``.
+
+    The operator grants it in the memory user's ACL (``~<pattern>``) and scans it on delete; the SDK
+    keeps every key it writes under the prefix.
+
+    Raises:
+        ValueError: an empty prefix (the pattern would match every key of the server).
+    """
+    if not key_prefix:
+        raise ValueError("a memory's key prefix must not be empty: its pattern would match every key")
+    return glob_escape(key_prefix) + "*"
+
+
+def retention_ms(ttl_seconds: int) -> int:
+    """Kafka's ``retention.ms`` for a memory TTL: the topic deletes records that much older."""
+    return ttl_seconds * 1000

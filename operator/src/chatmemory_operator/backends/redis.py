@@ -25,8 +25,7 @@ from urllib.parse import quote
 
 import redis
 from chatmemory.checkpoint.redis import REDIS_COMMANDS as CHECKPOINT_COMMANDS
-from chatmemory.checkpoint.redis import glob_escape
-from chatmemory.contract import BackendKind, Binding
+from chatmemory.contract import BackendKind, Binding, glob_escape
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry

@@ -23,7 +23,8 @@ pass an ``EncryptedSerializer`` to encrypt everything the saver stores.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import TYPE_CHECKING, Any, Final
 
 from chatmemory._connect import async_redis_client, mysql_kwargs, redis_client, require
 from chatmemory.checkpoint.redis import EXTRA_REDIS_COMMANDS, REDIS_COMMANDS
@@ -61,20 +62,23 @@ __all__ = [
     "checkpointer_for",
 ]
 
-_SAVERS = {
+#: The saver classes and their modules, imported on first use: they need the ``langgraph`` extra,
+#: while the DDL and the Redis command list (used by the operator) do not. This is the package's
+#: only way to them: ``from chatmemory.checkpoint import ChatMemoryRedisSaver`` and the factories.
+_SAVERS: Final = {
     "ChatMemoryRedisSaver": "chatmemory.checkpoint._redis_saver",
     "ChatMemorySQLSaver": "chatmemory.checkpoint._sql_saver",
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The saver classes, imported on first use: they need the ``langgraph`` extra, while the DDL
-    and the Redis command list (used by the operator) do not."""
-    if name in _SAVERS:
-        require("langgraph.checkpoint.base", "langgraph")
-        import importlib
+def _saver_class(name: str) -> Any:
+    require("langgraph.checkpoint.base", "langgraph")
+    return getattr(importlib.import_module(_SAVERS[name]), name)
 
-        return getattr(importlib.import_module(_SAVERS[name]), name)
+
+def __getattr__(name: str) -> Any:
+    if name in _SAVERS:
+        return _saver_class(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -105,10 +109,8 @@ def checkpointer_for(
                 key="checkpoint_table_prefix",
             )
         require("pymysql", "tidb")
-        require("langgraph.checkpoint.base", "langgraph")
-        from chatmemory.checkpoint._sql_saver import ChatMemorySQLSaver
-
-        return ChatMemorySQLSaver(
+        saver: type[ChatMemorySQLSaver] = _saver_class("ChatMemorySQLSaver")
+        return saver(
             mysql_kwargs(binding),
             table_prefix=binding.checkpoint_table_prefix,
             ttl_seconds=binding.ttl_seconds,
@@ -137,10 +139,8 @@ async def acheckpointer_for(
 def _build_redis_saver(
     binding: Binding, client: Any, serde: SerializerProtocol | None, options: dict[str, Any]
 ) -> ChatMemoryRedisSaver:
-    require("langgraph.checkpoint.base", "langgraph")
-    from chatmemory.checkpoint._redis_saver import ChatMemoryRedisSaver
-
-    return ChatMemoryRedisSaver(
+    saver: type[ChatMemoryRedisSaver] = _saver_class("ChatMemoryRedisSaver")
+    return saver(
         client,
         aclient=async_redis_client(binding),  # no I/O until first used, on the caller's event loop
         prefix=binding.key_prefix,

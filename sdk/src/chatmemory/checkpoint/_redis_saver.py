@@ -1,5 +1,6 @@
 """The Redis checkpointer itself (see :mod:`chatmemory.checkpoint.redis` for the key layout and the
-command list). Separate so that the layout imports without langgraph."""
+command list). Separate so that the layout imports without langgraph; users reach the class through
+:mod:`chatmemory.checkpoint` (``checkpointer_for`` or the lazy ``ChatMemoryRedisSaver`` export)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ from chatmemory.checkpoint.redis import (
     Batch,
     Op,
     ThreadKeys,
-    glob_escape,
     thread_keys,
     thread_of_key,
 )
+from chatmemory.contract import glob_escape
 from chatmemory.errors import BackendError
 
 if TYPE_CHECKING:

@@ -21,24 +21,23 @@ threads, with ``SCAN MATCH <prefix>{*}:rx`` / ``:cx``.
 The saver (``chatmemory.checkpoint._redis_saver``) is written once, as *operations* that yield
 batches of commands and receive their replies; a sync driver (``redis.Redis`` / ``RedisCluster``)
 and a native asyncio driver (``redis.asyncio``) run the same operations. This module holds only
-the layout and the command list, importable without langgraph (the operator reads
-:data:`EXTRA_REDIS_COMMANDS` for its ACL).
+the layout and the command list, importable without langgraph: the operator reads
+:data:`REDIS_COMMANDS` for the memory user's ACL. The saver class itself is exported, lazily, by
+:mod:`chatmemory.checkpoint`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
-if TYPE_CHECKING:
-    from chatmemory.checkpoint._redis_saver import ChatMemoryRedisSaver
+from chatmemory.contract import glob_escape
 
 __all__ = [
     "EXTRA_REDIS_COMMANDS",
     "REDIS_COMMANDS",
     "Batch",
-    "ChatMemoryRedisSaver",
     "ThreadKeys",
     "escape_thread",
     "glob_escape",
@@ -69,7 +68,8 @@ REDIS_COMMANDS: Final[tuple[str, ...]] = (
     "zrange",
     "zrem",
 )
-#: The ones the chat histories do not already need (the operator's ``SDK_COMMANDS``).
+#: The ones the chat histories do not already need (the operator's ACL grants the union of the
+#: histories' commands and :data:`REDIS_COMMANDS`).
 EXTRA_REDIS_COMMANDS: Final[tuple[str, ...]] = (
     "hset",
     "hsetnx",
@@ -83,7 +83,6 @@ EXTRA_REDIS_COMMANDS: Final[tuple[str, ...]] = (
 )
 
 _SUFFIXES: Final = ("cp", "cx", "bl", "wr", "wx", "rx")
-_GLOB_SPECIAL: Final = frozenset("*?[]\\")
 
 T = TypeVar("T")
 
@@ -107,11 +106,6 @@ def escape_thread(thread_id: str) -> str:
 
 def unescape_thread(text: str) -> str:
     return text.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
-
-
-def glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters so a prefix matches only itself in SCAN MATCH."""
-    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
 @dataclass(frozen=True)
@@ -142,13 +136,3 @@ def thread_of_key(prefix: str, key: bytes | str) -> str | None:
         return None
     inner = text[len(prefix) + 1 : text.rindex("}:")]
     return unescape_thread(inner)
-
-
-def __getattr__(name: str) -> Any:
-    """``ChatMemoryRedisSaver`` on first use: the layout and command lists above import without
-    langgraph (the operator reads ``EXTRA_REDIS_COMMANDS`` for its ACL)."""
-    if name == "ChatMemoryRedisSaver":
-        from chatmemory.checkpoint._redis_saver import ChatMemoryRedisSaver
-
-        return ChatMemoryRedisSaver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,15 +32,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from chatmemory.checkpoint._sql_saver import ChatMemorySQLSaver
+from typing import Final
 
 __all__ = [
     "DEFAULT_TABLE_PREFIX",
     "REQUIRED_GRANTS",
-    "ChatMemorySQLSaver",
     "checkpoint_table_ddl",
     "checkpoint_table_names",
     "checkpoint_ttl_alter_sql",
@@ -197,13 +193,3 @@ def checkpoint_ttl_event_sql(database: str, table_prefix: str, ttl_seconds: int)
         )
         out.append(f"CREATE EVENT {event} ON SCHEDULE EVERY 1 MINUTE ENABLE DO BEGIN {deletes} END")
     return out
-
-
-def __getattr__(name: str) -> Any:
-    """``ChatMemorySQLSaver`` on first use: the DDL above is importable without langgraph (the
-    operator provisions tables with it and does not install the ``langgraph`` extra)."""
-    if name == "ChatMemorySQLSaver":
-        from chatmemory.checkpoint._sql_saver import ChatMemorySQLSaver
-
-        return ChatMemorySQLSaver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
