@@ -146,6 +146,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             closed here). When not given, one is built from ``redis_url`` per event loop; with only
             a sync ``redis_client`` the ``a*`` methods run the sync ones in a thread (LangChain's
             default).
+        async_clients: Per-event-loop asyncio clients shared with other histories (what
+            :class:`RedisConnector` passes: one set per memory); used when ``async_redis_client``
+            is not given.
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         redis_client: SyncClient | None = None,
         max_messages: int | None = None,
         async_redis_client: AsyncClient | None = None,
+        async_clients: AsyncClients | None = None,
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
@@ -178,9 +182,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             redis_client if redis_client is not None else redis.Redis.from_url(url)
         )
         self._async_client = async_redis_client
-        #: asyncio clients this history makes itself (from the URL), one per event loop
-        self._async_clients: AsyncClients | None = None
-        if redis_client is None and async_redis_client is None:
+        #: asyncio clients, one per event loop: a connector's, or made here from the URL
+        self._async_clients = async_clients
+        if async_clients is None and redis_client is None and async_redis_client is None:
             self._async_clients = AsyncClients(lambda: redis.asyncio.Redis.from_url(url))
         self._where = _describe(self.redis_client)
 
@@ -355,15 +359,14 @@ class RedisConnector:
         return cls(binding, **options)
 
     def history(self, session_id: str) -> RedisChatMessageHistory:
-        history = RedisChatMessageHistory(
+        return RedisChatMessageHistory(
             session_id,
             key_prefix=self.key_prefix,
             ttl=self.ttl,
             max_messages=self.max_messages,
             redis_client=self.client,
+            async_clients=self.async_clients,  # the memory's, shared by every session
         )
-        history._async_clients = self.async_clients  # the memory's, shared by every session
-        return history
 
     def close(self) -> None:
         self.client.close()
