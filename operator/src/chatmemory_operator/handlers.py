@@ -21,7 +21,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -29,11 +29,13 @@ import kopf
 from chatmemory_operator import config, metrics, reconcile
 from chatmemory_operator.api import v1alpha1 as api
 from chatmemory_operator.errors import BackendUnavailable, ReconcileError
-from chatmemory_operator.k8s import KubernetesError, is_default_store
+from chatmemory_operator.k8s import KubeClient, KubernetesError
 from chatmemory_operator.reconcile import Context, Outcome
 
 CONFIG = config.load()
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+#: Writes a memory's new status when it changed; says whether it did.
+StatusWriter = Callable[[Mapping[str, Any]], Awaitable[bool]]
 MEMORIES = (api.GROUP, api.VERSION, api.MEMORY_PLURAL)
 STORES = (api.GROUP, api.VERSION, api.STORE_PLURAL)
 
@@ -85,9 +87,10 @@ def raise_for(error: ReconcileError | None, retry: int) -> None:
 
 
 async def run_memory(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, *, check_drift: bool
+    body: Mapping[str, Any], memo: Any, logger: Logger, write: StatusWriter, *, check_drift: bool
 ) -> Outcome:
-    """One reconcile of a memory under its lock; status, Events, metrics reported."""
+    """One reconcile of a memory under its lock: status written through ``write`` when it changed,
+    Events posted, metrics recorded. The one status path of every memory handler."""
     uid = str(body.get("metadata", {}).get("uid"))
     rotations: dict[str, str] = memo.rotations
     started = time.monotonic()
@@ -96,13 +99,36 @@ async def run_memory(
         outcome = await asyncio.to_thread(
             reconcile.reconcile_memory, _ctx(memo), plain, check_drift=check_drift, handled=rotations.get(uid)
         )
+        changed = await write(outcome.status)
     if outcome.rotation is not None:
         rotations[uid] = outcome.rotation
     _observe(uid, outcome, started)
-    if apply_status(patch, body, outcome.status):
+    if changed:
         logger.info("status: %s", _summary(outcome))
-    post_events(body, outcome)
+    post_events(cast(kopf.Body, body), outcome)
     return outcome
+
+
+def into_patch(patch: kopf.Patch, body: Mapping[str, Any]) -> StatusWriter:
+    """A status writer for a kopf handler: kopf applies the patch when the handler returns."""
+
+    async def write(status: Mapping[str, Any]) -> bool:
+        return apply_status(patch, body, status)
+
+    return write
+
+
+def through_api(kube: KubeClient, body: Mapping[str, Any]) -> StatusWriter:
+    """A status writer for a memory reconciled outside its own handler (the store's wake-up)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+
+    async def write(status: Mapping[str, Any]) -> bool:
+        change = status_patch(body, status)
+        if change is not None:
+            await asyncio.to_thread(kube.patch_memory_status, namespace, name, change)
+        return change is not None
+
+    return write
 
 
 def _observe(uid: str, outcome: Outcome, started: float) -> None:
@@ -139,7 +165,7 @@ async def memory_changed(
     On resume (operator start) the backend is observed first, so a restart re-provisions nothing
     that is already in place."""
     resume = reason == kopf.Reason.RESUME
-    outcome = await run_memory(body, patch, memo, logger, check_drift=resume)
+    outcome = await run_memory(body, memo, logger, into_patch(patch, body), check_drift=resume)
     raise_for(outcome.error, retry)
 
 
@@ -150,7 +176,7 @@ async def memory_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Lo
     Errors are shown in status, never raised: the next tick is the retry."""
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    await run_memory(body, patch, memo, logger, check_drift=True)
+    await run_memory(body, memo, logger, into_patch(patch, body), check_drift=True)
 
 
 def _rotation_requested(body: kopf.Body, memo: Any, **_: Any) -> bool:
@@ -163,7 +189,7 @@ def _rotation_requested(body: kopf.Body, memo: Any, **_: Any) -> bool:
 @kopf.on.event(*MEMORIES, when=_rotation_requested)
 async def memory_rotation(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
     """A new ``chatmemory.io/rotate-credentials`` value on a provisioned memory: rotate now."""
-    outcome = await run_memory(body, patch, memo, logger, check_drift=False)
+    outcome = await run_memory(body, memo, logger, into_patch(patch, body), check_drift=False)
     if outcome.error is not None:
         logger.warning("rotation not done yet (%s); the timer retries", outcome.error.reason)
 
@@ -247,7 +273,7 @@ async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> 
     except KubernetesError as e:  # a namespaced operator may not list cluster-wide
         logger.debug("not waking the memories of store %s: %s", name, e)
         return
-    default = is_default_store(store)
+    default = api.is_default_store(store)
     waiting = [
         m
         for m in memories
@@ -260,29 +286,9 @@ async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> 
         )
     ]
     for body in waiting:
-        uid = str(body["metadata"]["uid"])
-        rotations: dict[str, str] = memo.rotations
-        started = time.monotonic()
-        async with _lock(memo, uid):
-            outcome = await asyncio.to_thread(
-                reconcile.reconcile_memory, ctx, body, handled=rotations.get(uid)
-            )
-            change = status_patch(body, outcome.status)
-            if change is not None:
-                await asyncio.to_thread(
-                    ctx.kube.patch_memory_status,
-                    body["metadata"]["namespace"],
-                    body["metadata"]["name"],
-                    change,
-                )
-        _observe(uid, outcome, started)
-        post_events(cast(kopf.Body, body), outcome)
-        logger.info(
-            "woke memory %s/%s: %s",
-            body["metadata"]["namespace"],
-            body["metadata"]["name"],
-            _summary(outcome),
-        )
+        outcome = await run_memory(body, memo, logger, through_api(ctx.kube, body), check_drift=False)
+        meta = body["metadata"]
+        logger.info("woke memory %s/%s: %s", meta["namespace"], meta["name"], _summary(outcome))
 
 
 @kopf.on.resume(*STORES, when=_store_is_ours)

@@ -16,11 +16,11 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from chatmemory_operator.api.v1alpha1 import (
-    DEFAULT_STORE_ANNOTATION,
     GROUP,
     MEMORY_PLURAL,
     STORE_PLURAL,
     VERSION,
+    is_default_store,
 )
 from chatmemory_operator.secrets import decode_data
 
@@ -181,8 +181,3 @@ class KubeClient:
             return fn()
         except ApiException as e:
             raise KubernetesError(f"{what}: {e.status} {e.reason}") from None
-
-
-def is_default_store(store: Mapping[str, Any]) -> bool:
-    annotations = (store.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(DEFAULT_STORE_ANNOTATION, "")).strip().lower() == "true"

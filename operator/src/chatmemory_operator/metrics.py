@@ -23,6 +23,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 #: The backend label for a memory whose store could not be resolved yet.
 UNKNOWN_BACKEND: Final = "unknown"
 SUCCESS: Final = "success"
+#: The help text of each metric, in the order ``Metrics`` declares them.
+_HELP: Final = (
+    "ChatMemory reconciliations by backend and result (success or the failure reason).",
+    "Time spent reconciling one ChatMemory.",
+    "Failed ChatMemory reconciliations by backend and reason.",
+    "ChatMemories known to the operator, by backend and Ready state.",
+)
+_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Metrics:
@@ -30,31 +38,13 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.reconciliations = Counter(
-            "chatmemory_reconciliations",
-            "ChatMemory reconciliations by backend and result (success or the failure reason).",
-            ["backend", "result"],
-            registry=self.registry,
-        )
+        r, h = self.registry, _HELP
+        self.reconciliations = Counter("chatmemory_reconciliations", h[0], ["backend", "result"], registry=r)
         self.duration = Histogram(
-            "chatmemory_reconcile_duration_seconds",
-            "Time spent reconciling one ChatMemory.",
-            ["backend"],
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=self.registry,
+            "chatmemory_reconcile_duration_seconds", h[1], ["backend"], registry=r, buckets=_BUCKETS
         )
-        self.backend_errors = Counter(
-            "chatmemory_backend_errors",
-            "Failed ChatMemory reconciliations by backend and reason.",
-            ["backend", "reason"],
-            registry=self.registry,
-        )
-        self.memories = Gauge(
-            "chatmemory_memories",
-            "ChatMemories known to the operator, by backend and Ready state.",
-            ["backend", "ready"],
-            registry=self.registry,
-        )
+        self.backend_errors = Counter("chatmemory_backend_errors", h[2], ["backend", "reason"], registry=r)
+        self.memories = Gauge("chatmemory_memories", h[3], ["backend", "ready"], registry=r)
         self._lock = threading.Lock()
         self._states: dict[str, tuple[str, str]] = {}
 

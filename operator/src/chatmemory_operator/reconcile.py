@@ -1,18 +1,21 @@
-"""The reconcile flow of ChatMemory and ChatMemoryStore, backend-agnostic and free of kopf.
+"""The reconcile flow of ChatMemory and ChatMemoryStore: backend-agnostic and free of kopf.
 
 Called by :mod:`chatmemory_operator.handlers`, in a worker thread (backends and the Kubernetes
-client are synchronous). One memory reconcile:
+client are synchronous). This module knows no backend by name: the backend of the store's kind
+(looked up in ``Context.backends``) makes every decision about its server. One memory reconcile
+(:func:`reconcile_memory`) is five steps:
 
-1. parse the memory (:mod:`chatmemory_operator.api.v1alpha1`), resolve its store (``storeRef`` or
-   the default store, pinned in ``status.store`` once chosen) and the store's admin/CA Secrets;
-2. build the :class:`~chatmemory_operator.backends.base.MemoryPlan`: defaults from the store,
-   names from :mod:`chatmemory_operator.naming` unless the spec sets them, the backend block
-   checked against the store's kind;
-3. pick the password: the one in the memory's Secret (stable across reconciles), a new one when
+1. **store**: parse the memory, resolve its store (``storeRef``, else the one pinned in
+   ``status.store``, else the default store), read the store's admin and CA Secrets;
+2. **plan**: the common part (TTL, size limit, user name, with the store's defaults) and the
+   backend's own plan from it (:meth:`~chatmemory_operator.backends.base.Backend.plan`);
+3. **credentials**: the password in the memory's Secret (stable across reconciles), a new one when
    there is none or the ``chatmemory.io/rotate-credentials`` annotation has a new value;
-4. ``Backend.ensure`` (idempotent: creates or repairs), then the Secret (written when it differs);
-5. the new status: ``observedGeneration``, ``backend``, ``store``, the ``Ready`` and ``Isolated``
-   conditions, ``binding.name``, what was provisioned; plus the Events to post.
+4. **converge**: ``Backend.ensure`` (idempotent: creates or repairs); on a drift check,
+   ``Backend.observe`` first, and nothing at all when it finds no drift and the Secret is current;
+5. **publish**: the Secret (written when it differs), then the status: ``observedGeneration``,
+   ``store``, ``backend``, ``ttl``, the ``Ready`` and ``Isolated`` conditions, ``binding.name``,
+   ``provisioned``; plus the Events to post.
 
 Errors are :class:`~chatmemory_operator.errors.ReconcileError`; the outcome carries the error and
 a status that shows it, and the handlers turn it into a kopf retry or a permanent failure.
@@ -22,7 +25,8 @@ Passwords never enter a status, an Event or a log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,12 +37,12 @@ from chatmemory_operator import naming, secrets
 from chatmemory_operator.api import v1alpha1 as api
 from chatmemory_operator.api.durations import format_duration, parse_duration
 from chatmemory_operator.backends.base import (
+    AdminAccess,
     Backend,
     DeletionPolicy,
     MemoryPlan,
-    Observed,
+    Prior,
     StoreConnection,
-    TLSConfig,
 )
 from chatmemory_operator.config import OperatorConfig
 from chatmemory_operator.errors import (
@@ -69,7 +73,7 @@ class Event:
 class Context:
     """What a reconcile needs: one backend per kind, the Kubernetes client, the settings."""
 
-    backends: Mapping[BackendKind, Backend]
+    backends: Mapping[BackendKind, Backend[Any, Any]]
     kube: KubeClient
     config: OperatorConfig
 
@@ -147,13 +151,11 @@ def _secret_data(ctx: Context, namespace: str, name: str, store: str, what: str)
     return data
 
 
-def store_connection(ctx: Context, store: api.ChatMemoryStore) -> StoreConnection:
-    """The store's connection, with the admin credentials and CA certificate read from Secrets."""
-    spec = store.spec
-    kind = spec.backend
+def admin_access(ctx: Context, store: api.ChatMemoryStore) -> AdminAccess:
+    """The store's admin credentials and CA certificate, read from the Secrets it names."""
     name = store.metadata.name
-    username = password = ""
-    admin = spec.admin_secret_ref
+    username = password = ca = ""
+    admin = store.spec.admin_secret_ref
     if admin is not None:
         data = _secret_data(ctx, admin.namespace, admin.name, name, "admin")
         if "password" not in data and "username" not in data:
@@ -163,84 +165,68 @@ def store_connection(ctx: Context, store: api.ChatMemoryStore) -> StoreConnectio
             )
         username = data.get("username", "").strip()
         password = data.get("password", "")
-    tls_spec = spec.tls or api.TLSSpec()
-    ca = ""
-    if tls_spec.ca_secret_ref is not None:
-        ref = tls_spec.ca_secret_ref
+    ref = (store.spec.tls or api.TLSSpec()).ca_secret_ref
+    if ref is not None:
         ca = _secret_data(ctx, ref.namespace, ref.name, name, "CA").get(ref.key, "")
         if not ca:
             raise SecretNotFound(
                 f"ChatMemoryStore {name!r}: the CA Secret {ref.namespace}/{ref.name} has no key {ref.key!r}"
             )
-    if spec.kafka is not None:
-        k = spec.kafka
-        protocol = api.SecurityProtocol(k.security_protocol)
-        return StoreConnection(
-            name=name,
-            kind=kind,
-            bootstrap_servers=k.bootstrap_servers,
-            security_protocol=protocol.value,
-            sasl_mechanism=api.SaslMechanism(k.sasl_mechanism).value,
-            tls=TLSConfig(
-                enabled=tls_spec.enabled or protocol.value.endswith("SSL"),
-                ca_cert=ca,
-                insecure_skip_verify=tls_spec.insecure_skip_verify,
-            ),
-            admin_username=username,
-            admin_password=password,
-        )
-    block = spec.redis or spec.tidb
-    assert block is not None  # the model guarantees exactly one block
-    return StoreConnection(
-        name=name,
-        kind=kind,
-        host=block.host,
-        port=block.port,
-        cluster=spec.redis.cluster if spec.redis is not None else False,
-        tls=TLSConfig(
-            enabled=tls_spec.enabled, ca_cert=ca, insecure_skip_verify=tls_spec.insecure_skip_verify
-        ),
-        admin_username=username,
-        admin_password=password,
-    )
+    return AdminAccess(username=username, password=password, ca_cert=ca)
+
+
+def store_connection(ctx: Context, store: api.ChatMemoryStore) -> tuple[Backend[Any, Any], StoreConnection]:
+    """The backend of the store's kind and the store's connection, with its admin credentials."""
+    backend = ctx.backends[store.spec.backend]
+    return backend, backend.connection(store, admin_access(ctx, store))
 
 
 def reconcile_store(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     """Check a ChatMemoryStore with its admin credentials; the status reports what was found."""
     old = old_store_status(body)
-    generation = int((body.get("metadata") or {}).get("generation") or 0) or None
+    generation = _generation(body)
     status = old.model_copy(update={"observed_generation": generation})
-    backend = ""
+    outcome = Outcome(status={})
     try:
-        try:
+        with _kubernetes_unavailable():
             store = parse_store(body)
-            backend = store.spec.backend.value
+            outcome.backend = store.spec.backend.value
             status.backend = store.spec.backend
-            conn = store_connection(ctx, store)
-            info = ctx.backends[store.spec.backend].check(conn)
-        except KubernetesError as e:
-            raise BackendUnavailable(f"Kubernetes API: {e}") from None
+            backend, conn = store_connection(ctx, store)
+            info = backend.check(conn)
     except ReconcileError as e:
-        status.conditions = api.set_condition(
-            old.conditions, api.Condition.make(READY, False, e.reason, str(e), generation=generation)
-        )
-        new = status.to_patch()
-        return Outcome(status=new, backend=backend, error=e, events=transition_events(old.conditions, status))
+        ready = api.Condition.make(READY, False, e.reason, str(e), generation=generation)
+        return _finish(outcome, old.conditions, status, ready, error=e)
     status.version = info.version
     status.provider = info.provider
     status.capabilities = dict(sorted(info.capabilities.items()))
-    where = conn.bootstrap_servers or f"{conn.host}:{conn.port}"
-    message = f"{info.provider} {info.version} at {where} answers with the admin credentials"
-    status.conditions = api.set_condition(
-        old.conditions,
-        api.Condition.make(READY, True, api.Reason.CONNECTED, message, generation=generation),
-    )
-    return Outcome(
-        status=status.to_patch(), backend=backend, events=transition_events(old.conditions, status)
-    )
+    message = f"{info.provider} {info.version} at {conn.address} answers with the admin credentials"
+    ready = api.Condition.make(READY, True, api.Reason.CONNECTED, message, generation=generation)
+    return _finish(outcome, old.conditions, status, ready)
 
 
 # -- memories ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a memory lives: its store, the backend of the store's kind, the connection, the plan."""
+
+    store: api.ChatMemoryStore
+    backend: Backend[Any, Any]
+    conn: StoreConnection
+    plan: MemoryPlan
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The password to set and why: the memory's Secret as it is, and the rotation acted on."""
+
+    password: str
+    secret_name: str
+    existing: dict[str, Any] | None  # the memory's Secret, as read before this reconcile
+    rotation: str | None  # the rotate-credentials value acted on in this run
+    requested: str  # the rotate-credentials value on the memory
 
 
 def resolve_store(ctx: Context, memory: api.ChatMemory, *, use_default: bool = True) -> api.ChatMemoryStore:
@@ -265,11 +251,9 @@ def resolve_store(ctx: Context, memory: api.ChatMemory, *, use_default: bool = T
     return parse_store(store)
 
 
-def memory_plan(memory: api.ChatMemory, store: api.ChatMemoryStore) -> MemoryPlan:
-    """The memory with every default applied and every name derived; the backend block checked."""
-    kind = store.spec.backend
-    spec = memory.spec
-    namespace, name = memory.metadata.namespace or "", memory.metadata.name
+def common_plan(memory: api.ChatMemory, store: api.ChatMemoryStore) -> MemoryPlan:
+    """What every backend needs of the memory, defaults applied; the backend block checked."""
+    kind, spec = store.spec.backend, memory.spec
     if spec.backend is not None and spec.backend is not kind:
         other = spec.backend.value
         raise InvalidSpec(
@@ -277,78 +261,49 @@ def memory_plan(memory: api.ChatMemory, store: api.ChatMemoryStore) -> MemoryPla
             f"remove spec.{other} (settings for this store go in spec.{kind.value})"
         )
     defaults = store.spec.defaults or api.StoreDefaults()
-    ttl = parse_duration(spec.ttl or defaults.ttl or api.DEFAULT_TTL)
-    fields: dict[str, Any] = {
-        "namespace": namespace,
-        "name": name,
-        "uid": memory.metadata.uid,
-        "ttl_seconds": ttl,
-        "max_messages": spec.max_messages_per_session,
-        "username": naming.username(namespace, name),
-    }
-    if kind is BackendKind.REDIS:
-        redis = spec.redis or api.RedisMemorySpec()
-        fields["key_prefix"] = redis.key_prefix or naming.key_prefix(namespace, name)
-    elif kind is BackendKind.KAFKA:
-        kafka = spec.kafka or api.KafkaMemorySpec()
-        fields["topic"] = kafka.topic or naming.topic(namespace, name)
-        fields["partitions"] = kafka.partitions or defaults.partitions or api.DEFAULT_PARTITIONS
-        fields["replication_factor"] = (
-            kafka.replication_factor or defaults.replication_factor or api.DEFAULT_REPLICATION_FACTOR
-        )
-        fields["consumer_group_prefix"] = naming.consumer_group_prefix(namespace, name)
-    else:
-        tidb = spec.tidb or api.TiDBMemorySpec()
-        fields["database"] = tidb.database or naming.database(namespace, name)
-        fields["table"] = tidb.table or naming.DEFAULT_TABLE
-    return MemoryPlan(**fields)
-
-
-def provisioned(plan: MemoryPlan, kind: BackendKind, binding: Binding) -> api.Provisioned:
-    """``status.provisioned``: what exists on the backend for this memory (no secrets)."""
-    if kind is BackendKind.REDIS:
-        return api.Provisioned(
-            key_prefix=plan.key_prefix,
-            username=binding.username if binding.isolated else None,
-            isolated=binding.isolated,
-            expiry="redis-expire",
-        )
-    if kind is BackendKind.KAFKA:
-        return api.Provisioned(
-            topic=plan.topic,
-            partitions=plan.partitions,
-            replication_factor=plan.replication_factor,
-            consumer_group_prefix=plan.consumer_group_prefix if binding.username else None,
-            username=binding.username or None,
-            isolated=bool(binding.username),
-            expiry="kafka-retention",
-        )
-    return api.Provisioned(
-        database=plan.database,
-        table=plan.table,
-        username=binding.username,
-        isolated=True,
-        expiry="tidb-ttl" if binding.provider == "tidb" else "mysql-event",
+    namespace, name = memory.metadata.namespace or "", memory.metadata.name
+    return MemoryPlan(
+        namespace=namespace,
+        name=name,
+        uid=memory.metadata.uid,
+        ttl_seconds=parse_duration(spec.ttl or defaults.ttl or api.DEFAULT_TTL),
+        max_messages=spec.max_messages_per_session,
+        username=naming.username(namespace, name),
     )
 
 
-def with_partition_history(
-    binding: Binding, current: Binding | None, plan: MemoryPlan, provisioned_partitions: int | None
-) -> Binding:
-    """Record in the binding every partition count the topic has had (``partition_history``).
+def resolve(ctx: Context, memory: api.ChatMemory, *, use_default: bool = True) -> Target:
+    """Steps 1 and 2: the memory's store and backend, and the backend's plan for the memory."""
+    store = resolve_store(ctx, memory, use_default=use_default)
+    backend, conn = store_connection(ctx, store)
+    plan = backend.plan(common_plan(memory, store), memory, store)
+    return Target(store=store, backend=backend, conn=conn, plan=plan)
 
-    Growing a topic moves a session's key to another partition; the SDK reads the partitions the
-    key mapped to under each count, so a session's older messages stay in its history. The counts
-    come from the Secret written before and from ``status.provisioned.partitions``.
-    """
-    counts = {plan.partitions}
-    if current is not None and current.topic == plan.topic:
-        counts.update(current.partition_counts)
-        if provisioned_partitions:
-            counts.add(provisioned_partitions)
-    if len(counts) == 1:
-        return binding
-    return binding.model_copy(update={"partition_history": ",".join(str(n) for n in sorted(counts))})
+
+def credentials(
+    ctx: Context, memory: api.ChatMemory, plan: MemoryPlan, old: api.ChatMemoryStatus, handled: str | None
+) -> Credentials:
+    """Step 3: the password in the memory's Secret (stable across reconciles), or a new one when
+    there is none or a new rotation is requested. Refuses a Secret the memory does not own."""
+    namespace, uid, sname = memory.metadata.namespace or "", memory.metadata.uid, memory.secret_name
+    existing = ctx.kube.read_secret(namespace, sname)
+    if existing is not None and not secrets.is_owned_by(existing, uid):
+        raise InvalidSpec(
+            f"Secret {namespace}/{sname} already exists and does not belong to this ChatMemory: "
+            "set spec.secretName to another name, or delete that Secret"
+        )
+    password = secrets.existing_password(existing, plan.username)
+    if existing is None and old.binding is not None and old.binding.name != sname:
+        previous = ctx.kube.read_secret(namespace, old.binding.name)  # spec.secretName changed
+        if previous is not None and secrets.is_owned_by(previous, uid):
+            password = secrets.existing_password(previous, plan.username)
+    requested = memory.rotation_token
+    rotation = requested if requested and requested != (handled or old.credentials_rotation or "") else None
+    if rotation is not None or not password:
+        password = secrets.generate_password()
+    return Credentials(
+        password=password, secret_name=sname, existing=existing, rotation=rotation, requested=requested
+    )
 
 
 def ready_at(status: api.ChatMemoryStatus, generation: int | None) -> bool:
@@ -361,7 +316,7 @@ def ready_at(status: api.ChatMemoryStatus, generation: int | None) -> bool:
     )
 
 
-def unchanged_binding(current: Binding | None, plan: MemoryPlan, conn: StoreConnection) -> Binding | None:
+def unchanged_binding(current: Binding | None, target: Target) -> Binding | None:
     """The Secret's binding when it already says everything ``ensure`` would write; else None.
 
     Lets a restart or a drift check whose ``observe`` found nothing out of place finish without
@@ -371,62 +326,153 @@ def unchanged_binding(current: Binding | None, plan: MemoryPlan, conn: StoreConn
     """
     if current is None or not current.isolated:
         return None
+    plan, tls = target.plan, target.conn.tls
     same = (
-        current.ttl_seconds == (plan.ttl_seconds if plan.ttl_seconds > 0 else None)
+        current.ttl_seconds == plan.ttl_seconds
         and current.max_messages == plan.max_messages
         and current.username == plan.username
-        and current.tls == conn.tls.enabled
-        and current.ca_cert == conn.tls.ca_cert
-        and current.insecure_skip_verify == conn.tls.insecure_skip_verify
+        and (current.tls, current.ca_cert, current.insecure_skip_verify)
+        == (tls.enabled, tls.ca_cert, tls.insecure_skip_verify)
+        and target.backend.binding_current(current, target.conn, plan)
     )
-    if conn.kind is BackendKind.REDIS:
-        same = same and (current.host, current.port, current.key_prefix, current.cluster) == (
-            conn.host,
-            conn.port,
-            plan.key_prefix,
-            conn.cluster,
-        )
-    elif conn.kind is BackendKind.KAFKA:
-        same = same and (current.bootstrap_servers, current.topic) == (conn.bootstrap_servers, plan.topic)
-    else:
-        same = same and bool(current.checkpoint_table_prefix)
-        same = same and (current.host, current.port, current.database, current.table) == (
-            conn.host,
-            conn.port,
-            plan.database,
-            plan.table,
-        )
     return current if same else None
 
 
-def drift(observed: Observed, plan: MemoryPlan, kind: BackendKind) -> list[str]:
-    """What ``observe`` found out of place (empty: nothing), in words for an Event."""
-    found: list[str] = []
-    d = observed.details
-    if not observed.exists:
-        found.append("the topic was missing" if kind is BackendKind.KAFKA else "the table was missing")
-    if not observed.user_exists:
-        found.append(f"user {plan.username!r} was missing")
-    elif d.get("rules_match") == "false":
-        found.append("the ACL rules differed")
-    if d.get("acls") in ("missing", "extra"):
-        found.append(f"ACLs were {d['acls']}")
-    if d.get("grants") in ("missing", "extra"):
-        found.append(f"grants were {d['grants']}")
-    if kind is BackendKind.KAFKA and observed.exists:
-        want = str(plan.ttl_seconds * 1000) if plan.ttl_seconds > 0 else "-1"
-        if d.get("retention.ms") not in (None, want):
-            found.append(f"retention.ms was {d.get('retention.ms')}")
-        if d.get("partitions") not in (None, str(plan.partitions)):
-            found.append(f"the topic had {d['partitions']} partitions")
-    if "ttl_seconds" in d:  # SQL: the table's TTL clause (whole minutes) or the expiry event
-        minutes = -(-plan.ttl_seconds // 60)
-        expiry = plan.ttl_seconds if d.get("ttl_mechanism") == "event" else minutes * 60
-        if d["ttl_seconds"] != str(max(expiry, 0)) or (
-            plan.ttl_seconds > 0 and d.get("ttl_enabled") != "true"
-        ):
-            found.append("the expiry was changed")
-    return found
+def converge(
+    target: Target,
+    creds: Credentials,
+    old: api.ChatMemoryStatus,
+    generation: int | None,
+    *,
+    check_drift: bool,
+    events: list[Event],
+) -> Binding:
+    """Step 4: ``ensure`` on the backend, unless a drift check finds nothing to do."""
+    current = secrets.current_binding(creds.existing)
+    if check_drift:
+        repaired = [d.what for d in target.backend.observe(target.conn, target.plan).drift]
+        if creds.existing is None and old.binding is not None:
+            repaired.append(f"Secret {creds.secret_name} was missing")
+        if repaired:
+            events.append(Event("Normal", "DriftRepaired", "; ".join(repaired) + ": repaired"))
+        elif creds.rotation is None and ready_at(old, generation):
+            unchanged = unchanged_binding(current, target)
+            if unchanged is not None:
+                return unchanged
+    prior = Prior(binding=current, provisioned=old.provisioned)
+    return target.backend.ensure(target.conn, target.plan, creds.password, prior)
+
+
+def publish(
+    ctx: Context,
+    memory: api.ChatMemory,
+    binding: Binding,
+    creds: Credentials,
+    old: api.ChatMemoryStatus,
+    *,
+    check_drift: bool,
+    events: list[Event],
+) -> None:
+    """Step 5a: write the Secret when it differs; remove the one a renamed ``secretName`` left."""
+    namespace, name, uid = memory.metadata.namespace or "", memory.metadata.name, memory.metadata.uid
+    sname = creds.secret_name
+    owner = secrets.owner_reference(api_version=api.API_VERSION, kind=api.MEMORY_KIND, name=name, uid=uid)
+    desired = secrets.secret_body(binding, name=sname, namespace=namespace, owner=owner, memory_name=name)
+    if secrets.needs_write(creds.existing, desired):
+        ctx.kube.write_secret(desired, creds.existing)
+        if creds.existing is None and old.binding is not None and not check_drift:
+            events.append(Event("Normal", "SecretRecreated", f"Secret {sname} was missing: written again"))
+    if old.binding is not None and old.binding.name != sname:
+        _delete_own_secret(ctx, namespace, old.binding.name, uid)
+
+
+def ready_status(
+    status: api.ChatMemoryStatus, target: Target, binding: Binding, creds: Credentials
+) -> tuple[api.Condition, list[Event]]:
+    """Step 5b: fill in the status of a converged memory; the Ready condition and rotation Events."""
+    events: list[Event] = []
+    if creds.rotation is not None:
+        status.credentials_rotation = creds.rotation
+        who = binding.username or "the memory's user"
+        events.append(
+            Event("Normal", "CredentialsRotated", f"new password for {who} (rotation {creds.rotation!r})")
+        )
+    elif creds.requested and not status.credentials_rotation:
+        status.credentials_rotation = creds.requested  # the first password already postdates the request
+    sname = creds.secret_name
+    status.binding = api.ServiceBindingRef(name=sname)
+    status.provisioned = target.backend.provisioned(target.plan, binding)
+    isolation = target.backend.isolation(binding)
+    reason = api.Reason.OWN_USER if isolation.isolated else api.Reason.SHARED_CREDENTIALS
+    isolated = api.Condition.make(
+        ISOLATED, isolation.isolated, reason, isolation.message, generation=status.observed_generation
+    )
+    status.conditions = api.set_condition(status.conditions, isolated)
+    what = target.backend.describe(target.plan)
+    message = f"{what} on store {target.store.metadata.name!r}; connection details in Secret {sname}"
+    ready = api.Condition.make(
+        READY, True, api.Reason.PROVISIONED, message, generation=status.observed_generation
+    )
+    return ready, events
+
+
+def reconcile_memory(
+    ctx: Context, body: Mapping[str, Any], *, check_drift: bool = False, handled: str | None = None
+) -> Outcome:
+    """Converge one ChatMemory (see the module docstring); never raises a ReconcileError, the
+    outcome carries it. ``check_drift`` observes the backend first and reports what it repairs;
+    ``handled`` is a rotation value already acted on that the status may not show yet."""
+    old = old_memory_status(body)
+    status = old.model_copy(update={"observed_generation": _generation(body)})
+    outcome = Outcome(status={})
+    try:
+        with _kubernetes_unavailable():
+            memory = parse_memory(body)
+            target = resolve(ctx, memory)  # 1, 2
+            outcome.backend = target.store.spec.backend.value
+            status.store, status.backend = target.store.metadata.name, target.store.spec.backend
+            status.ttl = format_duration(target.plan.ttl_seconds)
+            creds = credentials(ctx, memory, target.plan, old, handled)  # 3
+            binding = converge(  # 4
+                target, creds, old, status.observed_generation, check_drift=check_drift, events=outcome.events
+            )
+            publish(ctx, memory, binding, creds, old, check_drift=check_drift, events=outcome.events)  # 5
+    except ReconcileError as e:
+        ready = api.Condition.make(READY, False, e.reason, str(e), generation=status.observed_generation)
+        return _finish(outcome, old.conditions, status, ready, error=e)
+    ready, events = ready_status(status, target, binding, creds)
+    outcome.events.extend(events)
+    outcome.rotation = creds.rotation
+    return _finish(outcome, old.conditions, status, ready)
+
+
+def _finish(
+    outcome: Outcome,
+    before: list[api.Condition],
+    status: api.ChatMemoryStatus | api.ChatMemoryStoreStatus,
+    ready: api.Condition,
+    *,
+    error: ReconcileError | None = None,
+) -> Outcome:
+    """The one way an outcome is completed: Ready set, the status in wire form, a transition Event."""
+    status.conditions = api.set_condition(status.conditions, ready)
+    outcome.status = status.to_patch()
+    outcome.error = error
+    outcome.events.extend(transition_events(before, status))
+    return outcome
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    return int((body.get("metadata") or {}).get("generation") or 0) or None
+
+
+@contextmanager
+def _kubernetes_unavailable() -> Iterator[None]:
+    """A failed Kubernetes API call is a BackendUnavailable: retried with backoff."""
+    try:
+        yield
+    except KubernetesError as e:
+        raise BackendUnavailable(f"Kubernetes API: {e}") from None
 
 
 def transition_events(before: list[api.Condition], status: Any) -> list[Event]:
@@ -449,142 +495,6 @@ def rotation_pending(body: Mapping[str, Any], handled: str | None = None) -> boo
     return bool(wanted) and wanted != done
 
 
-def reconcile_memory(
-    ctx: Context, body: Mapping[str, Any], *, check_drift: bool = False, handled: str | None = None
-) -> Outcome:
-    """Converge one ChatMemory (see the module docstring); never raises a ReconcileError, the
-    outcome carries it. ``check_drift`` observes the backend first and reports what it repairs;
-    ``handled`` is a rotation value already acted on that the status may not show yet."""
-    old = old_memory_status(body)
-    meta = body.get("metadata") or {}
-    generation = int(meta.get("generation") or 0) or None
-    status = old.model_copy(update={"observed_generation": generation})
-    events: list[Event] = []
-    backend = ""
-    rotation: str | None = None
-    try:
-        try:
-            memory = parse_memory(body)
-            namespace, name, uid = memory.metadata.namespace or "", memory.metadata.name, memory.metadata.uid
-            store = resolve_store(ctx, memory)
-            kind = store.spec.backend
-            backend = kind.value
-            status.store, status.backend = store.metadata.name, kind
-            plan = memory_plan(memory, store)
-            status.ttl = format_duration(plan.ttl_seconds)
-            conn = store_connection(ctx, store)
-            sname = memory.secret_name
-            existing = ctx.kube.read_secret(namespace, sname)
-            if existing is not None and not secrets.is_owned_by(existing, uid):
-                raise InvalidSpec(
-                    f"Secret {namespace}/{sname} already exists and does not belong to this ChatMemory: "
-                    "set spec.secretName to another name, or delete that Secret"
-                )
-            password = secrets.existing_password(existing, plan.username)
-            if existing is None and old.binding is not None and old.binding.name != sname:
-                previous = ctx.kube.read_secret(namespace, old.binding.name)  # spec.secretName changed
-                if previous is not None and secrets.is_owned_by(previous, uid):
-                    password = secrets.existing_password(previous, plan.username)
-            requested = memory.rotation_token
-            done = handled or old.credentials_rotation or ""
-            if requested and requested != done:
-                rotation = requested
-            if rotation is not None or not password:
-                password = secrets.generate_password()
-            backend_impl = ctx.backends[kind]
-            binding: Binding | None = None
-            if check_drift:
-                repaired = drift(backend_impl.observe(conn, plan), plan, kind)
-                if existing is None and old.binding is not None:
-                    repaired.append(f"Secret {sname} was missing")
-                if repaired:
-                    events.append(Event("Normal", "DriftRepaired", "; ".join(repaired) + ": repaired"))
-                elif rotation is None and ready_at(old, generation):
-                    binding = unchanged_binding(secrets.current_binding(existing), plan, conn)
-            if binding is None:  # something to create, change or repair
-                binding = backend_impl.ensure(conn, plan, password)
-                if kind is BackendKind.KAFKA:
-                    before = old.provisioned.partitions if old.provisioned is not None else None
-                    binding = with_partition_history(binding, secrets.current_binding(existing), plan, before)
-            owner = secrets.owner_reference(
-                api_version=api.API_VERSION, kind=api.MEMORY_KIND, name=name, uid=uid
-            )
-            desired = secrets.secret_body(
-                binding, name=sname, namespace=namespace, owner=owner, memory_name=name
-            )
-            if secrets.needs_write(existing, desired):
-                ctx.kube.write_secret(desired, existing)
-                if existing is None and old.binding is not None and not check_drift:
-                    events.append(
-                        Event("Normal", "SecretRecreated", f"Secret {sname} was missing: written again")
-                    )
-            if old.binding is not None and old.binding.name != sname:
-                _delete_own_secret(ctx, namespace, old.binding.name, uid)
-        except KubernetesError as e:
-            raise BackendUnavailable(f"Kubernetes API: {e}") from None
-    except ReconcileError as e:
-        status.conditions = api.set_condition(
-            old.conditions, api.Condition.make(READY, False, e.reason, str(e), generation=generation)
-        )
-        events.extend(transition_events(old.conditions, status))
-        return Outcome(status=status.to_patch(), backend=backend, events=events, error=e)
-    if rotation is not None:
-        status.credentials_rotation = rotation
-        who = binding.username or "the memory's user"
-        events.append(
-            Event("Normal", "CredentialsRotated", f"new password for {who} (rotation {rotation!r})")
-        )
-    elif requested and not status.credentials_rotation:
-        status.credentials_rotation = requested  # the first password already postdates the request
-    status.binding = api.ServiceBindingRef(name=sname)
-    status.provisioned = provisioned(plan, kind, binding)
-    conditions = old.conditions
-    if kind is BackendKind.REDIS and not binding.isolated:
-        isolated = api.Condition.make(
-            ISOLATED,
-            False,
-            api.Reason.SHARED_CREDENTIALS,
-            "the Redis server has no ACLs: this memory uses the store's own credentials and can reach "
-            "every key; use a server with ACLs (Redis 6+) to isolate memories",
-            generation=generation,
-        )
-    else:
-        isolated = api.Condition.make(
-            ISOLATED,
-            True,
-            api.Reason.OWN_USER,
-            f"user {binding.username!r} can reach only this memory's data"
-            if binding.username
-            else "the store has no authentication (PLAINTEXT Kafka): any client can reach the topic",
-            generation=generation,
-        )
-        if not binding.username:
-            isolated = isolated.model_copy(
-                update={"status": api.ConditionStatus.FALSE, "reason": api.Reason.SHARED_CREDENTIALS.value}
-            )
-    conditions = api.set_condition(conditions, isolated)
-    ready = api.Condition.make(
-        READY,
-        True,
-        api.Reason.PROVISIONED,
-        _ready_message(plan, kind, store.metadata.name, sname),
-        generation=generation,
-    )
-    status.conditions = api.set_condition(conditions, ready)
-    events.extend(transition_events(old.conditions, status))
-    return Outcome(status=status.to_patch(), backend=backend, events=events, rotation=rotation)
-
-
-def _ready_message(plan: MemoryPlan, kind: BackendKind, store: str, sname: str) -> str:
-    if kind is BackendKind.REDIS:
-        what = f"key prefix {plan.key_prefix!r}"
-    elif kind is BackendKind.KAFKA:
-        what = f"topic {plan.topic!r} ({plan.partitions} partitions)"
-    else:
-        what = f"table {plan.database}.{plan.table}"
-    return f"{what} on store {store!r}; connection details in Secret {sname}"
-
-
 def delete_memory(ctx: Context, body: Mapping[str, Any]) -> list[Event]:
     """Remove what the memory was given: its user always, its data too under ``Delete``.
 
@@ -596,21 +506,18 @@ def delete_memory(ctx: Context, body: Mapping[str, Any]) -> list[Event]:
     except InvalidSpec as e:
         return [Event("Warning", "NothingRemoved", f"nothing removed on the backend: {e}")]
     namespace, uid = memory.metadata.namespace or "", memory.metadata.uid
-    policy = DeletionPolicy(memory.spec.deletion_policy.value)
-    try:
+    policy = memory.spec.deletion_policy
+    with _kubernetes_unavailable():
         try:
-            store = resolve_store(ctx, memory, use_default=False)
-            plan = memory_plan(memory, store)
-            conn = store_connection(ctx, store)
+            target = resolve(ctx, memory, use_default=False)
         except (StoreNotFound, InvalidSpec) as e:
             _delete_own_secret(ctx, namespace, memory.secret_name, uid)
             return [Event("Warning", "NothingRemoved", f"nothing removed on the backend: {e}")]
-        ctx.backends[store.spec.backend].delete(conn, plan, policy)
+        target.backend.delete(target.conn, target.plan, policy)
         _delete_own_secret(ctx, namespace, memory.secret_name, uid)
-    except KubernetesError as e:
-        raise BackendUnavailable(f"Kubernetes API: {e}") from None
     what = "user and its data" if policy is DeletionPolicy.DELETE else "user (the data is retained)"
-    return [Event("Normal", "Deleted", f"removed the memory's {what} on store {store.metadata.name!r}")]
+    store = target.store.metadata.name
+    return [Event("Normal", "Deleted", f"removed the memory's {what} on store {store!r}")]
 
 
 def _delete_own_secret(ctx: Context, namespace: str, name: str, uid: str) -> None:

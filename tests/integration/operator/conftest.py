@@ -5,17 +5,23 @@ Every name carries a fresh uuid fragment so the tests can rerun against the same
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from chatmemory.contract import BackendKind
 from chatmemory_operator.backends.base import Backend, DeletionPolicy, MemoryPlan, StoreConnection, TLSConfig
+from chatmemory_operator.backends.kafka import KafkaConnection, KafkaPlan
+from chatmemory_operator.backends.redis import RedisConnection, RedisPlan
+from chatmemory_operator.backends.tidb import SQLConnection, SQLPlan
 
 from tests.support.platform import Platform
+
+P = TypeVar("P", bound=MemoryPlan)
 
 
 def uid() -> str:
@@ -29,13 +35,12 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def redis_store(platform: Platform, key: str) -> StoreConnection:
+def redis_store(platform: Platform, key: str) -> RedisConnection:
     """A store for REDIS_URL / VALKEY_URL / REDIS_SEARCH_URL / REDIS_TLS_URL / REDIS_CLUSTER_NODES."""
     if key == "REDIS_CLUSTER_NODES":
         host, _, port = platform[key].split(",")[0].partition(":")
-        return StoreConnection(
+        return RedisConnection(
             name=f"cluster-{uid()}",
-            kind=BackendKind.REDIS,
             host=host,
             port=int(port),
             cluster=True,
@@ -46,9 +51,8 @@ def redis_store(platform: Platform, key: str) -> StoreConnection:
     tls = TLSConfig()
     if u.scheme == "rediss":
         tls = TLSConfig(enabled=True, ca_cert=Path(platform["REDIS_TLS_CA_FILE"]).read_text())
-    return StoreConnection(
+    return RedisConnection(
         name=f"{key.lower()}-{uid()}",
-        kind=BackendKind.REDIS,
         host=u.hostname or "",
         port=u.port or 0,
         tls=tls,
@@ -57,14 +61,11 @@ def redis_store(platform: Platform, key: str) -> StoreConnection:
     )
 
 
-def kafka_store(platform: Platform, *, sasl: bool) -> StoreConnection:
+def kafka_store(platform: Platform, *, sasl: bool) -> KafkaConnection:
     if not sasl:
-        return StoreConnection(
-            name=f"kafka-{uid()}", kind=BackendKind.KAFKA, bootstrap_servers=platform["KAFKA_BOOTSTRAP"]
-        )
-    return StoreConnection(
+        return KafkaConnection(name=f"kafka-{uid()}", bootstrap_servers=platform["KAFKA_BOOTSTRAP"])
+    return KafkaConnection(
         name=f"kafka-sasl-{uid()}",
-        kind=BackendKind.KAFKA,
         bootstrap_servers=platform["KAFKA_SASL_BOOTSTRAP"],
         security_protocol="SASL_PLAINTEXT",
         sasl_mechanism=platform["KAFKA_SASL_MECHANISM"],
@@ -73,12 +74,11 @@ def kafka_store(platform: Platform, *, sasl: bool) -> StoreConnection:
     )
 
 
-def sql_store(platform: Platform, key: str) -> StoreConnection:
+def sql_store(platform: Platform, key: str) -> SQLConnection:
     """A store for TIDB_URL or MARIADB_URL."""
     p = platform.mysql_params(key)
-    return StoreConnection(
+    return SQLConnection(
         name=f"{key.lower()}-{uid()}",
-        kind=BackendKind.TIDB,
         host=str(p["host"]),
         port=int(str(p["port"])),
         admin_username=str(p["user"]),
@@ -86,7 +86,7 @@ def sql_store(platform: Platform, key: str) -> StoreConnection:
     )
 
 
-def plan(**overrides: object) -> MemoryPlan:
+def _plan(cls: type[P], **overrides: object) -> P:
     """A memory with unique names on every backend; override what the test is about."""
     u = uid()
     fields: dict[str, object] = {
@@ -105,7 +105,20 @@ def plan(**overrides: object) -> MemoryPlan:
         "table": "messages",
     }
     fields.update(overrides)
-    return MemoryPlan(**fields)  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in fields.items() if k in names})
+
+
+def redis_plan(**overrides: object) -> RedisPlan:
+    return _plan(RedisPlan, **overrides)
+
+
+def kafka_plan(**overrides: object) -> KafkaPlan:
+    return _plan(KafkaPlan, **overrides)
+
+
+def sql_plan(**overrides: object) -> SQLPlan:
+    return _plan(SQLPlan, **overrides)
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialDeletion,
 )
 
-from tests.integration.operator.conftest import closed_port, kafka_store, plan
+from tests.integration.operator.conftest import closed_port, kafka_store
+from tests.integration.operator.conftest import kafka_plan as plan
 from tests.support.platform import Platform
 
 PROPAGATION = 30.0  # seconds allowed for a new user / ACL to reach the broker

@@ -18,7 +18,8 @@ from chatmemory_operator.backends.redis import RedisBackend
 from chatmemory_operator.errors import BackendUnavailable
 from redis.cluster import ClusterNode, RedisCluster
 
-from tests.integration.operator.conftest import closed_port, plan, redis_store
+from tests.integration.operator.conftest import closed_port, redis_store
+from tests.integration.operator.conftest import redis_plan as plan
 from tests.support.platform import Platform
 
 STORES = ["REDIS_URL", "VALKEY_URL", "REDIS_CLUSTER_NODES", "REDIS_SEARCH_URL", "REDIS_TLS_URL"]

@@ -24,7 +24,8 @@ from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreC
 from chatmemory_operator.backends.tidb import EVENT_NAME, TiDBBackend
 from chatmemory_operator.errors import BackendUnavailable
 
-from tests.integration.operator.conftest import closed_port, plan, sql_store
+from tests.integration.operator.conftest import closed_port, sql_store
+from tests.integration.operator.conftest import sql_plan as plan
 from tests.support.platform import Platform
 
 DENIED = (1142, 1044, 8121, 1143)

@@ -7,7 +7,7 @@ import dataclasses
 from chatmemory.contract import BackendKind
 from chatmemory_operator.backends import BACKENDS, build_backends
 from chatmemory_operator.backends._common import ClientCache, redact
-from chatmemory_operator.backends.base import StoreConnection
+from chatmemory_operator.backends.redis import RedisConnection
 
 
 def test_build_backends_gives_one_backend_per_kind() -> None:
@@ -28,7 +28,7 @@ def test_redact_hides_every_secret() -> None:
 def test_client_cache_reuses_a_client_and_rebuilds_it_when_the_store_changes() -> None:
     closed: list[int] = []
     cache: ClientCache[int] = ClientCache(closed.append)
-    store = StoreConnection(name="s", kind=BackendKind.REDIS, host="h", port=1, admin_password="a")
+    store = RedisConnection(name="s", host="h", port=1, admin_password="a")
     built = iter(range(10))
     assert cache.get(store, lambda: next(built)) == 0
     assert cache.get(store, lambda: next(built)) == 0

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from chatmemory_operator.backends.base import MemoryPlan
 from chatmemory_operator.backends.kafka import (
+    KafkaPlan,
     expected_acls,
     retention_ms,
     scram_mechanism,
@@ -16,7 +16,7 @@ from chatmemory_operator.errors import InvalidSpec, NotSupportedError
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType, ScramMechanism  # type: ignore[attr-defined]
 
 
-def plan(**overrides: object) -> MemoryPlan:
+def plan(**overrides: object) -> KafkaPlan:
     fields: dict[str, object] = {
         "namespace": "ns",
         "name": "m",
@@ -28,12 +28,11 @@ def plan(**overrides: object) -> MemoryPlan:
         "consumer_group_prefix": "cm.ns.m.",
     }
     fields.update(overrides)
-    return MemoryPlan(**fields)  # type: ignore[arg-type]
+    return KafkaPlan(**fields)  # type: ignore[arg-type]
 
 
-def test_retention_follows_the_ttl_and_no_ttl_keeps_forever() -> None:
+def test_retention_follows_the_ttl() -> None:
     assert retention_ms(3600) == "3600000"
-    assert retention_ms(0) == "-1"
     assert topic_configs(60) == {"retention.ms": "60000", "cleanup.policy": "delete"}
 
 

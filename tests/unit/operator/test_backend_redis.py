@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from chatmemory.contract import glob_escape
 from chatmemory_operator.backends.redis import (
     SDK_COMMANDS,
     acl_rules,
     command_rules,
-    glob_escape,
     is_unknown_command,
     key_pattern,
     permissions,

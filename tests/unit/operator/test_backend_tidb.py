@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pymysql
 import pytest
-from chatmemory_operator.backends.base import MemoryPlan
 from chatmemory_operator.backends.tidb import (
     PRIVILEGE_RELOADS,
+    SQLPlan,
     event_body,
     execute_with_fresh_privileges,
     parse_ttl,
@@ -23,7 +23,7 @@ from chatmemory_operator.backends.tidb import (
 from chatmemory_operator.errors import InvalidSpec
 
 
-def plan(**overrides: object) -> MemoryPlan:
+def plan(**overrides: object) -> SQLPlan:
     fields: dict[str, object] = {
         "namespace": "ns",
         "name": "m",
@@ -35,7 +35,7 @@ def plan(**overrides: object) -> MemoryPlan:
         "table": "messages",
     }
     fields.update(overrides)
-    return MemoryPlan(**fields)  # type: ignore[arg-type]
+    return SQLPlan(**fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["a", "cm_ns_mem_01", "A" * 64, "0starts_with_digit"])

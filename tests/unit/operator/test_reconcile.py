@@ -10,14 +10,17 @@ from typing import Any, cast
 import pytest
 from chatmemory.contract import BackendKind, Binding
 from chatmemory_operator import reconcile
+from chatmemory_operator.api import v1alpha1 as api
+from chatmemory_operator.backends import kafka
 from chatmemory_operator.backends.base import (
     Backend,
     DeletionPolicy,
-    MemoryPlan,
+    Drift,
     Observed,
-    StoreConnection,
+    Prior,
     StoreInfo,
 )
+from chatmemory_operator.backends.redis import RedisBackend, RedisConnection, RedisPlan
 from chatmemory_operator.config import OperatorConfig
 from chatmemory_operator.errors import BackendUnavailable, NotSupportedError
 from chatmemory_operator.k8s import KubeClient
@@ -64,27 +67,31 @@ class FakeKube:
         }
 
 
-class FakeBackend:
-    kind = BackendKind.REDIS
+class FakeBackend(RedisBackend):
+    """The Redis backend's decisions (plan, status, isolation) without a server."""
 
     def __init__(self, *, acl: bool = True) -> None:
+        super().__init__()
         self.acl = acl
         self.passwords: dict[str, str] = {}
         self.deleted: list[tuple[str, DeletionPolicy]] = []
         self.fail: Exception | None = None
         self.user_missing = False
-        self.stores_seen: list[StoreConnection] = []
+        self.stores_seen: list[RedisConnection] = []
         self.ensures = 0
 
-    def check(self, store: StoreConnection) -> StoreInfo:
+    def check(self, store: RedisConnection) -> StoreInfo:
         if self.fail:
             raise self.fail
         return StoreInfo(version="7.0.15", provider="redis", capabilities={"acl": self.acl})
 
-    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
-        return Observed(exists=True, user_exists=not self.user_missing)
+    def observe(self, store: RedisConnection, plan: RedisPlan) -> Observed:
+        return Observed(exists=True, user_exists=not self.user_missing, drift=self._missing(plan))
 
-    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+    def _missing(self, plan: RedisPlan) -> tuple[Drift, ...]:
+        return (Drift(f"user {plan.username!r} was missing", "create it"),) if self.user_missing else ()
+
+    def ensure(self, store: RedisConnection, plan: RedisPlan, password: str, prior: Prior) -> Binding:
         if self.fail:
             raise self.fail
         self.stores_seen.append(store)
@@ -103,7 +110,7 @@ class FakeBackend:
             isolated=self.acl,
         )
 
-    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+    def delete(self, store: RedisConnection, plan: RedisPlan, policy: DeletionPolicy) -> None:
         if self.fail:
             raise self.fail
         self.deleted.append((plan.username, policy))
@@ -164,7 +171,7 @@ def backend() -> FakeBackend:
 @pytest.fixture
 def ctx(kube: FakeKube, backend: FakeBackend) -> reconcile.Context:
     return reconcile.Context(
-        backends={BackendKind.REDIS: cast(Backend, backend)},
+        backends={BackendKind.REDIS: cast(Backend[Any, Any], backend)},
         kube=cast(KubeClient, kube),
         config=OperatorConfig(),
     )
@@ -446,8 +453,6 @@ def test_a_new_secret_name_keeps_the_password_and_removes_the_old_secret(
 
 
 def test_growing_a_topic_records_every_partition_count_in_the_binding() -> None:
-    from chatmemory_operator.backends.base import MemoryPlan
-
     def kafka_binding(history: str = "") -> Binding:
         return Binding(
             backend=BackendKind.KAFKA,
@@ -457,14 +462,26 @@ def test_growing_a_topic_records_every_partition_count_in_the_binding() -> None:
             partition_history=history,
         )
 
-    plan = MemoryPlan(namespace="n", name="m", uid="u", ttl_seconds=60, max_messages=None, username="x")
-    grown = dataclasses.replace(plan, topic="t", partitions=3)
-    first = reconcile.with_partition_history(
-        kafka_binding(), None, dataclasses.replace(grown, partitions=1), None
+    def with_partition_history(
+        binding: Binding, current: Binding | None, plan: kafka.KafkaPlan, provisioned: int | None
+    ) -> Binding:
+        prior = Prior(binding=current, provisioned=api.Provisioned(partitions=provisioned))
+        return kafka.with_partition_history(binding, prior, plan)
+
+    grown = kafka.KafkaPlan(
+        namespace="n",
+        name="m",
+        uid="u",
+        ttl_seconds=60,
+        max_messages=None,
+        username="x",
+        topic="t",
+        partitions=3,
     )
+    first = with_partition_history(kafka_binding(), None, dataclasses.replace(grown, partitions=1), None)
     assert first.partition_counts == ()  # never grew: no key in the Secret
-    assert reconcile.with_partition_history(kafka_binding(), first, grown, 1).partition_counts == (1, 3)
-    again = reconcile.with_partition_history(kafka_binding(), kafka_binding("1,3"), grown, 3)
+    assert with_partition_history(kafka_binding(), first, grown, 1).partition_counts == (1, 3)
+    again = with_partition_history(kafka_binding(), kafka_binding("1,3"), grown, 3)
     assert again.partition_counts == (1, 3)
     bigger = dataclasses.replace(grown, partitions=6)
-    assert reconcile.with_partition_history(kafka_binding(), again, bigger, 3).partition_counts == (1, 3, 6)
+    assert with_partition_history(kafka_binding(), again, bigger, 3).partition_counts == (1, 3, 6)

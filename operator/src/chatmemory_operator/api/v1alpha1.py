@@ -844,7 +844,13 @@ class ChatMemoryStore(ApiModel):
     @property
     def is_default(self) -> bool:
         """Annotated ``chatmemory.io/is-default-store: "true"``."""
-        return self.metadata.annotations.get(DEFAULT_STORE_ANNOTATION, "").lower() == "true"
+        return is_default_store({"metadata": {"annotations": self.metadata.annotations}})
+
+
+def is_default_store(body: Mapping[str, Any]) -> bool:
+    """Whether a store body (parsed or not) is annotated ``chatmemory.io/is-default-store: "true"``."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(DEFAULT_STORE_ANNOTATION, "")).strip().lower() == "true"
 
 
 class ChatMemory(ApiModel):
@@ -928,6 +934,7 @@ __all__ = [
     "TiDBStoreSpec",
     "default_secret_name",
     "find_condition",
+    "is_default_store",
     "set_condition",
     "to_plain",
 ]

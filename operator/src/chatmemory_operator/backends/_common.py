@@ -7,6 +7,7 @@ tiny on purpose so the three backends stay independent of each other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
@@ -24,23 +25,10 @@ REQUEST_TIMEOUT = 30.0
 
 def fingerprint(store: StoreConnection) -> str:
     """Everything that decides how to connect, hashed so the admin password is not kept as text."""
-    h = hashlib.sha256()
-    for part in (
-        store.kind.value,
-        store.host,
-        str(store.port),
-        str(store.cluster),
-        store.bootstrap_servers,
-        store.security_protocol,
-        store.sasl_mechanism,
-        str(store.tls.enabled),
-        store.tls.ca_cert,
-        str(store.tls.insecure_skip_verify),
-        store.admin_username,
-        store.admin_password,
-    ):
-        h.update(part.encode())
+    h = hashlib.sha256(type(store).__name__.encode())
+    for value in dataclasses.astuple(store):
         h.update(b"\0")
+        h.update(repr(value).encode())
     return h.hexdigest()
 
 

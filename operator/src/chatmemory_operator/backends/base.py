@@ -1,9 +1,20 @@
 """The protocol every backend module implements, and the plain data passed across it.
 
-Called by :mod:`chatmemory_operator.reconcile` only. Each backend (``redis``, ``kafka``, ``tidb``)
-turns a resolved :class:`MemoryPlan` into real server objects. Every method is safe to repeat and to
-run after a crash at any point: "already exists" and "already gone" are successes. Backends never
-talk to the Kubernetes API and never log passwords.
+Called by :mod:`chatmemory_operator.reconcile` only, which knows no backend by name: it builds the
+common part of a memory's plan (:class:`MemoryPlan`: TTL, size limit, user name), and the backend
+of the store's kind does everything else. Each backend module (``redis``, ``kafka``, ``tidb``) owns
+every decision about its server:
+
+- its own connection record (a subclass of :class:`StoreConnection`) built from the store's spec;
+- its own plan (a subclass of :class:`MemoryPlan`) with the names and settings of its server;
+- what is out of place on the server (:class:`Drift` findings from ``observe``), and what
+  ``ensure`` does about it;
+- whether a binding written before is still current, ``status.provisioned``, the Ready message
+  and whether the memory is isolated.
+
+Every server-facing method is safe to repeat and to run after a crash at any point: "already
+exists" and "already gone" are successes. Backends never talk to the Kubernetes API and never log
+passwords.
 
 Errors: raise :class:`chatmemory_operator.errors.BackendUnavailable` when the server cannot be
 reached (retried with backoff), :class:`~chatmemory_operator.errors.NotSupportedError` when the spec
@@ -13,16 +24,16 @@ asks for something this server cannot do (for example decreasing partitions), an
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from chatmemory.contract import BackendKind, Binding
 
+from chatmemory_operator.api import v1alpha1 as api
 
-class DeletionPolicy(enum.StrEnum):
-    RETAIN = "Retain"
-    DELETE = "Delete"
+#: ``spec.deletionPolicy``: defined once, in the API model.
+DeletionPolicy = api.DeletionPolicy
 
 
 @dataclass(frozen=True)
@@ -32,21 +43,54 @@ class TLSConfig:
     insecure_skip_verify: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class AdminAccess:
+    """What the store's Secrets hold, read by the reconcile layer: admin user, password, CA."""
+
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ca_cert: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StoreConnection:
-    """A ChatMemoryStore with its admin credentials resolved from the admin Secret."""
+    """How to reach a store as its admin. Each backend subclasses it with its address fields."""
 
     name: str
-    kind: BackendKind
-    host: str = ""  # redis, tidb
-    port: int = 0  # redis, tidb
-    cluster: bool = False  # redis: host:port is a seed node of a Redis Cluster
-    bootstrap_servers: str = ""  # kafka
-    security_protocol: str = "PLAINTEXT"  # kafka
-    sasl_mechanism: str = "SCRAM-SHA-512"  # kafka
     tls: TLSConfig = field(default_factory=TLSConfig)
     admin_username: str = ""
     admin_password: str = field(default="", repr=False)
+
+    @property
+    def address(self) -> str:
+        """Where the server is, for messages (``host:port`` or the bootstrap servers)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostPortConnection(StoreConnection):
+    """A store reached at one ``host:port`` (Redis, TiDB/MySQL)."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryPlan:
+    """What every backend needs of one ChatMemory, with defaults applied (built by reconcile).
+
+    Each backend subclasses it with the names and settings of its server (see naming.py)."""
+
+    namespace: str
+    name: str
+    uid: str
+    ttl_seconds: int  # always > 0: the API rejects a zero TTL and defaults to 7d
+    max_messages: int | None
+    username: str  # the memory's own least-privilege user on the backend
 
 
 @dataclass(frozen=True)
@@ -59,60 +103,141 @@ class StoreInfo:
 
 
 @dataclass(frozen=True)
-class MemoryPlan:
-    """One ChatMemory, with every default applied and every name derived (see naming.py)."""
+class Drift:
+    """One thing ``observe`` found out of place; ``ensure`` repairs each of them."""
 
-    namespace: str
-    name: str
-    uid: str
-    ttl_seconds: int
-    max_messages: int | None
-    username: str  # the memory's own least-privilege user on the backend
-    # redis
-    key_prefix: str = ""
-    # kafka
-    topic: str = ""
-    partitions: int = 1
-    replication_factor: int = 1
-    consumer_group_prefix: str = ""
-    # tidb / mysql
-    database: str = ""
-    table: str = ""
-    checkpoint_table_prefix: str = ""
+    what: str  # in words for the DriftRepaired Event, e.g. "the ACL rules differed"
+    repair: str  # what ensure does about it, e.g. "reset the user's rules"
 
 
 @dataclass(frozen=True)
 class Observed:
-    """What exists on the backend for a memory right now (for status and drift detection).
+    """What exists on the backend for a memory right now.
 
-    ``exists``: the memory's data container (topic, database + table; always true for Redis, whose
-    prefix needs no container). ``user_exists``: the memory's own user, or true when the store has
-    no per-memory users (PLAINTEXT Kafka, Redis without ACLs). ``details``: backend facts as text.
+    ``drift`` is the backend's verdict (empty: nothing to repair). ``exists``, ``user_exists`` and
+    ``details`` are the facts behind it, for tests and diagnostics; the reconcile layer reads only
+    ``drift``.
     """
 
     exists: bool
     user_exists: bool
     details: dict[str, str] = field(default_factory=dict)
+    drift: tuple[Drift, ...] = ()
 
 
-class Backend(Protocol):
-    """observe / ensure / delete, each idempotent. One instance per store, built at startup."""
+@dataclass(frozen=True)
+class Prior:
+    """What an earlier reconcile left: the binding in the memory's Secret, ``status.provisioned``."""
+
+    binding: Binding | None = None
+    provisioned: api.Provisioned | None = None
+
+
+#: A memory reconciled for the first time.
+NO_PRIOR: Final = Prior()
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The ``Isolated`` condition: does the memory have a user of its own? Why (or why not)?"""
+
+    isolated: bool
+    message: str
+
+
+def extend(plan: MemoryPlan, cls: type[P], **fields: Any) -> P:
+    """``plan`` as the backend's plan type, with the backend's own ``fields`` added."""
+    common = {f.name: getattr(plan, f.name) for f in dataclasses.fields(MemoryPlan)}
+    return cls(**common, **fields)
+
+
+def connection_fields(store: api.ChatMemoryStore, admin: AdminAccess, *, tls: bool = False) -> dict[str, Any]:
+    """The fields every connection has: the store's name, TLS (on when the spec or ``tls`` says
+    so) with the CA read from its Secret, and the admin credentials."""
+    spec = store.spec.tls or api.TLSSpec()
+    return {
+        "name": store.metadata.name,
+        "tls": TLSConfig(spec.enabled or tls, admin.ca_cert, spec.insecure_skip_verify),
+        "admin_username": admin.username,
+        "admin_password": admin.password,
+    }
+
+
+def binding_fields(store: StoreConnection, plan: MemoryPlan) -> dict[str, Any]:
+    """The binding fields every backend writes the same way: TLS as the store has it, the TTL and
+    the size limit as the plan says."""
+    return {
+        "tls": store.tls.enabled,
+        "ca_cert": store.tls.ca_cert,
+        "insecure_skip_verify": store.tls.insecure_skip_verify,
+        "ttl_seconds": plan.ttl_seconds,
+        "max_messages": plan.max_messages,
+    }
+
+
+def isolation(binding: Binding, *, isolated: bool, shared: str = "") -> Isolation:
+    """Isolated: the binding names the memory's own user; else ``shared`` says who else can reach it."""
+    if isolated:
+        return Isolation(True, f"user {binding.username!r} can reach only this memory's data")
+    return Isolation(False, shared)
+
+
+def presence_drift(plan: MemoryPlan, *, exists: bool, user_exists: bool, container: str = "") -> list[Drift]:
+    """The drift every backend words the same way: its data container or the memory's user missing."""
+    found: list[Drift] = []
+    if not exists:
+        found.append(Drift(f"the {container} was missing", f"create the {container}"))
+    if not user_exists:
+        found.append(Drift(f"user {plan.username!r} was missing", "create the user"))
+    return found
+
+
+C = TypeVar("C", bound=StoreConnection)
+P = TypeVar("P", bound=MemoryPlan)
+
+
+class Backend(Protocol[C, P]):
+    """One instance per kind, built at startup; thread-safe. See the module docstring."""
 
     kind: BackendKind
 
-    def check(self, store: StoreConnection) -> StoreInfo:
+    def connection(self, store: api.ChatMemoryStore, admin: AdminAccess) -> C:
+        """The store's connection record (no I/O)."""
+        ...
+
+    def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> P:
+        """The memory's full plan: ``common`` plus this backend's names and settings (no I/O)."""
+        ...
+
+    def check(self, store: C) -> StoreInfo:
         """Connect with the admin credentials; report version and capabilities."""
         ...
 
-    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
-        """Read what exists for ``plan`` without changing anything."""
+    def observe(self, store: C, plan: P) -> Observed:
+        """Read what exists for ``plan`` without changing anything; judge what drifted."""
         ...
 
-    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+    def ensure(self, store: C, plan: P, password: str, prior: Prior = NO_PRIOR) -> Binding:
         """Create or repair everything ``plan`` needs; set the user's password; return the binding."""
         ...
 
-    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+    def binding_current(self, binding: Binding, store: C, plan: P) -> bool:
+        """Whether ``binding`` already says what ``ensure`` would (the backend-specific fields)."""
+        ...
+
+    def provisioned(self, plan: P, binding: Binding) -> api.Provisioned:
+        """``status.provisioned``: what exists on the backend for this memory (no secrets)."""
+        ...
+
+    def describe(self, plan: P) -> str:
+        """The memory's data in a few words for the Ready message, e.g. ``key prefix 'cm:a:b:'``."""
+        ...
+
+    def isolation(self, binding: Binding) -> Isolation:
+        """Whether the binding's credentials reach only this memory."""
+        ...
+
+    def delete(self, store: C, plan: P, policy: DeletionPolicy) -> None:
         """Remove the memory's user; with ``DELETE`` also its data. Already gone is success."""
         ...
 

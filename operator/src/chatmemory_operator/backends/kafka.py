@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from chatmemory.contract import BackendKind, Binding
+from chatmemory.contract import retention_ms as contract_retention_ms
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
     AclBinding,
@@ -48,14 +49,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     UserScramCredentialUpsertion,
 )
 
+from chatmemory_operator import naming
+from chatmemory_operator.api import v1alpha1 as api
+from chatmemory_operator.backends import base
 from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOUT, ClientCache, redact
-from chatmemory_operator.backends.base import (
-    DeletionPolicy,
-    MemoryPlan,
-    Observed,
-    StoreConnection,
-    StoreInfo,
-)
+from chatmemory_operator.backends.base import DeletionPolicy, Drift, MemoryPlan, Observed, Prior, StoreInfo
 from chatmemory_operator.errors import BackendUnavailable, InvalidSpec, NotSupportedError
 
 log = logging.getLogger(__name__)
@@ -87,17 +85,58 @@ _DENIED: Final = frozenset(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class KafkaConnection(base.StoreConnection):
+    """A Kafka store: its bootstrap servers and how the admin authenticates."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+
+    @property
+    def address(self) -> str:
+        return self.bootstrap_servers
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaPlan(MemoryPlan):
+    """A memory on Kafka: its topic and the consumer-group prefix its user may use."""
+
+    topic: str
+    partitions: int = 1
+    replication_factor: int = 1
+    consumer_group_prefix: str = ""
+
+
 def retention_ms(ttl_seconds: int) -> str:
-    """``retention.ms`` for a ttl; ``-1`` (keep forever) when the memory never expires."""
-    return str(ttl_seconds * 1000) if ttl_seconds > 0 else "-1"
+    """``retention.ms`` for a ttl (the SDK's rule, shared with a history that creates its topic)."""
+    return str(contract_retention_ms(ttl_seconds))
 
 
 def topic_configs(ttl_seconds: int) -> dict[str, str]:
     return {"retention.ms": retention_ms(ttl_seconds), "cleanup.policy": "delete"}
 
 
-def uses_sasl(store: StoreConnection) -> bool:
+def uses_sasl(store: KafkaConnection) -> bool:
     return store.security_protocol.upper().startswith("SASL_")
+
+
+def with_partition_history(binding: Binding, prior: Prior, plan: KafkaPlan) -> Binding:
+    """Record in the binding every partition count the topic has had (``partition_history``).
+
+    Growing a topic moves a session's key to another partition; the SDK reads the partitions the
+    key mapped to under each count, so a session's older messages stay in its history. The counts
+    come from the Secret written before and from ``status.provisioned.partitions``.
+    """
+    counts = {plan.partitions}
+    current = prior.binding
+    if current is not None and current.topic == plan.topic:
+        counts.update(current.partition_counts)
+        if prior.provisioned is not None and prior.provisioned.partitions:
+            counts.add(prior.provisioned.partitions)
+    if len(counts) == 1:
+        return binding
+    return binding.model_copy(update={"partition_history": ",".join(str(n) for n in sorted(counts))})
 
 
 def scram_mechanism(name: str) -> ScramMechanism:
@@ -111,7 +150,7 @@ def scram_mechanism(name: str) -> ScramMechanism:
         ) from None
 
 
-def expected_acls(plan: MemoryPlan) -> list[AclBinding]:
+def expected_acls(plan: KafkaPlan) -> list[AclBinding]:
     """The memory user's ACLs, exactly: its topic (LITERAL) and its consumer-group prefix."""
     principal = f"User:{plan.username}"
     topic = [
@@ -166,7 +205,7 @@ def version_from_broker_config(config: dict[str, str]) -> str:
     return ">=4.0"
 
 
-def validate_plan(plan: MemoryPlan, *, sasl: bool) -> None:
+def validate_plan(plan: KafkaPlan, *, sasl: bool) -> None:
     if not _TOPIC_RE.match(plan.topic) or plan.topic in (".", ".."):
         raise InvalidSpec(f"topic {plan.topic!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1-249)")
     if plan.partitions < 1:
@@ -208,7 +247,53 @@ class KafkaBackend:
 
     # -- Backend protocol -------------------------------------------------------------------------
 
-    def check(self, store: StoreConnection) -> StoreInfo:
+    def connection(self, store: api.ChatMemoryStore, admin: base.AdminAccess) -> KafkaConnection:
+        spec = store.spec.kafka
+        assert spec is not None  # the registry picks this backend for stores with a kafka block
+        protocol = api.SecurityProtocol(spec.security_protocol).value
+        return KafkaConnection(
+            bootstrap_servers=spec.bootstrap_servers,
+            security_protocol=protocol,
+            sasl_mechanism=api.SaslMechanism(spec.sasl_mechanism).value,
+            **base.connection_fields(store, admin, tls=protocol.endswith("SSL")),
+        )
+
+    def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> KafkaPlan:
+        spec = memory.spec.kafka or api.KafkaMemorySpec()
+        defaults = store.spec.defaults or api.StoreDefaults()
+        return base.extend(
+            common,
+            KafkaPlan,
+            topic=spec.topic or naming.topic(common.namespace, common.name),
+            partitions=spec.partitions or defaults.partitions or api.DEFAULT_PARTITIONS,
+            replication_factor=(
+                spec.replication_factor or defaults.replication_factor or api.DEFAULT_REPLICATION_FACTOR
+            ),
+            consumer_group_prefix=naming.consumer_group_prefix(common.namespace, common.name),
+        )
+
+    def binding_current(self, binding: Binding, store: KafkaConnection, plan: KafkaPlan) -> bool:
+        return (binding.bootstrap_servers, binding.topic) == (store.bootstrap_servers, plan.topic)
+
+    def provisioned(self, plan: KafkaPlan, binding: Binding) -> api.Provisioned:
+        return api.Provisioned(
+            topic=plan.topic,
+            partitions=plan.partitions,
+            replication_factor=plan.replication_factor,
+            consumer_group_prefix=plan.consumer_group_prefix if binding.username else None,
+            username=binding.username or None,
+            isolated=bool(binding.username),
+            expiry="kafka-retention",
+        )
+
+    def describe(self, plan: KafkaPlan) -> str:
+        return f"topic {plan.topic!r} ({plan.partitions} partitions)"
+
+    def isolation(self, binding: Binding) -> base.Isolation:
+        shared = "the store has no authentication (PLAINTEXT Kafka): any client can reach the topic"
+        return base.isolation(binding, isolated=bool(binding.username), shared=shared)
+
+    def check(self, store: KafkaConnection) -> StoreInfo:
         with self._errors(store) as admin:
             cluster = self._wait(admin.describe_cluster(request_timeout=REQUEST_TIMEOUT))
             version = "unknown"
@@ -231,7 +316,7 @@ class KafkaBackend:
             capabilities={"sasl": uses_sasl(store), "acl": acl},
         )
 
-    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
+    def observe(self, store: KafkaConnection, plan: KafkaPlan) -> Observed:
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
         details: dict[str, str] = {"topic": plan.topic, "security_protocol": store.security_protocol}
@@ -250,9 +335,29 @@ class KafkaBackend:
                 want = {acl_key(b) for b in expected_acls(plan)}
                 details["user"] = plan.username
                 details["acls"] = "ok" if have == want else ("missing" if want - have else "extra")
-        return Observed(exists=topic is not None, user_exists=user_exists, details=details)
+        return Observed(
+            exists=topic is not None,
+            user_exists=user_exists,
+            details=details,
+            drift=self._drift(plan, topic is not None, user_exists, details),
+        )
 
-    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+    @staticmethod
+    def _drift(
+        plan: KafkaPlan, exists: bool, user_exists: bool, details: dict[str, str]
+    ) -> tuple[Drift, ...]:
+        found = base.presence_drift(plan, exists=exists, user_exists=user_exists, container="topic")
+        if details.get("acls") in ("missing", "extra"):
+            found.append(Drift(f"ACLs were {details['acls']}", "set exactly the memory's ACLs"))
+        if exists and details.get("retention.ms") != retention_ms(plan.ttl_seconds):
+            found.append(Drift(f"retention.ms was {details.get('retention.ms')}", "reset retention.ms"))
+        if exists and details.get("partitions") != str(plan.partitions):
+            found.append(Drift(f"the topic had {details['partitions']} partitions", "grow the topic"))
+        return tuple(found)
+
+    def ensure(
+        self, store: KafkaConnection, plan: KafkaPlan, password: str, prior: Prior = base.NO_PRIOR
+    ) -> Binding:
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
         mechanism = scram_mechanism(store.sasl_mechanism) if sasl else None
@@ -292,7 +397,7 @@ class KafkaBackend:
                 self._ensure_acls(admin, plan)
         first = store.bootstrap_servers.split(",")[0].strip()
         host, _, port = first.rpartition(":")
-        return Binding(
+        binding = Binding(
             backend=BackendKind.KAFKA,
             provider="kafka",
             host=host,
@@ -300,19 +405,16 @@ class KafkaBackend:
             username=plan.username if sasl else "",
             password=password if sasl else "",
             uri=f"kafka://{store.bootstrap_servers}/{plan.topic}",
-            tls=store.tls.enabled,
-            ca_cert=store.tls.ca_cert,
-            insecure_skip_verify=store.tls.insecure_skip_verify,
-            ttl_seconds=plan.ttl_seconds if plan.ttl_seconds > 0 else None,
-            max_messages=plan.max_messages,
+            **base.binding_fields(store, plan),
             bootstrap_servers=store.bootstrap_servers,
             topic=plan.topic,
             security_protocol=store.security_protocol,
             sasl_mechanism=store.sasl_mechanism if sasl else "",
             consumer_group_prefix=plan.consumer_group_prefix,
         )
+        return with_partition_history(binding, prior, plan)
 
-    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+    def delete(self, store: KafkaConnection, plan: KafkaPlan, policy: DeletionPolicy) -> None:
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
         with self._errors(store) as admin:
@@ -331,7 +433,7 @@ class KafkaBackend:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _refuse_impossible(
-        self, admin: AdminClient, store: StoreConnection, plan: MemoryPlan, topic: _Topic | None
+        self, admin: AdminClient, store: KafkaConnection, plan: KafkaPlan, topic: _Topic | None
     ) -> None:
         """Raise NotSupportedError before any change when the spec cannot be applied."""
         if topic is None:
@@ -356,7 +458,7 @@ class KafkaBackend:
                 f"{topic.replication_factor}, or reassign with kafka-reassign-partitions"
             )
 
-    def _create_topic(self, admin: AdminClient, plan: MemoryPlan) -> _Topic:
+    def _create_topic(self, admin: AdminClient, plan: KafkaPlan) -> _Topic:
         new = NewTopic(
             plan.topic,
             num_partitions=plan.partitions,
@@ -407,7 +509,7 @@ class KafkaBackend:
         fut = admin.describe_acls(self._user_filter(username), request_timeout=REQUEST_TIMEOUT)
         return list(self._wait(fut))
 
-    def _ensure_acls(self, admin: AdminClient, plan: MemoryPlan) -> None:
+    def _ensure_acls(self, admin: AdminClient, plan: KafkaPlan) -> None:
         """Create the missing ACLs and remove any other ACL of the memory's user."""
         want = {acl_key(b): b for b in expected_acls(plan)}
         have = {acl_key(b): b for b in self._acls(admin, plan.username)}
@@ -464,11 +566,11 @@ class KafkaBackend:
         except FutureTimeout:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "admin request timed out")) from None
 
-    def _admin(self, store: StoreConnection) -> _Admin:
+    def _admin(self, store: KafkaConnection) -> _Admin:
         return self._admins.get(store, lambda: self._connect(store))
 
     @staticmethod
-    def _connect(store: StoreConnection) -> _Admin:
+    def _connect(store: KafkaConnection) -> _Admin:
         if not store.bootstrap_servers:
             raise InvalidSpec(f"store {store.name!r} has no bootstrap servers")
         last_error: list[str] = []
@@ -499,7 +601,7 @@ class KafkaBackend:
         return _Admin(AdminClient(conf), last_error)
 
     @contextmanager
-    def _errors(self, store: StoreConnection, secrets: Sequence[str] = ()) -> Iterator[AdminClient]:
+    def _errors(self, store: KafkaConnection, secrets: Sequence[str] = ()) -> Iterator[AdminClient]:
         """Yield the store's AdminClient; turn Kafka errors into BackendUnavailable naming the store."""
         hidden = (store.admin_password, *secrets)
         where = f"kafka {store.bootstrap_servers} (store {store.name!r})"

@@ -20,16 +20,21 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
 import redis
+from chatmemory import contract
 from chatmemory.checkpoint.redis import REDIS_COMMANDS as CHECKPOINT_COMMANDS
-from chatmemory.contract import BackendKind, Binding, glob_escape
+from chatmemory.contract import BackendKind, Binding
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from chatmemory_operator import naming
+from chatmemory_operator.api import v1alpha1 as api
+from chatmemory_operator.backends import base
 from chatmemory_operator.backends._common import (
     CONNECT_TIMEOUT,
     REQUEST_TIMEOUT,
@@ -37,13 +42,7 @@ from chatmemory_operator.backends._common import (
     fingerprint,
     redact,
 )
-from chatmemory_operator.backends.base import (
-    DeletionPolicy,
-    MemoryPlan,
-    Observed,
-    StoreConnection,
-    StoreInfo,
-)
+from chatmemory_operator.backends.base import DeletionPolicy, Drift, MemoryPlan, Observed, Prior, StoreInfo
 from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
 #: The commands the SDK's chat histories run (no KEYS, FLUSHALL, CONFIG, EVAL, ...).
@@ -76,13 +75,34 @@ SDK_COMMANDS: Final[tuple[str, ...]] = tuple(dict.fromkeys(HISTORY_COMMANDS + CH
 CLUSTER_COMMANDS: Final[tuple[str, ...]] = ("cluster|slots", "command", "asking", "readonly")
 
 _SCAN_COUNT: Final = 1000
+_SHARED: Final = (
+    "the Redis server has no ACLs: this memory uses the store's own credentials and can reach every key; "
+    "use a server with ACLs (Redis 6+) to isolate memories"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisConnection(base.HostPortConnection):
+    """A Redis, Valkey or Redis Cluster store: one node's address (a seed node on a cluster)."""
+
+    cluster: bool = False  # host:port is a seed node of a Redis Cluster
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisPlan(MemoryPlan):
+    """A memory on Redis: the key prefix its user is confined to."""
+
+    key_prefix: str
 
 
 def key_pattern(key_prefix: str) -> str:
-    """The glob every key of the memory matches: the escaped prefix followed by ``*``."""
-    if not key_prefix:
-        raise InvalidSpec("the memory's key prefix is empty: that would grant every key on the server")
-    return glob_escape(key_prefix) + "*"
+    """The glob every key of the memory matches (the SDK's rule); an empty prefix is refused."""
+    try:
+        return contract.key_pattern(key_prefix)
+    except ValueError:
+        raise InvalidSpec(
+            "the memory's key prefix is empty: that would grant every key on the server"
+        ) from None
 
 
 def password_hash(password: str) -> str:
@@ -165,10 +185,6 @@ def _provider(info: dict[str, Any]) -> str:
     return "valkey" if valkey else "redis"
 
 
-def _addr(store: StoreConnection) -> str:
-    return f"{store.host}:{store.port}"
-
-
 _Client = redis.Redis | RedisCluster
 
 
@@ -188,7 +204,41 @@ class RedisBackend:
 
     # -- Backend protocol -------------------------------------------------------------------------
 
-    def check(self, store: StoreConnection) -> StoreInfo:
+    def connection(self, store: api.ChatMemoryStore, admin: base.AdminAccess) -> RedisConnection:
+        spec = store.spec.redis
+        assert spec is not None  # the registry picks this backend for stores with a redis block
+        fields = base.connection_fields(store, admin)
+        return RedisConnection(host=spec.host, port=spec.port, cluster=spec.cluster, **fields)
+
+    def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> RedisPlan:
+        spec = memory.spec.redis or api.RedisMemorySpec()
+        return base.extend(
+            common, RedisPlan, key_prefix=spec.key_prefix or naming.key_prefix(common.namespace, common.name)
+        )
+
+    def binding_current(self, binding: Binding, store: RedisConnection, plan: RedisPlan) -> bool:
+        return (binding.host, binding.port, binding.key_prefix, binding.cluster) == (
+            store.host,
+            store.port,
+            plan.key_prefix,
+            store.cluster,
+        )
+
+    def provisioned(self, plan: RedisPlan, binding: Binding) -> api.Provisioned:
+        return api.Provisioned(
+            key_prefix=plan.key_prefix,
+            username=binding.username if binding.isolated else None,
+            isolated=binding.isolated,
+            expiry="redis-expire",
+        )
+
+    def describe(self, plan: RedisPlan) -> str:
+        return f"key prefix {plan.key_prefix!r}"
+
+    def isolation(self, binding: Binding) -> base.Isolation:
+        return base.isolation(binding, isolated=binding.isolated, shared=_SHARED)
+
+    def check(self, store: RedisConnection) -> StoreInfo:
         with self._errors(store):
             client = self._client(store)
             node = self._nodes(client, primaries=True)[0]
@@ -209,7 +259,7 @@ class RedisBackend:
             },
         )
 
-    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
+    def observe(self, store: RedisConnection, plan: RedisPlan) -> Observed:
         key_pattern(plan.key_prefix)
         with self._errors(store):
             client = self._client(store)
@@ -222,9 +272,13 @@ class RedisBackend:
         match = len(present) == len(nodes) and all(
             rules_match(u, plan.key_prefix, canonical) for u in present
         )
+        drift = base.presence_drift(plan, exists=True, user_exists=len(present) == len(nodes))
+        if not drift and not match:
+            drift.append(Drift("the ACL rules differed", "reset the user's rules"))
         return Observed(
             exists=True,  # a memory's data has no container: the prefix exists once the store answers
             user_exists=len(present) == len(nodes),
+            drift=tuple(drift),
             details={
                 "acl": "true",
                 "isolated": "true",
@@ -235,7 +289,9 @@ class RedisBackend:
             },
         )
 
-    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+    def ensure(
+        self, store: RedisConnection, plan: RedisPlan, password: str, prior: Prior = base.NO_PRIOR
+    ) -> Binding:
         key_pattern(plan.key_prefix)  # refuses an empty prefix before touching the server
         if not plan.username:
             raise InvalidSpec("the memory has no Redis user name")
@@ -261,17 +317,13 @@ class RedisBackend:
             username=username,
             password=pw,
             uri=f"{scheme}://{auth}{store.host}:{store.port}/0",
-            tls=store.tls.enabled,
-            ca_cert=store.tls.ca_cert,
-            insecure_skip_verify=store.tls.insecure_skip_verify,
-            ttl_seconds=plan.ttl_seconds if plan.ttl_seconds > 0 else None,
-            max_messages=plan.max_messages,
+            **base.binding_fields(store, plan),
             key_prefix=plan.key_prefix,
             cluster=store.cluster,
             isolated=acl,
         )
 
-    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+    def delete(self, store: RedisConnection, plan: RedisPlan, policy: DeletionPolicy) -> None:
         pattern = key_pattern(plan.key_prefix)
         with self._errors(store):
             client = self._client(store)
@@ -285,7 +337,7 @@ class RedisBackend:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _canonical(self, store: StoreConnection, node: redis.Redis) -> tuple[frozenset[str], frozenset[str]]:
+    def _canonical(self, store: RedisConnection, node: redis.Redis) -> tuple[frozenset[str], frozenset[str]]:
         """How this server renders our command rules, from a disabled, password-less probe user.
 
         Computed once per store (and cached): observe compares each memory's user against it.
@@ -371,11 +423,11 @@ class RedisBackend:
             return out
         return [client]
 
-    def _client(self, store: StoreConnection) -> _Client:
+    def _client(self, store: RedisConnection) -> _Client:
         return self._clients.get(store, lambda: self._connect(store))
 
     @staticmethod
-    def _connect(store: StoreConnection) -> _Client:
+    def _connect(store: RedisConnection) -> _Client:
         if not store.host or not store.port:
             raise InvalidSpec(f"store {store.name!r} has no Redis host and port")
         kwargs: dict[str, Any] = {
@@ -409,15 +461,15 @@ class RedisBackend:
         if int(enabled or 0):
             client.close()
             raise InvalidSpec(
-                f"redis {_addr(store)} (store {store.name!r}) is a Redis Cluster node: set cluster: true"
+                f"redis {store.address} (store {store.name!r}) is a Redis Cluster node: set cluster: true"
             )
         return client
 
     @contextmanager
-    def _errors(self, store: StoreConnection, secrets: Sequence[str] = ()) -> Iterator[None]:
+    def _errors(self, store: RedisConnection, secrets: Sequence[str] = ()) -> Iterator[None]:
         """Turn client errors into ``BackendUnavailable`` naming host:port; never leak a password."""
         hidden = (store.admin_password, *secrets)
-        where = f"redis {_addr(store)} (store {store.name!r})"
+        where = f"redis {store.address} (store {store.name!r})"
         try:
             yield
         except (InvalidSpec, BackendUnavailable):

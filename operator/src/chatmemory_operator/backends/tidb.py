@@ -46,14 +46,11 @@ from chatmemory.sql import (  # defined once in the SDK; re-exported here for ca
 )
 from pymysql.cursors import DictCursor
 
+from chatmemory_operator import naming
+from chatmemory_operator.api import v1alpha1 as api
+from chatmemory_operator.backends import base
 from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOUT, ClientCache, redact
-from chatmemory_operator.backends.base import (
-    DeletionPolicy,
-    MemoryPlan,
-    Observed,
-    StoreConnection,
-    StoreInfo,
-)
+from chatmemory_operator.backends.base import DeletionPolicy, Drift, MemoryPlan, Observed, Prior, StoreInfo
 from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
 MAX_USER_LEN: Final = 32  # TiDB and MySQL 5.7+/8 user names
@@ -70,6 +67,27 @@ EVENT_NAME: Final = "chatmemory_ttl"
 _EVENT_RE: Final = re.compile(r"INTERVAL\s+(\d+)\s+SECOND", re.IGNORECASE)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SQLConnection(base.HostPortConnection):
+    """A TiDB, MySQL or MariaDB store: the server's address."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SQLPlan(MemoryPlan):
+    """A memory on TiDB/MySQL: its database, message table and checkpoint table prefix."""
+
+    database: str
+    table: str = naming.DEFAULT_TABLE
+    checkpoint_table_prefix: str = ""
+
+
+def wanted_ttl(plan: SQLPlan) -> tuple[int, str, str]:
+    """The message table's TTL as :func:`chatmemory.sql.parse_ttl` reads it: (minutes, enable, job)."""
+    interval = ttl_interval(plan.ttl_seconds)
+    assert interval is not None  # the API guarantees a positive TTL
+    return interval[0] * UNIT_MINUTES[interval[1]], "ON", TTL_JOB_INTERVAL
+
+
 def validate_identifier(value: str, what: str, *, max_len: int = MAX_NAME_LEN) -> str:
     """``[A-Za-z0-9_]``, 1..max_len characters; raises :class:`InvalidSpec` naming ``what``."""
     try:
@@ -78,7 +96,7 @@ def validate_identifier(value: str, what: str, *, max_len: int = MAX_NAME_LEN) -
         raise InvalidSpec(str(e)) from None
 
 
-def validate_plan(plan: MemoryPlan) -> None:
+def validate_plan(plan: SQLPlan) -> None:
     """Refuse names that could not be quoted safely or would touch a system schema."""
     validate_identifier(plan.database, "database")
     validate_identifier(plan.table, "table")
@@ -117,7 +135,7 @@ class _Pool(MySQLPool):
     """A few idle admin connections for one store (opening one costs ~23 ms on TiDB), reused by
     the SDK's rule, and the server's flavour once known."""
 
-    def __init__(self, store: StoreConnection) -> None:
+    def __init__(self, store: SQLConnection) -> None:
         super().__init__(self._open, 4)
         self._store = store
         self.server: _Server | None = None
@@ -157,7 +175,7 @@ class TiDBBackend:
         # undoing each other (see execute_with_fresh_privileges for everyone else's).
         self._account_locks: dict[tuple[str, int], threading.Lock] = {}
 
-    def _accounts(self, store: StoreConnection) -> threading.Lock:
+    def _accounts(self, store: SQLConnection) -> threading.Lock:
         return self._account_locks.setdefault((store.host, store.port), threading.Lock())
 
     def close(self) -> None:
@@ -166,7 +184,44 @@ class TiDBBackend:
 
     # -- Backend protocol -------------------------------------------------------------------------
 
-    def check(self, store: StoreConnection) -> StoreInfo:
+    def connection(self, store: api.ChatMemoryStore, admin: base.AdminAccess) -> SQLConnection:
+        spec = store.spec.tidb
+        assert spec is not None  # the registry picks this backend for stores with a tidb block
+        return SQLConnection(host=spec.host, port=spec.port, **base.connection_fields(store, admin))
+
+    def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> SQLPlan:
+        spec = memory.spec.tidb or api.TiDBMemorySpec()
+        return base.extend(
+            common,
+            SQLPlan,
+            database=spec.database or naming.database(common.namespace, common.name),
+            table=spec.table or naming.DEFAULT_TABLE,
+        )
+
+    def binding_current(self, binding: Binding, store: SQLConnection, plan: SQLPlan) -> bool:
+        return bool(binding.checkpoint_table_prefix) and (
+            binding.host,
+            binding.port,
+            binding.database,
+            binding.table,
+        ) == (store.host, store.port, plan.database, plan.table)
+
+    def provisioned(self, plan: SQLPlan, binding: Binding) -> api.Provisioned:
+        return api.Provisioned(
+            database=plan.database,
+            table=plan.table,
+            username=binding.username,
+            isolated=True,
+            expiry="tidb-ttl" if binding.provider == "tidb" else "mysql-event",
+        )
+
+    def describe(self, plan: SQLPlan) -> str:
+        return f"table {plan.database}.{plan.table}"
+
+    def isolation(self, binding: Binding) -> base.Isolation:
+        return base.isolation(binding, isolated=True)
+
+    def check(self, store: SQLConnection) -> StoreInfo:
         with self._cursor(store) as (_cur, server):
             pass
         return StoreInfo(
@@ -175,7 +230,7 @@ class TiDBBackend:
             capabilities={"ttl": server.tidb, "events": server.event_scheduler, "json": True},
         )
 
-    def observe(self, store: StoreConnection, plan: MemoryPlan) -> Observed:
+    def observe(self, store: SQLConnection, plan: SQLPlan) -> Observed:
         validate_plan(plan)
         with self._cursor(store) as (cur, server):
             cur.execute(
@@ -211,9 +266,29 @@ class TiDBBackend:
                 if event is not None:
                     details["ttl_seconds"] = str(event[0])
                     details["ttl_enabled"] = str(event[1]).lower()
-        return Observed(exists=table_exists, user_exists=user_exists, details=details)
+        return Observed(
+            exists=table_exists,
+            user_exists=user_exists,
+            details=details,
+            drift=self._drift(plan, table_exists, user_exists, details),
+        )
 
-    def ensure(self, store: StoreConnection, plan: MemoryPlan, password: str) -> Binding:
+    @staticmethod
+    def _drift(plan: SQLPlan, exists: bool, user_exists: bool, details: dict[str, str]) -> tuple[Drift, ...]:
+        found = base.presence_drift(plan, exists=exists, user_exists=user_exists, container="table")
+        if details.get("grants") in ("missing", "extra"):
+            found.append(Drift(f"grants were {details['grants']}", "grant exactly the memory's privileges"))
+        # the expiry TiDB keeps is whole minutes; a MySQL/MariaDB event keeps the seconds
+        tidb = details["ttl_mechanism"] == "ttl_clause"
+        expiry = wanted_ttl(plan)[0] * 60 if tidb else plan.ttl_seconds
+        seen = (details.get("ttl_seconds"), details.get("ttl_enabled"))
+        if (exists or not tidb) and seen != (str(expiry), "true"):
+            found.append(Drift("the expiry was changed", "reset the expiry"))
+        return tuple(found)
+
+    def ensure(
+        self, store: SQLConnection, plan: SQLPlan, password: str, prior: Prior = base.NO_PRIOR
+    ) -> Binding:
         validate_plan(plan)
         if not password:
             raise InvalidSpec("the memory's user needs a password")
@@ -237,17 +312,13 @@ class TiDBBackend:
             username=user,
             password=password,
             uri=f"mysql://{auth}@{store.host}:{store.port}/{db}",
-            tls=store.tls.enabled,
-            ca_cert=store.tls.ca_cert,
-            insecure_skip_verify=store.tls.insecure_skip_verify,
-            ttl_seconds=plan.ttl_seconds if plan.ttl_seconds > 0 else None,
-            max_messages=plan.max_messages,
+            **base.binding_fields(store, plan),
             database=db,
             table=table,
             checkpoint_table_prefix=checkpoint_prefix,
         )
 
-    def delete(self, store: StoreConnection, plan: MemoryPlan, policy: DeletionPolicy) -> None:
+    def delete(self, store: SQLConnection, plan: SQLPlan, policy: DeletionPolicy) -> None:
         validate_plan(plan)
         with self._cursor(store) as (cur, _server):
             with self._accounts(store):
@@ -257,7 +328,7 @@ class TiDBBackend:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _ensure_user(self, cur: Any, plan: MemoryPlan, password: str, *, tidb: bool) -> None:
+    def _ensure_user(self, cur: Any, plan: SQLPlan, password: str, *, tidb: bool) -> None:
         """The memory's user with this password and exactly its grants (extras revoked)."""
         db, user = plan.database, plan.username
         cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password))
@@ -273,22 +344,16 @@ class TiDBBackend:
             ensure_privileges_loaded(cur, user, db)
 
     @staticmethod
-    def _ensure_ttl_clause(cur: Any, plan: MemoryPlan) -> None:
+    def _ensure_ttl_clause(cur: Any, plan: SQLPlan) -> None:
         """ALTER the table's TTL when it differs from the plan (also repairs a disabled TTL)."""
         target = f"{qi(plan.database)}.{qi(plan.table)}"
         cur.execute(f"SHOW CREATE TABLE {target}")
         current = parse_ttl(_second_column(cur.fetchone()))
-        interval = ttl_interval(plan.ttl_seconds)
-        if interval is None:
-            if current is not None:
-                cur.execute(f"ALTER TABLE {target} REMOVE TTL")
-            return
-        want = (interval[0] * UNIT_MINUTES[interval[1]], "ON", TTL_JOB_INTERVAL)
-        if current != want:
+        if current != wanted_ttl(plan):
             cur.execute(f"ALTER TABLE {target} {ttl_clause(plan.ttl_seconds)}")
 
     @staticmethod
-    def _ensure_checkpoint_tables(cur: Any, plan: MemoryPlan, *, tidb: bool) -> str:
+    def _ensure_checkpoint_tables(cur: Any, plan: SQLPlan, *, tidb: bool) -> str:
         """The LangGraph checkpointer's tables (DDL from the SDK) with their expiry; the prefix used.
 
         The SDK's saver runs no DDL when built from a binding, so the operator creates the tables
@@ -300,17 +365,15 @@ class TiDBBackend:
         for stmt in checkpoint_sql.checkpoint_table_ddl(prefix, tidb=tidb, ttl_seconds=ttl, database=db):
             cur.execute(stmt)
         if tidb:
-            want = checkpoint_sql.ttl_clause(ttl)
             names = checkpoint_sql.checkpoint_table_names(prefix)
             alters = checkpoint_sql.checkpoint_ttl_alter_sql(prefix, ttl_seconds=ttl, database=db)
             for table, alter in zip(names, alters, strict=True):
                 cur.execute(f"SHOW CREATE TABLE {qi(db)}.{qi(table)}")
                 ddl = _second_column(cur.fetchone()).replace(" ", "")
-                has = "TTL=" in ddl
                 current = (
                     f"INTERVAL{checkpoint_sql.ttl_minutes(ttl)}MINUTE" in ddl and "TTL_ENABLE='ON'" in ddl
                 )
-                if (want and not current) or (not want and has):
+                if not current:
                     cur.execute(alter)
             return prefix
         event = prefix + checkpoint_sql.EVENT_SUFFIX
@@ -320,14 +383,14 @@ class TiDBBackend:
             (db, event),
         )
         row = cur.fetchone()
-        cutoff = f"INTERVAL {checkpoint_sql.ttl_delete_after_seconds(ttl)} SECOND" if ttl > 0 else ""
-        if (row is None) != (ttl <= 0) or (row is not None and cutoff not in str(row["body"])):
+        cutoff = f"INTERVAL {checkpoint_sql.ttl_delete_after_seconds(ttl)} SECOND"
+        if row is None or cutoff not in str(row["body"]):
             for stmt in checkpoint_sql.checkpoint_ttl_event_sql(db, prefix, ttl):
                 cur.execute(stmt)
         return prefix
 
     @staticmethod
-    def _event(cur: Any, plan: MemoryPlan) -> tuple[int, bool] | None:
+    def _event(cur: Any, plan: SQLPlan) -> tuple[int, bool] | None:
         """(ttl seconds, enabled) of the memory's expiry event, or None when there is none."""
         cur.execute(
             "SELECT EVENT_DEFINITION AS body, STATUS AS status FROM information_schema.EVENTS "
@@ -340,14 +403,10 @@ class TiDBBackend:
         m = _EVENT_RE.search(str(row["body"]))
         return (int(m.group(1)) if m else -1), str(row["status"]).upper() == "ENABLED"
 
-    def _ensure_event(self, cur: Any, plan: MemoryPlan) -> None:
+    def _ensure_event(self, cur: Any, plan: SQLPlan) -> None:
         """Create, re-time or drop the expiry EVENT so it matches ``plan.ttl_seconds``."""
         name = f"{qi(plan.database)}.{qi(EVENT_NAME)}"
         current = self._event(cur, plan)
-        if plan.ttl_seconds <= 0:
-            if current is not None:
-                cur.execute(f"DROP EVENT IF EXISTS {name}")
-            return
         body = event_body(plan.database, plan.table, plan.ttl_seconds)
         if current is None:
             cur.execute(f"CREATE EVENT IF NOT EXISTS {name} ON SCHEDULE EVERY 1 MINUTE ENABLE DO {body}")
@@ -356,7 +415,7 @@ class TiDBBackend:
 
     @staticmethod
     def _grant_state(
-        cur: Any, plan: MemoryPlan, update_tables: Sequence[str]
+        cur: Any, plan: SQLPlan, update_tables: Sequence[str]
     ) -> tuple[bool, list[str], list[str]]:
         """(our database grant is complete, REVOKEs for anything beyond, tables missing UPDATE).
 
@@ -411,7 +470,7 @@ class TiDBBackend:
         return pool.server
 
     @contextmanager
-    def _cursor(self, store: StoreConnection, secrets: Sequence[str] = ()) -> Iterator[tuple[Any, _Server]]:
+    def _cursor(self, store: SQLConnection, secrets: Sequence[str] = ()) -> Iterator[tuple[Any, _Server]]:
         """An admin cursor and the server's flavour; client errors become ``BackendUnavailable``."""
         if not store.host or not store.port:
             raise InvalidSpec(f"store {store.name!r} has no host and port")
@@ -502,11 +561,11 @@ def _grants_cached(cur: Any, user: str, database: str) -> bool:
     return any(on_database in str(value) for row in cur.fetchall() for value in row.values())
 
 
-def _checkpoint_prefix(plan: MemoryPlan) -> str:
+def _checkpoint_prefix(plan: SQLPlan) -> str:
     return plan.checkpoint_table_prefix or checkpoint_sql.DEFAULT_TABLE_PREFIX
 
 
-def _checkpoint_tables(plan: MemoryPlan) -> tuple[str, str, str]:
+def _checkpoint_tables(plan: SQLPlan) -> tuple[str, str, str]:
     """The LangGraph checkpointer's table names in the memory's database."""
     return checkpoint_sql.checkpoint_table_names(_checkpoint_prefix(plan))
 
