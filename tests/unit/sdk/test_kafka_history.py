@@ -8,16 +8,8 @@ from __future__ import annotations
 import pytest
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BindingError
-from chatmemory.histories.kafka import (
-    KafkaChatMessageHistory,
-    KafkaConnector,
-    Record,
-    client_settings,
-    fold,
-    merge_partitions,
-    murmur2,
-    partition_for,
-)
+from chatmemory.histories._kafka_clients import Record, client_settings, fold, merge_partitions
+from chatmemory.histories.kafka import KafkaChatMessageHistory, KafkaConnector, murmur2, partition_for
 
 
 # Vectors from Apache Kafka's UtilsTest.testMurmur2 (the Java client's partitioner hash).
@@ -134,3 +126,97 @@ def test_connector_refuses_a_binding_of_another_backend() -> None:
     binding = Binding(backend=BackendKind.TIDB, provider="tidb", host="h", port=1, database="d", table="t")
     with pytest.raises(BindingError, match="cannot build a Kafka connector"):
         KafkaConnector.from_binding(binding)
+
+
+class FakeError:
+    def __init__(self, code: int) -> None:
+        self._code = code
+
+    def code(self) -> int:
+        return self._code
+
+    def str(self) -> str:
+        return f"error {self._code}"
+
+
+class FakeMessage:
+    def __init__(self, partition: int, offset: int, key: bytes | None, err: FakeError | None = None) -> None:
+        self._p, self._o, self._k, self._e = partition, offset, key, err
+
+    def error(self) -> FakeError | None:
+        return self._e
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes:
+        return f"{self._p}:{self._o}".encode()
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._o)
+
+    def headers(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    """Hands out the assigned partitions' records, interleaved, in batches of at most ``per_call``."""
+
+    def __init__(self, logs: dict[int, list[bytes | None]], *, per_call: int, eof: int | None) -> None:
+        self.logs, self.per_call, self.eof = logs, per_call, eof
+        self.queue: list[FakeMessage] = []
+
+    def assign(self, tps: list[object]) -> None:
+        streams = []
+        for tp in tps:
+            p, first = tp.partition, tp.offset  # type: ignore[attr-defined]
+            stream = [FakeMessage(p, o, k) for o, k in enumerate(self.logs[p]) if o >= first]
+            if self.eof is not None:
+                stream.append(FakeMessage(p, len(self.logs[p]), None, FakeError(self.eof)))
+            streams.append(stream)
+        while any(streams):  # round-robin, each partition in order
+            for s in streams:
+                if s:
+                    self.queue.append(s.pop(0))
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        n = min(num_messages, self.per_call)
+        batch, self.queue = self.queue[:n], self.queue[n:]
+        return batch
+
+    def unassign(self) -> None:
+        self.queue = []
+
+
+@pytest.mark.parametrize("eof", [True, False])
+@pytest.mark.parametrize("per_call", [1, 3, 10_000])
+def test_one_fetch_loop_reads_a_session_or_every_partition_up_to_the_range_end(
+    eof: bool, per_call: int
+) -> None:
+    from chatmemory.histories._kafka_clients import KafkaClients
+    from confluent_kafka import KafkaError
+
+    eof_code = KafkaError._PARTITION_EOF if eof else None
+    clients = KafkaClients({"bootstrap.servers": "127.0.0.1:1"}, group_prefix="", may_create=False)
+    logs: dict[int, list[bytes | None]] = {
+        0: [b"s", b"o", b"s", None, b"o", b"s", b"s"],  # offset 6 is past the range end
+        1: [None, b"o", b"s"],
+        2: [b"o", b"o"],
+    }
+    try:
+        c = FakeConsumer(logs, per_call=per_call, eof=eof_code)
+        one = clients.fetch(c, "t", {0: (1, 6)}, b"s")
+        assert [(r.partition, r.offset) for r in one[0]] == [(0, 2), (0, 5)]
+
+        c = FakeConsumer(logs, per_call=per_call, eof=eof_code)
+        every = clients.fetch(c, "t", {0: (0, 6), 1: (0, 3), 2: (0, 2)}, b"s", unkeyed=True)
+        assert {p: [r.offset for r in rs] for p, rs in every.items()} == {0: [0, 2, 3, 5], 1: [0, 2], 2: []}
+        assert all(r.key in (b"s", None) for rs in every.values() for r in rs)
+    finally:
+        clients.close()

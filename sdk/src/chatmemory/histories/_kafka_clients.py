@@ -1,0 +1,666 @@
+"""The Kafka clients of one memory: a producer, pooled reader consumers, an admin client, metadata.
+
+Who calls it: :mod:`chatmemory.histories.kafka` only. A :class:`KafkaConnector` (one memory) or a
+directly built :class:`KafkaChatMessageHistory` owns one :class:`KafkaClients`; every librdkafka call
+of the history goes through it, so the history module holds the layout (topic, key, partition)
+and LangChain's interface, and this module holds the I/O: producing with delivery reports, reading
+partitions between watermarks, the seed's consumer-group cursors, topic creation and deletion, and
+what was already read of each recent session.
+
+Reads use ``assign()`` with explicit offsets and no group state; one fetch loop (:meth:`KafkaClients.
+fetch`) serves the cold read of one session's partition and the seed layout's read of every
+partition. The loop is the hot path of a cold read (it scans every session's records in the
+partition), so its per-record work is two calls (``error()``, ``key()``) and one comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from chatmemory._connect import close_idle, require
+from chatmemory.errors import BackendError
+
+#: Header of a clear marker record (its value is empty).
+CLEAR_HEADER: Final = "chatmemory-clear"
+#: Seconds a metadata, watermark or admin request may take before it fails.
+REQUEST_TIMEOUT: Final = 10.0
+#: Idle reader consumers kept per connector.
+READER_POOL: Final = 4
+#: Sessions, and records in all, a connector keeps between reads (least recently read go first).
+SESSION_CACHE: Final = 1024
+SESSION_CACHE_RECORDS: Final = 50_000
+_LIBRDKAFKA_LOG: Final = logging.getLogger("chatmemory.kafka.librdkafka")
+#: Producer settings the history relies on: never overridden by ``client_config``.
+_PRODUCER_FIXED: Final[dict[str, Any]] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+}
+#: linger.ms 1: the messages of one add_messages call leave in one Produce request (one round
+#: trip); with 0 the first message often goes alone (measured: 1.3 requests per turn).
+_PRODUCER_DEFAULTS: Final[dict[str, Any]] = {"linger.ms": 1, "message.timeout.ms": 30000}
+_CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
+    "fetch.wait.max.ms": 10,  # an idle partition answers fast: reads end at the high watermark
+    # a cold read scans a whole partition: fewer, larger fetches (librdkafka's default is 1 MiB)
+    "max.partition.fetch.bytes": 16 << 20,
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": True,
+}
+_CALLBACK_KEYS: Final = frozenset({"logger", "error_cb", "throttle_cb", "stats_cb", "oauth_cb"})
+_PRODUCER_ONLY: Final = ("linger.ms", "message.timeout.ms", "batch.size", "compression.type", "queue.")
+#: Most records one ``consume()`` call asks for.
+_BATCH: Final = 10_000
+#: Where a cursor read starts: the session's start, the end, or the group's committed offsets.
+CursorStart = Literal["beginning", "latest", "last_consumed"]
+
+
+def client_settings(client_config: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka settings from keyword arguments: ``security_protocol`` becomes ``security.protocol``.
+
+    Keys that already contain a dot and Python callbacks (``error_cb``, ``logger``, ...) are kept.
+    """
+    out: dict[str, Any] = {}
+    for key, value in client_config.items():
+        name = key if "." in key or key in _CALLBACK_KEYS else key.replace("_", ".")
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a read keeps of one Kafka record."""
+
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    clear: bool
+
+
+def fold(records: Sequence[Record]) -> list[bytes]:
+    """Message values in order, starting after the last clear marker."""
+    values: list[bytes] = []
+    for r in records:
+        if r.clear:
+            values.clear()
+        elif r.value is not None:
+            values.append(r.value)
+    return values
+
+
+def merge_partitions(per_partition: dict[int, list[Record]]) -> list[Record]:
+    """One sequence from several partitions: each partition's order kept, interleaved by timestamp."""
+    if len(per_partition) == 1:
+        return next(iter(per_partition.values()))
+    return list(heapq.merge(*per_partition.values(), key=lambda r: (r.timestamp, r.partition)))
+
+
+def _is_clear(headers: list[tuple[str, bytes | None]] | None) -> bool:
+    return bool(headers) and any(k == CLEAR_HEADER for k, _ in headers or ())
+
+
+class _SessionCache:
+    """What was read of one session on a shared topic: its records from ``start`` to ``next``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.start = -1
+        self.next = -1
+        self.records: list[Record] = []
+
+
+class Delivery:
+    """Delivery reports of one ``add_messages`` call: a threading event and, in async, a future."""
+
+    def __init__(self, count: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._remaining = count
+        self._lock = threading.Lock()
+        self.errors: list[str] = []
+        self.done = threading.Event()
+        self._loop = loop
+        self.future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
+
+    def __call__(self, err: Any, _msg: Any) -> None:  # runs on the delivery thread
+        with self._lock:
+            if err is not None:
+                self.errors.append(err.str() if hasattr(err, "str") else str(err))
+            self._remaining -= 1
+            finished = self._remaining == 0
+        if finished:
+            self.done.set()
+            if self._loop is not None and self.future is not None:
+                with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                    self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if self.future is not None and not self.future.done():
+            self.future.set_result(None)
+
+
+class KafkaClients:
+    """The Kafka clients of one memory (or of one directly built history), created on first use.
+
+    Thread-safe: the producer is shared (librdkafka's producer is thread-safe) with one thread
+    serving delivery reports; reader consumers come from a small pool, one per concurrent read.
+    """
+
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        *,
+        group_prefix: str,
+        may_create: bool,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self._ck = require("confluent_kafka", "kafka")
+        # ours reports the reason; librdkafka's own log lines go to Python logging, not stderr
+        self._conf = {"logger": _LIBRDKAFKA_LOG, **{k: v for k, v in conf.items() if k != "error_cb"}}
+        self.group_prefix = group_prefix
+        self.may_create = may_create
+        self.request_timeout = request_timeout
+        self.where = f"kafka {conf.get('bootstrap.servers', '?')}"
+        self._lock = threading.Lock()
+        self._producer: Any = None
+        self._poller: threading.Thread | None = None
+        self._admin: Any = None
+        self._readers: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=READER_POOL)
+        self._partitions: dict[str, int] = {}
+        self._sessions: OrderedDict[tuple[str, int, bytes], _SessionCache] = OrderedDict()
+        self._stop = threading.Event()
+        self._closed = False
+        self._last_error: list[str] = []
+        #: librdkafka reported bad credentials: waiting longer will not help
+        self.auth_failed = False
+
+    # -- error reporting ----------------------------------------------------------------------------
+
+    def _on_error(self, err: Any) -> None:
+        self._last_error[:] = [err.str() if hasattr(err, "str") else str(err)]
+        code = err.code() if hasattr(err, "code") else None
+        ck = self._ck
+        self.auth_failed = code in (ck.KafkaError._AUTHENTICATION, ck.KafkaError.SASL_AUTHENTICATION_FAILED)
+
+    def fail(self, what: str, e: BaseException | str) -> BackendError:
+        """A BackendError naming the cluster, the operation and librdkafka's last reason."""
+        text = _text(e) if isinstance(e, BaseException) else e
+        reason = self._last_error.pop() if self._last_error else ""  # used once: it may be stale later
+        if reason and reason not in text:
+            text = f"{text} ({reason})"
+        return BackendError(f"{self.where}: {what}: {text}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError(f"{self.where}: the history's Kafka clients are closed")
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def producer(self) -> Any:
+        self._check_open()
+        with self._lock:
+            if self._producer is None:
+                conf = {**_PRODUCER_DEFAULTS, **self._conf, **_PRODUCER_FIXED, "error_cb": self._on_error}
+                try:
+                    self._producer = self._ck.Producer(conf)
+                except (self._ck.KafkaException, ValueError, TypeError) as e:
+                    raise self.fail("bad producer settings", e) from e
+                self._poller = threading.Thread(
+                    target=self._serve, args=(self._producer,), name="chatmemory-kafka-delivery", daemon=True
+                )
+                self._poller.start()
+            return self._producer
+
+    def _serve(self, producer: Any) -> None:
+        while not self._stop.is_set():
+            producer.poll(0.05)
+
+    def admin(self) -> Any:
+        self._check_open()
+        with self._lock:
+            if self._admin is None:
+                from confluent_kafka.admin import AdminClient
+
+                conf: dict[str, Any] = {
+                    k: v for k, v in self._conf.items() if not k.startswith(_PRODUCER_ONLY)
+                }
+                conf["error_cb"] = self._on_error
+                self._admin = AdminClient(conf)
+            return self._admin
+
+    def consumer(self, group_id: str, **extra: Any) -> Any:
+        conf = {k: v for k, v in self._conf.items() if not k.startswith(_PRODUCER_ONLY)}
+        try:
+            return self._ck.Consumer(
+                {**conf, **_CONSUMER_DEFAULTS, **extra, "group.id": group_id, "error_cb": self._on_error}
+            )
+        except (self._ck.KafkaException, ValueError, TypeError) as e:
+            raise self.fail("bad consumer settings", e) from e
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Any]:
+        """A pooled consumer that only ever uses ``assign()`` (no group join, no commits)."""
+        self._check_open()
+        try:
+            c = self._readers.get_nowait()
+        except queue.Empty:
+            c = self.consumer(f"{self.group_prefix}chatmemory-reader")
+        ok = False
+        try:
+            yield c
+            ok = True
+        finally:
+            if ok and not self._closed:
+                try:
+                    self._readers.put_nowait(c)
+                except queue.Full:
+                    c.close()
+            else:
+                with contextlib.suppress(Exception):
+                    c.close()
+
+    # -- topics -----------------------------------------------------------------------------------
+
+    def partitions(self, topic: str, *, create: tuple[int, int, int] | None = None) -> int:
+        """The topic's partition count (cached). ``create``: (partitions, replication, retention.ms)."""
+        cached = self._partitions.get(topic)
+        if cached is not None:
+            return cached
+        count = self._describe(topic)
+        if count is None:
+            if create is None or not self.may_create:
+                raise BackendError(
+                    f"{self.where}: topic {topic!r} does not exist (the ChatMemory's operator creates it: "
+                    "is the memory ready?)"
+                )
+            count = self._create(topic, *create)
+        self._partitions[topic] = count
+        return count
+
+    def cached_partitions(self, topic: str) -> int | None:
+        """The topic's partition count if its metadata was read already (no I/O), else None."""
+        return self._partitions.get(topic)
+
+    def forget(self, topic: str) -> None:
+        self._partitions.pop(topic, None)
+
+    def _describe(self, topic: str) -> int | None:
+        ck = self._ck
+        deadline = time.monotonic() + self.request_timeout
+        self.auth_failed = False
+        with self.reader() as c:
+            while True:
+                # short slices: bad credentials fail at once instead of after the whole timeout
+                try:
+                    md = c.list_topics(topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                    break
+                except ck.KafkaException as e:
+                    c.poll(0)  # serve error_cb: librdkafka's reason (refused, bad credentials)
+                    if self.auth_failed or time.monotonic() >= deadline:
+                        raise self.fail(f"reading topic {topic!r} metadata", e) from e
+        t = md.topics.get(topic)
+        if t is None:
+            return None
+        if t.error is not None:
+            if t.error.code() in (ck.KafkaError.UNKNOWN_TOPIC_OR_PART, ck.KafkaError._UNKNOWN_TOPIC):
+                return None
+            raise self.fail(f"topic {topic!r}", t.error.str())
+        return len(t.partitions) or None
+
+    def _create(self, topic: str, partitions: int, replication: int, retention_ms: int) -> int:
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
+
+        ck = self._ck
+        new = NewTopic(
+            topic,
+            num_partitions=partitions,
+            replication_factor=replication,
+            config={"retention.ms": str(retention_ms)},
+        )
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            fut = self.admin().create_topics(
+                [new], operation_timeout=self.request_timeout, request_timeout=self.request_timeout
+            )[topic]
+            try:
+                fut.result(timeout=self.request_timeout + 5)
+                break
+            except ck.KafkaException as e:
+                code = e.args[0].code() if e.args and hasattr(e.args[0], "code") else None
+                if code != ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise self.fail(f"creating topic {topic!r}", e) from e
+                existing = self._describe(topic)
+                if existing is not None:
+                    return existing
+                # still being deleted (a clear() just before): try again shortly
+                if time.monotonic() > deadline:
+                    raise self.fail(f"creating topic {topic!r}", e) from e
+                time.sleep(0.1)
+        # wait until the new topic's leaders are known, so the first read or write finds it
+        while time.monotonic() < deadline:
+            if self._describe(topic) is not None:
+                break
+            time.sleep(0.05)
+        return partitions
+
+    def delete_topic(self, topic: str) -> None:
+        ck = self._ck
+        fut = self.admin().delete_topics([topic], operation_timeout=self.request_timeout)[topic]
+        self.forget(topic)
+        try:
+            fut.result(timeout=self.request_timeout + 5)
+        except ck.KafkaException as e:
+            code = e.args[0].code() if e.args and hasattr(e.args[0], "code") else None
+            if code != ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise self.fail(f"deleting topic {topic!r}", e) from e
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        values: Sequence[bytes | None],
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Delivery:
+        """Queue records (in order) to one partition; the returned delivery tracks their reports."""
+        producer = self.producer()
+        delivery = Delivery(len(values), loop)
+        for i, value in enumerate(values):
+            try:
+                producer.produce(
+                    topic, value=value, key=key, partition=partition, headers=headers, on_delivery=delivery
+                )
+            except (BufferError, self._ck.KafkaException) as e:
+                raise self.fail(
+                    f"queueing message {i + 1} of {len(values)} to {topic!r}"
+                    + (" (the earlier ones may still be delivered)" if i else ""),
+                    e,
+                ) from e
+        return delivery
+
+    def check(self, delivery: Delivery, topic: str, timeout: float | None) -> None:
+        if not delivery.done.wait(timeout):
+            raise self.fail(
+                f"writing to {topic!r}",
+                f"not all messages were acknowledged within {timeout} s (they may still be delivered)",
+            )
+        if delivery.errors:
+            raise self.fail(f"writing to {topic!r}", "delivery failed: " + "; ".join(delivery.errors))
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def watermarks(self, c: Any, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        TopicPartition = self._ck.TopicPartition
+        out: dict[int, tuple[int, int]] = {}
+        for p in partitions:
+            try:
+                low, high = c.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=self.request_timeout, cached=False
+                )
+            except self._ck.KafkaException as e:
+                c.poll(0)
+                raise self.fail(f"reading the offsets of {topic!r} [{p}]", e) from e
+            out[p] = (low, high)
+        return out
+
+    def read_to_end(self, topic: str, partitions: Sequence[int], key: bytes) -> list[Record]:
+        """The records of ``partitions`` keyed ``key`` or unkeyed (the seed layout), up to their
+        current high watermarks, merged in order."""
+        with self.reader() as c:
+            ranges = {p: lh for p, lh in self.watermarks(c, topic, partitions).items() if lh[1] > lh[0]}
+            per_partition = self.fetch(c, topic, ranges, key, unkeyed=True) if ranges else {}
+        return merge_partitions({p: rs for p, rs in per_partition.items() if rs} or {0: []})
+
+    def read_session(self, topic: str, partition: int, key: bytes) -> list[Record]:
+        """A session's records on a shared topic: only what is new since the last read is fetched.
+
+        The log is append-only, so the records read before stay valid; they are pruned when
+        retention moves the low watermark past them, and dropped when the partition's end moves
+        backwards (the topic was recreated). Reads of one session are serialized; others run freely.
+        """
+        entry = self._session_cache(topic, partition, key)
+        with entry.lock, self.reader() as c:
+            low, high = self.watermarks(c, topic, [partition])[partition]
+            if entry.next < 0 or high < entry.next:
+                entry.start, entry.next, entry.records = low, low, []
+            if low > entry.start:
+                entry.records = [r for r in entry.records if r.offset >= low]
+                entry.start, entry.next = low, max(entry.next, low)
+            if high > entry.next:
+                new = self.fetch(c, topic, {partition: (entry.next, high)}, key)[partition]
+                records = entry.records + new
+                cleared = [i for i, r in enumerate(records) if r.clear]
+                entry.records = records[cleared[-1] :] if cleared else records  # fold() applies the marker
+                entry.next = high
+            result = list(entry.records)
+        self._trim_cache()
+        return result
+
+    def _trim_cache(self) -> None:
+        with self._lock:
+            total = sum(len(e.records) for e in self._sessions.values())
+            while len(self._sessions) > 1 and (
+                total > SESSION_CACHE_RECORDS or len(self._sessions) > SESSION_CACHE
+            ):
+                _ident, dropped = self._sessions.popitem(last=False)
+                total -= len(dropped.records)
+
+    def _session_cache(self, topic: str, partition: int, key: bytes) -> _SessionCache:
+        with self._lock:
+            ident = (topic, partition, key)
+            entry = self._sessions.get(ident)
+            if entry is None:
+                entry = self._sessions[ident] = _SessionCache()
+            else:
+                self._sessions.move_to_end(ident)
+            return entry
+
+    def fetch(
+        self,
+        c: Any,
+        topic: str,
+        ranges: dict[int, tuple[int, int]],
+        key: bytes,
+        *,
+        unkeyed: bool = False,
+    ) -> dict[int, list[Record]]:
+        """Records keyed ``key`` (and unkeyed ones with ``unkeyed``) of each partition ``p`` in
+        ``[ranges[p][0], ranges[p][1])``, on the assigned consumer ``c``.
+
+        A cold read scans every session's records, so the loop over a batch does only what each
+        record needs (``error()``, ``key()``, one comparison: no local variable and no second
+        test, which measurably cost at this rate); offsets are read for matching records only, and
+        the progress of each partition once per batch from its last record.
+        """
+        eof = self._ck.KafkaError._PARTITION_EOF
+        match = _KeyOrNone(key) if unkeyed else key
+        out: dict[int, list[Record]] = {p: [] for p in ranges}
+        ends = {p: end for p, (_first, end) in ranges.items()}
+        position = {p: first for p, (first, _end) in ranges.items()}
+        pending = dict(ends)  # partitions not read to their end yet
+        c.assign([self._ck.TopicPartition(topic, p, first) for p, first in position.items()])
+        try:
+            deadline = time.monotonic() + max(self.request_timeout, 30.0)
+            while pending:
+                if time.monotonic() > deadline:
+                    raise self.fail(f"reading {topic!r}", "timed out before the end of the partition")
+                # ask for exactly what is left: consume() returns as soon as that many arrived
+                left = sum(end - position[p] for p, end in pending.items())
+                batch = c.consume(num_messages=max(1, min(left, _BATCH)), timeout=0.5)
+                for m in batch:
+                    if m.error() is not None:
+                        if m.error().code() == eof:  # at the end (the range may end in transaction markers)
+                            pending.pop(m.partition(), None)
+                            continue
+                        raise self.fail(f"reading {topic!r} [{m.partition()}]", m.error().str())
+                    if m.key() == match:
+                        p, offset = m.partition(), m.offset()
+                        if offset < ends[p]:
+                            out[p].append(_record(m, p, offset, m.key()))
+                if batch:
+                    _advance(batch, position, pending)
+        finally:
+            with contextlib.suppress(Exception):
+                c.unassign()
+        return out
+
+    def read_cursor(
+        self,
+        topic: str,
+        partitions: Sequence[int],
+        group: str,
+        key: bytes,
+        *,
+        unkeyed: bool,
+        start: CursorStart,
+        max_count: int | None,
+        max_time: float | None,
+    ) -> list[Record]:
+        """The seed class's cursor reads: records after ``start`` in consumer group ``group``.
+
+        Stops after ``max_count`` messages, after ``max_time`` seconds, or (except from "latest")
+        at the end of the partitions; the group's offsets are committed past what was read.
+        """
+        ck = self._ck
+        TopicPartition = ck.TopicPartition
+        match = _KeyOrNone(key) if unkeyed else key
+        c = self.consumer(group)
+        try:
+            marks = self.watermarks(c, topic, partitions)
+            positions: dict[int, int] = {}
+            if start == "beginning":
+                positions = {p: low for p, (low, _h) in marks.items()}
+            elif start == "latest":
+                positions = {p: high for p, (_l, high) in marks.items()}
+            else:
+                try:
+                    committed = c.committed(
+                        [TopicPartition(topic, p) for p in partitions], timeout=self.request_timeout
+                    )
+                except ck.KafkaException as e:
+                    c.poll(0)
+                    raise self.fail(f"reading consumer group {group!r}", e) from e
+                for tp in committed:
+                    low, high = marks[tp.partition]
+                    positions[tp.partition] = min(max(tp.offset, low), high) if tp.offset >= 0 else low
+            stop_at_end = start != "latest"
+            pending = {p for p in partitions if not (stop_at_end and positions[p] >= marks[p][1])}
+            c.assign([TopicPartition(topic, p, positions[p]) for p in partitions])
+            collected: list[Record] = []
+            count = 0
+            deadline = None if max_time is None else time.monotonic() + max_time
+            while pending and (max_count is None or count < max_count):
+                wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+                m = c.poll(wait)
+                if m is None:
+                    continue
+                p = m.partition()
+                err = m.error()
+                if err is not None:
+                    if err.code() == ck.KafkaError._PARTITION_EOF:
+                        if stop_at_end:
+                            pending.discard(p)
+                        continue
+                    raise self.fail(f"reading {topic!r} [{p}]", err.str())
+                offset = m.offset()
+                positions[p] = offset + 1
+                if m.key() == match:
+                    rec = _record(m, p, offset, m.key())
+                    collected.append(rec)
+                    if rec.clear:
+                        count = 0
+                    elif rec.value is not None:
+                        count += 1
+                if stop_at_end and positions[p] >= marks[p][1]:
+                    pending.discard(p)
+            commits = [TopicPartition(topic, p, off) for p, off in positions.items() if off >= 0]
+            if commits:
+                try:
+                    c.commit(offsets=commits, asynchronous=False)
+                except ck.KafkaException as e:
+                    raise self.fail(f"committing consumer group {group!r}", e) from e
+        finally:
+            with contextlib.suppress(Exception):
+                c.close()
+        return collected
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout)
+        if self._producer is not None:
+            self._producer.flush(timeout)
+        close_idle(self._readers)
+
+
+class _KeyOrNone:
+    """Equal to ``key`` and to None: the seed layout's record match (its own writes are keyed, the
+    seed class's are not). ``record.key() == match`` tries ``bytes.__eq__`` first and then this,
+    so a fetch loop makes one comparison per record for either layout."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or other == self.key
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _record(m: Any, partition: int, offset: int, key: bytes | None) -> Record:
+    return Record(partition, offset, m.timestamp()[1], key, m.value(), _is_clear(m.headers()))
+
+
+def _advance(batch: Sequence[Any], position: dict[int, int], pending: dict[int, int]) -> None:
+    """Move each pending partition past its last record in ``batch``; drop those at their end.
+
+    A batch keeps each partition's order, so its last record per partition is found from the back:
+    one step when a single partition is read.
+    """
+    seen: set[int] = set()
+    todo = len(pending)
+    for m in reversed(batch):
+        p = m.partition()
+        if p in seen:
+            continue
+        seen.add(p)
+        end = pending.get(p)
+        if end is None:
+            continue
+        following = m.offset() + 1
+        if following >= end:
+            del pending[p]
+        else:
+            position[p] = max(position[p], following)
+        todo -= 1
+        if not todo:
+            return
+
+
+def _text(e: BaseException) -> str:
+    err = e.args[0] if e.args else None
+    if err is not None and hasattr(err, "str"):
+        return str(err.str())
+    return str(e)
