@@ -201,3 +201,10 @@ def test_invalid_canonical_looking_document_is_still_rejected() -> None:
 def test_bytes_and_text_documents_decode_alike() -> None:
     text = _codec.encode(SAMPLES[3])
     assert _codec.decode(text.encode()) == _codec.decode(text)
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: f"{m.type}-{m.id}")
+def test_fast_decode_leaves_the_same_pydantic_state_as_validation(message: BaseMessage) -> None:
+    ours = _codec.decode(_codec.encode(message))
+    theirs = roundtrip_langchain([message])[0]
+    assert ours.__getstate__() == theirs.__getstate__()
