@@ -46,6 +46,19 @@ __all__ = [
     "unescape_thread",
 ]
 
+#: The commands the saver sends that the chat histories do not already need (the operator's ACL
+#: grants the union of the histories' commands and :data:`REDIS_COMMANDS`).
+EXTRA_REDIS_COMMANDS: Final[tuple[str, ...]] = (
+    "hset",
+    "hsetnx",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hdel",
+    "zadd",
+    "zrange",
+    "zrem",
+)
 #: Every command the saver sends (lower case, as in ``ACL SETUSER +<cmd>``), besides the cluster
 #: client's own metadata commands. The operator's Redis ACL must allow all of them.
 REDIS_COMMANDS: Final[tuple[str, ...]] = (
@@ -58,28 +71,7 @@ REDIS_COMMANDS: Final[tuple[str, ...]] = (
     "expire",
     "unlink",
     "scan",
-    "hset",
-    "hsetnx",
-    "hmget",
-    "hgetall",
-    "hkeys",
-    "hdel",
-    "zadd",
-    "zrange",
-    "zrem",
-)
-#: The ones the chat histories do not already need (the operator's ACL grants the union of the
-#: histories' commands and :data:`REDIS_COMMANDS`).
-EXTRA_REDIS_COMMANDS: Final[tuple[str, ...]] = (
-    "hset",
-    "hsetnx",
-    "hmget",
-    "hgetall",
-    "hkeys",
-    "hdel",
-    "zadd",
-    "zrange",
-    "zrem",
+    *EXTRA_REDIS_COMMANDS,
 )
 
 _SUFFIXES: Final = ("cp", "cx", "bl", "wr", "wx", "rx")
