@@ -1,5 +1,7 @@
 """The TiDB / MySQL / MariaDB checkpointer itself (see :mod:`chatmemory.checkpoint.sql` for the
-layout, the DDL and the TTL semantics). Separate so that the DDL imports without langgraph."""
+layout, the DDL and the TTL semantics). Separate so that the DDL imports without langgraph; users
+reach the class through :mod:`chatmemory.checkpoint` (``checkpointer_for`` or the lazy
+``ChatMemorySQLSaver`` export)."""
 
 # ruff: noqa: S608 - table names are validated identifiers ([A-Za-z0-9_], quoted); values are bound
 from __future__ import annotations

@@ -5,7 +5,8 @@ Three tables in the memory's database, named from the binding's ``checkpoint_tab
 (``<prefix>checkpoints``, ``<prefix>checkpoint_blobs``, ``<prefix>checkpoint_writes``). The
 operator creates them with :func:`checkpoint_table_ddl` when it provisions a ChatMemory (and, on
 MySQL/MariaDB, the expiry EVENT from :func:`checkpoint_ttl_event_sql`); a saver built from a
-binding runs no DDL. A saver built directly offers :meth:`ChatMemorySQLSaver.setup`.
+binding runs no DDL. A saver built directly (``chatmemory.checkpoint.ChatMemorySQLSaver``) offers
+its ``setup()``.
 
 Statements are the subset TiDB, MySQL and MariaDB all accept: no ``INSERT ... AS new`` (upserts use
 ``ON DUPLICATE KEY UPDATE col = VALUES(col)``), no JSON defaults, ids in ``VARBINARY`` columns

@@ -30,7 +30,8 @@ offset commits.
 Writing: an idempotent producer with ``acks=all``; ``add_messages`` waits for every delivery report
 and raises :class:`~chatmemory.errors.BackendError` on a failure or after ``flush_timeout_seconds``.
 One producer (with a delivery thread), a small pool of reader consumers and, for the seed layout,
-an AdminClient serve every session of a connector.
+an AdminClient serve every session of a connector: they live in
+:mod:`chatmemory.histories._kafka_clients`, which does all of this module's Kafka I/O.
 
 Async: ``aadd_messages`` (and ``aclear`` on a shared topic) await delivery reports directly (no
 thread is held while waiting). Reads go through ``asyncio.to_thread``: ``confluent_kafka.aio``
