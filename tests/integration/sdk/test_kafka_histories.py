@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 
-from tests.integration.operator.conftest import kafka_store, plan
+from tests.integration.operator.conftest import kafka_plan, kafka_store
 from tests.integration.sdk.conftest import check_runnable_keeps_two_turns, run_threads
 from tests.support.platform import Platform
 
@@ -416,7 +416,7 @@ def test_a_binding_topic_that_does_not_exist_is_an_error_not_a_new_topic(
 def sasl_memory(platform: Platform) -> Iterator[tuple[StoreConnection, MemoryPlan, Binding]]:
     backend = KafkaBackend()
     store = kafka_store(platform, sasl=True)
-    p = plan(partitions=3, ttl_seconds=86400, max_messages=None)
+    p = kafka_plan(partitions=3, ttl_seconds=86400, max_messages=None)
     binding = backend.ensure(store, p, f"pw-{uid()}")
     yield store, p, binding
     backend.delete(store, p, DeletionPolicy.DELETE)

@@ -34,7 +34,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
-from tests.integration.operator.conftest import plan, sql_store
+from tests.integration.operator.conftest import sql_plan, sql_store
 from tests.integration.sdk.conftest import check_runnable_keeps_two_turns, run_threads
 from tests.support.platform import Platform
 
@@ -360,7 +360,7 @@ def test_a_connection_closed_by_the_server_is_reopened(
 def provisioned(platform: Platform, server: str) -> Iterator[tuple[StoreConnection, MemoryPlan, Binding]]:
     backend = TiDBBackend()
     store = sql_store(platform, server)
-    p = plan(max_messages=6)
+    p = sql_plan(max_messages=6)
     binding = backend.ensure(store, p, f"pw-{uid()}")
     yield store, p, binding
     backend.delete(store, p, DeletionPolicy.DELETE)
