@@ -343,8 +343,6 @@ def test_ttl_change_updates_retention(
     backend.ensure(store, p, "pw")
     backend.ensure(store, dataclasses.replace(p, ttl_seconds=60), "pw")
     assert topic_config(admin, p.topic)["retention.ms"] == "60000"
-    backend.ensure(store, dataclasses.replace(p, ttl_seconds=0), "pw")
-    assert topic_config(admin, p.topic)["retention.ms"] == "-1"
 
 
 def test_partitions_grow_and_impossible_changes_are_refused_untouched(
