@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from chatmemory.contract import Key
+from chatmemory_operator.backends.tidb import grant_pattern
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBindingFilter,
@@ -181,7 +182,7 @@ def test_tidb_table_has_native_ttl_and_the_user_only_its_grants(e2e: E2E, memori
         assert "AUTO_ID_CACHE 1" in ddl or "AUTO_ID_CACHE=1" in ddl
         cur.execute("SHOW GRANTS FOR %s@'%%'", (b.username,))
         grants = [row[0] for row in cur.fetchall()]
-    assert any(f"GRANT SELECT,INSERT,DELETE ON `{b.database}`.*" in g for g in grants), grants
+    assert any(f"GRANT SELECT,INSERT,DELETE ON `{grant_pattern(b.database)}`.*" in g for g in grants), grants
     assert not any("ALL PRIVILEGES" in g for g in grants), grants
     # UPDATE only on the LangGraph checkpointer's tables; the message table stays append-only
     updates = [g for g in grants if "UPDATE" in g]
@@ -205,7 +206,9 @@ def test_mariadb_expires_rows_with_an_event_and_the_user_only_its_grants(
     assert len(events) == 1
     assert f"INTERVAL {TTL_SECONDS} SECOND" in events[0][0]
     assert events[0][1] == "ENABLED"
-    assert any(f"GRANT SELECT, INSERT, DELETE ON `{b.database}`.*" in g for g in grants), grants
+    assert any(f"GRANT SELECT, INSERT, DELETE ON `{grant_pattern(b.database)}`.*" in g for g in grants), (
+        grants
+    )
     assert e2e.memory(memories["mariadb"])["status"]["provisioned"]["expiry"] == "mysql-event"  # type: ignore[index]
 
 

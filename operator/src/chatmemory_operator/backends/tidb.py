@@ -81,6 +81,13 @@ class SQLPlan(MemoryPlan):
     checkpoint_table_prefix: str = ""
 
 
+def grant_pattern(database: str) -> str:
+    """The database as a grant names it: ``_`` and ``%`` escaped, since at database level a grant
+    reads them as wildcards (a memory whose database is ``_____`` would otherwise be granted
+    ``mysql.*``). ``mysql.db`` stores the escaped form, and ``SHOW GRANTS`` shows it."""
+    return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
 def wanted_ttl(plan: SQLPlan) -> tuple[int, str, str]:
     """The message table's TTL as :func:`chatmemory.sql.parse_ttl` reads it: (minutes, enable, job)."""
     interval = ttl_interval(plan.ttl_seconds)
@@ -337,7 +344,8 @@ class TiDBBackend:
         for stmt in extras:
             cur.execute(stmt, (user,))
         if not ok or extras:
-            cur.execute(f"GRANT {', '.join(GRANTS)} ON {qi(db)}.* TO %s@'%%'", (user,))
+            on = _pct(qi(grant_pattern(db)))
+            cur.execute(f"GRANT {', '.join(GRANTS)} ON {on}.* TO %s@'%%'", (user,))
         for t in missing:
             cur.execute(f"GRANT {TABLE_GRANT} ON {_pct(qi(db))}.{_pct(qi(t))} TO %s@'%%'", (user,))
         if tidb:
@@ -437,7 +445,7 @@ class TiDBBackend:
         for row in cur.fetchall():
             dbname = str(row.get("DB", row.get("Db", "")))
             held = {k for k, v in row.items() if k.endswith("_priv") and v == "Y"}
-            if dbname == plan.database:
+            if dbname == grant_pattern(plan.database):
                 beyond = held - _GRANT_COLUMNS
                 if not beyond:
                     ok = held == _GRANT_COLUMNS  # a subset is only missing something: GRANT adds it
@@ -556,7 +564,7 @@ def _grants_cached(cur: Any, user: str, database: str) -> bool:
         if e.args and e.args[0] == NO_SUCH_GRANT:
             return False
         raise
-    on_database = f" ON {qi(database)}.* TO "
+    on_database = f" ON {qi(grant_pattern(database))}.* TO "
     # one column per row, named "Grants for <user>@%"
     return any(on_database in str(value) for row in cur.fetchall() for value in row.values())
 
