@@ -243,6 +243,31 @@ def test_reference_lists_the_isolated_reasons_under_isolated_not_ready() -> None
         ), reason
 
 
+def test_redis_admin_description_names_every_command_the_operator_sends_as_admin() -> None:
+    """What ``backends/redis.py`` sends with the store's admin credentials (issue 12: ACL DELUSER,
+    ACL WHOAMI and MODULE LIST were missing); the e2e test ``test_redis_admin_permissions`` runs the
+    operator with an admin user allowed exactly this list."""
+    description = schema(crdgen.STORE)["properties"]["spec"]["properties"]["redis"]["properties"][
+        "adminSecretRef"
+    ]["description"]
+    for command in (
+        "ACL SETUSER",
+        "ACL GETUSER",
+        "ACL DELUSER",
+        "ACL WHOAMI",
+        "INFO",
+        "MODULE LIST",
+        "CLIENT SETNAME",
+        "SCAN",
+        "UNLINK",
+        "CLUSTER SLOTS",
+        "COMMAND",
+    ):
+        assert command in description, command
+    rules = {c.replace("|", " ").upper() for c in api.REDIS_ADMIN_COMMANDS + api.REDIS_CLUSTER_ADMIN_COMMANDS}
+    assert {"ACL DELUSER", "ACL WHOAMI", "MODULE LIST"} <= rules
+
+
 def test_main_writes_every_file_and_check_then_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

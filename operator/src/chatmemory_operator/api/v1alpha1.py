@@ -62,6 +62,35 @@ ROTATE_CREDENTIALS_ANNOTATION: Final = "chatmemory.io/rotate-credentials"
 #: The label of a Service Binding provisioned-service CRD (set on the ChatMemory CRD).
 PROVISIONED_SERVICE_LABEL: Final = "servicebinding.io/provisioned-service"
 
+#: What a Redis store's admin user must be allowed (``ACL SETUSER`` command rules), besides every key
+#: (``~*``): the commands the operator sends as that user (``backends/redis.py``). A memory's user
+#: is set, read back, probed for and removed with ACL SETUSER/GETUSER/WHOAMI/DELUSER; INFO and
+#: MODULE LIST give the store's status (version, cluster mode, modules); CLIENT SETNAME names the
+#: connection; SCAN and UNLINK remove a ``Delete`` memory's keys.
+REDIS_ADMIN_COMMANDS: Final = (
+    "acl|setuser",
+    "acl|getuser",
+    "acl|deluser",
+    "acl|whoami",
+    "info",
+    "module|list",
+    "client|setname",
+    "scan",
+    "unlink",
+)
+#: Added on a Redis Cluster: the client reads the slot map and the command table.
+REDIS_CLUSTER_ADMIN_COMMANDS: Final = ("cluster|slots", "command")
+#: Sent by redis-py on connect where the server knows it (Redis 7.2+, Valkey); a refusal is ignored
+#: (only the server's ACL LOG shows it), and Redis 7.0 rejects the rule, so it is not required.
+REDIS_OPTIONAL_ADMIN_COMMANDS: Final = ("client|setinfo",)
+
+
+def _commands(rules: Sequence[str]) -> str:
+    """``("acl|setuser", "scan", "unlink")`` -> ``ACL SETUSER, SCAN and UNLINK``."""
+    names = [r.replace("|", " ").upper() for r in rules]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 #: The operator's TTL when neither the memory nor its store's ``defaults`` set one.
 DEFAULT_TTL: Final = "7d"
 #: Kafka partitions and replication factor when neither the memory nor its store set them.
@@ -296,7 +325,9 @@ class RedisStoreSpec(ApiModel):
     admin_secret_ref: AdminSecretRef | None = Field(
         default=None,
         description=(
-            "Admin credentials (an ACL user allowed ACL SETUSER, SCAN and UNLINK). "
+            f"Admin credentials: an ACL user allowed {_commands(REDIS_ADMIN_COMMANDS)} on every key "
+            f"(`~*`); on a Redis Cluster also {_commands(REDIS_CLUSTER_ADMIN_COMMANDS)}; "
+            f"{_commands(REDIS_OPTIONAL_ADMIN_COMMANDS)} (Redis 7.2+) is optional. "
             "Omit for a server without AUTH."
         ),
     )
@@ -898,6 +929,9 @@ __all__ = [
     "MEMORY_SINGULAR",
     "PROVISIONED_SERVICE_LABEL",
     "READY_REASONS",
+    "REDIS_ADMIN_COMMANDS",
+    "REDIS_CLUSTER_ADMIN_COMMANDS",
+    "REDIS_OPTIONAL_ADMIN_COMMANDS",
     "ROTATE_CREDENTIALS_ANNOTATION",
     "SECRET_NAME_SUFFIX",
     "STORE_KIND",
