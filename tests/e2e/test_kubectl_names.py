@@ -108,7 +108,7 @@ def test_get_describe_and_delete_a_chatmemory_by_each_of_its_names(
         assert f"Name:         {name}" in described
         assert "Kind:         ChatMemory\n" in described
         deleted = kubectl.ok("delete", resource, name, "-n", namespace, "--timeout=60s")
-        assert deleted.strip() == f'chatmemory.{GROUP} "{name}" deleted'
+        assert deleted.startswith(f'chatmemory.{GROUP} "{name}" deleted'), deleted  # newer: "... from <ns>"
         gone = kubectl.run("get", resource, name, "-n", namespace)
         assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stderr
     finally:
@@ -130,7 +130,9 @@ def test_get_describe_and_delete_a_chatmemorystore_by_each_of_its_names(
         assert f"Name:         {name}" in described
         assert "Kind:         ChatMemoryStore\n" in described
         deleted = kubectl.ok("delete", resource, name, "--timeout=60s")
-        assert deleted.strip() == f'chatmemorystore.{GROUP} "{name}" deleted'
+        assert deleted.startswith(f'chatmemorystore.{GROUP} "{name}" deleted'), (
+            deleted
+        )  # newer: "... from <ns>"
         gone = kubectl.run("get", resource, name)
         assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stderr
     finally:
