@@ -180,6 +180,9 @@ def test_default_render_is_one_recreated_hardened_operator_with_cluster_rbac(too
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CHATMEMORY_NAMESPACES"] == ""
     assert env["CHATMEMORY_METRICS_PORT"] == "9090"
+    assert env["CHATMEMORY_STORE_SECRET_NAMESPACES"] == ""
+    (own,) = [e for e in container["env"] if e["name"] == "CHATMEMORY_OPERATOR_NAMESPACE"]
+    assert own["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert pod["serviceAccountName"] == "rel-chatmemory-operator"
@@ -188,12 +191,15 @@ def test_default_render_is_one_recreated_hardened_operator_with_cluster_rbac(too
     assert ("ClusterRoleBinding", "rel-chatmemory-operator") in kinds
     assert ("ServiceAccount", "rel-chatmemory-operator") in kinds
     assert ("Service", "rel-chatmemory-operator-metrics") in kinds
-    assert by_kind(docs, "Role") == []
+    assert ("NetworkPolicy", "rel-chatmemory-operator") in kinds
+    # the only Role: name claims (Leases) in the release namespace
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in by_kind(docs, "Role")}
+    assert roles == {("cm-render", "rel-chatmemory-operator-claims")}
     assert by_kind(docs, "ServiceMonitor") == []
 
 
 def test_namespaced_render_uses_roles_in_watched_namespaces_and_a_minimal_cluster_role(tools: Tools) -> None:
-    docs = render(tools, "--set", "watchNamespaces={team-a,team-b}", "--set", "rbac.secretNamespaces={ops}")
+    docs = render(tools, "--set", "watchNamespaces={team-a,team-b}", "--set", "storeSecretNamespaces={ops}")
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in by_kind(docs, "Role")}
     assert roles == {
         ("team-a", "rel-chatmemory-operator"),
@@ -201,6 +207,7 @@ def test_namespaced_render_uses_roles_in_watched_namespaces_and_a_minimal_cluste
         ("cm-render", "rel-chatmemory-operator-store-secrets"),
         ("ops", "rel-chatmemory-operator-store-secrets"),
         ("default", "rel-chatmemory-operator-store-events"),
+        ("cm-render", "rel-chatmemory-operator-claims"),
     }
     bindings = {(d["metadata"]["namespace"], d["roleRef"]["name"]) for d in by_kind(docs, "RoleBinding")}
     assert {(ns, name) for ns, name in roles} == bindings
@@ -211,17 +218,21 @@ def test_namespaced_render_uses_roles_in_watched_namespaces_and_a_minimal_cluste
     ]
     (cluster,) = operator_cluster_roles
     resources = {r for rule in cluster["rules"] for r in rule["resources"]}
-    assert resources == {  # namespaces: kopf lists them when it is given a namespace list
+    assert resources == {  # namespaces: labels for allowedNamespaces; kopf lists them for a namespace list
         "chatmemorystores",
         "chatmemorystores/status",
+        "chatmemories",  # get only: the holder of a name claim, in any namespace
         "customresourcedefinitions",
         "namespaces",
     }
+    (memories,) = [rule for rule in cluster["rules"] if rule["resources"] == ["chatmemories"]]
+    assert memories["verbs"] == ["get"]
     assert not [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "rel-chatmemory-operator"]
     (deploy,) = by_kind(docs, "Deployment")
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CHATMEMORY_NAMESPACES"] == "team-a,team-b"
+    assert env["CHATMEMORY_STORE_SECRET_NAMESPACES"] == "ops"
     assert "--namespace=team-a" in container["args"]
     assert "--namespace=team-b" in container["args"]
     assert "--all-namespaces" not in container["args"]
@@ -284,6 +295,7 @@ def test_stores_from_values_default_their_secret_namespaces_to_the_release_names
         "--set", "stores[1].name=kafka,stores[1].kafka.bootstrapServers=kafka:9092",
         "--set", "stores[1].kafka.adminSecretRef.name=kafka-admin",
         "--set", "stores[1].kafka.adminSecretRef.namespace=ops",
+        "--set", "storeSecretNamespaces={ops}",
     )  # fmt: skip
     stores = {d["metadata"]["name"]: d for d in by_kind(docs, "ChatMemoryStore")}
     assert stores["redis"]["spec"]["redis"]["adminSecretRef"] == {
@@ -317,6 +329,30 @@ def test_stores_from_values_default_their_secret_namespaces_to_the_release_names
             ],
             "at most one store may be marked default",
         ),
+        (
+            [
+                "--set",
+                "stores[0].name=k,stores[0].tidb.host=t,stores[0].tidb.adminSecretRef.name=a",
+                "--set",
+                "stores[0].tidb.adminSecretRef.namespace=ops",
+            ],
+            'tidb.adminSecretRef.namespace "ops" is neither the release namespace',
+        ),
+        (
+            [
+                "--set",
+                "stores[0].name=r,stores[0].redis.host=r,stores[0].redis.tls.caSecretRef.name=ca",
+                "--set",
+                "stores[0].redis.tls.caSecretRef.namespace=pki",
+            ],
+            'add "pki" to storeSecretNamespaces',
+        ),
+        (
+            ["--set", "watchNamespaces={a}", "--set", "storeSecretNamespaces={db-*}"],
+            '"db-*" is a glob',
+        ),
+        (["--set", "storeSecretNamespaces={Ops}"], "storeSecretNamespaces"),
+        (["--set", "networkPolicy.metricsFrom[0].pods.app=x"], "pods"),
     ],
     ids=[
         "unknown-key",
@@ -327,6 +363,11 @@ def test_stores_from_values_default_their_secret_namespaces_to_the_release_names
         "two-backends",
         "monitor-without-service",
         "two-default-stores",
+        "store-secret-elsewhere",
+        "store-ca-elsewhere",
+        "glob-in-namespaced-mode",
+        "namespace-not-a-name",
+        "unknown-peer-key",
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(tools: Tools, args: list[str], named: str) -> None:
@@ -367,8 +408,9 @@ def release(tools: Tools, crds_installed: None) -> Iterator[Release]:
 
 def test_install_creates_the_operator_objects_and_the_store(tools: Tools, release: Release) -> None:
     ns, name = release.namespace, release.fullname
-    for kind in ("deployment", "serviceaccount", "service"):
+    for kind in ("deployment", "serviceaccount", "service", "networkpolicy"):
         assert tools.exists(kind, name if kind != "service" else f"{name}-metrics", ns), kind
+    assert tools.exists("role", f"{name}-claims", ns)
     for kind in ("clusterrole", "clusterrolebinding"):
         assert tools.exists(kind, name), kind
     for suffix in ("view", "edit", "servicebinding"):
@@ -400,7 +442,14 @@ ALLOWED_CLUSTER_WIDE = [
     ("create", "events"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("get", "chatmemories.chatmemory.io"),  # the holder of a name claim
+    ("update", "chatmemories.chatmemory.io/finalizers"),  # blockOwnerDeletion on the memory's Secret
+    ("get", "namespaces"),  # labels, for a store's allowedNamespaces selector
+    ("list", "namespaces"),
+    ("watch", "namespaces"),
 ]
+#: Name claims: Leases in the release namespace only.
+LEASE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 DENIED_ALWAYS = [
     ("list", "secrets"),  # Secrets are read by name only
     ("watch", "secrets"),
@@ -417,6 +466,9 @@ DENIED_ALWAYS = [
     ("create", "clusterroles.rbac.authorization.k8s.io"),
     ("get", "configmaps"),
     ("create", "deployments.apps"),
+    ("update", "namespaces"),
+    ("patch", "namespaces"),
+    ("update", "chatmemorystores.chatmemory.io/finalizers"),
 ]
 
 
@@ -428,7 +480,20 @@ def test_cluster_wide_operator_may_do_what_it_needs(release: Release) -> None:
 def test_cluster_wide_operator_is_denied_everything_else(release: Release) -> None:
     allowed = [(v, r) for v, r in DENIED_ALWAYS if release.can_i(v, r)]
     assert allowed == []
-    assert not release.can_i("list", "namespaces")  # kopf lists namespaces only for a namespace list
+
+
+def operator_manages_claims_only_in_its_own_namespace(release: Release, elsewhere: str) -> None:
+    denied = [v for v in LEASE_VERBS if not release.can_i(v, "leases.coordination.k8s.io", release.namespace)]
+    assert denied == []
+    allowed = [v for v in LEASE_VERBS if release.can_i(v, "leases.coordination.k8s.io", elsewhere)]
+    assert allowed == []
+    assert not release.can_i("list", "leases.coordination.k8s.io")  # not cluster-wide
+
+
+def test_cluster_wide_operator_manages_name_claims_as_leases_in_its_own_namespace_only(
+    release: Release,
+) -> None:
+    operator_manages_claims_only_in_its_own_namespace(release, "default")
 
 
 def test_the_notes_chatmemory_passes_server_side_dry_run(tools: Tools, release: Release) -> None:
@@ -554,6 +619,7 @@ def namespaced(tools: Tools, crds_installed: None) -> Iterator[tuple[Release, st
         "--set", f"stores[0].name={store},stores[0].tidb.host=tidb.invalid",
         "--set", "stores[0].tidb.adminSecretRef.name=tidb-admin",
         "--set", f"stores[0].tidb.adminSecretRef.namespace={secrets}",
+        "--set", f"storeSecretNamespaces={{{secrets}}}",
     )  # fmt: skip
     yield rel, watched, other, secrets
     tools.helm("uninstall", rel.name, "-n", rel.namespace)
@@ -577,6 +643,8 @@ def test_namespaced_operator_manages_secrets_and_memories_only_in_watched_namesp
     assert not rel.can_i("get", "secrets")  # not cluster-wide
     assert rel.can_i("create", "events", watched)
     assert not rel.can_i("create", "events", other)
+    assert rel.can_i("update", "chatmemories.chatmemory.io/finalizers", watched)
+    assert not rel.can_i("update", "chatmemories.chatmemory.io/finalizers", other)
 
 
 def test_namespaced_operator_reads_store_secrets_but_cannot_change_them(
@@ -596,13 +664,23 @@ def test_namespaced_operator_reads_store_secrets_but_cannot_change_them(
 def test_namespaced_operator_keeps_cluster_access_to_stores_and_crds_only(
     namespaced: tuple[Release, str, str, str],
 ) -> None:
-    rel, *_ = namespaced
+    rel, _watched, other, _secrets = namespaced
     assert rel.can_i("list", "chatmemorystores.chatmemory.io")
     assert rel.can_i("patch", "chatmemorystores.chatmemory.io/status")
     assert rel.can_i("watch", "customresourcedefinitions.apiextensions.k8s.io")
-    assert rel.can_i("list", "namespaces")
+    for verb in ("get", "list", "watch"):
+        assert rel.can_i(verb, "namespaces"), verb
+    assert rel.can_i("get", "chatmemories.chatmemory.io", other)  # a claim's holder, anywhere
+    assert not rel.can_i("list", "chatmemories.chatmemory.io", other)
     allowed = [(v, r) for v, r in DENIED_ALWAYS if rel.can_i(v, r)]
     assert allowed == []
+
+
+def test_namespaced_operator_manages_name_claims_as_leases_in_its_own_namespace_only(
+    namespaced: tuple[Release, str, str, str],
+) -> None:
+    rel, watched, _other, _secrets = namespaced
+    operator_manages_claims_only_in_its_own_namespace(rel, watched)
 
 
 # -- the operator itself, under the chart's ServiceAccount ------------------------------------------
@@ -676,7 +754,8 @@ def test_operator_with_only_the_charts_namespaced_rbac_provisions_and_deletes_a_
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "CHATMEMORY_NAMESPACES": watched,
-            "CHATMEMORY_SECRET_NAMESPACE": rel.namespace,
+            # as the chart's pod would get it (the store's admin Secret is in the release namespace)
+            "CHATMEMORY_OPERATOR_NAMESPACE": rel.namespace,
             "CHATMEMORY_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz",
             "CHATMEMORY_METRICS_PORT": str(free_port()),
             "CHATMEMORY_METRICS_ADDR": "127.0.0.1",

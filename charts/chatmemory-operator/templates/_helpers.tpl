@@ -68,24 +68,47 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Namespaces where the operator may read Secrets of stores (admin credentials, CA certificates) in
-namespaced mode: the release namespace, rbac.secretNamespaces and every store's Secret namespaces.
+Namespaces besides the release namespace where stores' admin and CA Secrets may live (globs
+allowed): storeSecretNamespaces plus the deprecated rbac.secretNamespaces, comma-joined for
+CHATMEMORY_STORE_SECRET_NAMESPACES. The operator refuses a store whose Secret lives elsewhere.
+*/}}
+{{- define "chatmemory.storeSecretNamespaces" -}}
+{{- $out := list }}
+{{- range (concat .Values.storeSecretNamespaces .Values.rbac.secretNamespaces) }}
+{{- if ne . $.Release.Namespace }}{{ $out = append $out . }}{{ end }}
+{{- end }}
+{{- join "," (uniq $out) }}
+{{- end }}
+
+{{/*
+Namespaces where the operator may read stores' Secrets in namespaced mode (a Role in each): the
+release namespace (the operator's own) and the namespaces above, exactly what the operator allows.
 Returned as a comma-joined string.
 */}}
 {{- define "chatmemory.secretNamespaces" -}}
 {{- $out := list .Release.Namespace }}
-{{- range .Values.rbac.secretNamespaces }}
-{{- $out = append $out . }}
-{{- end }}
-{{- range $store := .Values.stores }}
-{{- range $kind := list "redis" "kafka" "tidb" }}
-{{- with (get $store $kind) }}
-{{- with .adminSecretRef }}{{ $out = append $out (default $.Release.Namespace .namespace) }}{{ end }}
-{{- with .tls }}{{ with .caSecretRef }}{{ $out = append $out (default $.Release.Namespace .namespace) }}{{ end }}{{ end }}
-{{- end }}
-{{- end }}
+{{- range splitList "," (include "chatmemory.storeSecretNamespaces" .) }}
+{{- if . }}{{ $out = append $out . }}{{ end }}
 {{- end }}
 {{- join "," (uniq $out) }}
+{{- end }}
+
+{{/*
+"true" when namespace .name matches the fnmatch glob .pattern (as the operator matches
+CHATMEMORY_STORE_SECRET_NAMESPACES: `*`, `?`, `[...]`, `[!...]`), else "".
+*/}}
+{{- define "chatmemory.globMatch" -}}
+{{- $re := regexQuoteMeta .pattern | replace "\\*" ".*" | replace "\\?" "." | replace "\\[!" "[^" | replace "\\[" "[" | replace "\\]" "]" }}
+{{- if regexMatch (printf "^%s$" $re) .name }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the operator allows a store's Secret in namespace .name (.root: the chart context). */}}
+{{- define "chatmemory.storeSecretAllowed" -}}
+{{- $allowed := eq .name .root.Release.Namespace }}
+{{- range splitList "," (include "chatmemory.storeSecretNamespaces" .root) }}
+{{- if and . (include "chatmemory.globMatch" (dict "pattern" . "name" $.name)) }}{{ $allowed = true }}{{ end }}
+{{- end }}
+{{- if $allowed }}true{{ end }}
 {{- end }}
 
 {{/* Fail fast on combinations that cannot work. */}}
@@ -105,6 +128,27 @@ Returned as a comma-joined string.
 {{- fail (printf "stores[%s]: set exactly one of redis, kafka, tidb" .name) }}
 {{- end }}
 {{- end }}
+{{- range $store := .Values.stores }}
+{{- range $kind := list "redis" "kafka" "tidb" }}
+{{- with (get $store $kind) }}
+{{- $refs := list }}
+{{- with .adminSecretRef }}{{ $refs = append $refs (list "adminSecretRef" (default $.Release.Namespace .namespace)) }}{{ end }}
+{{- with .tls }}{{ with .caSecretRef }}{{ $refs = append $refs (list "tls.caSecretRef" (default $.Release.Namespace .namespace)) }}{{ end }}{{ end }}
+{{- range $refs }}
+{{- if not (include "chatmemory.storeSecretAllowed" (dict "root" $ "name" (index . 1))) }}
+{{- fail (printf "stores[%s]: %s.%s.namespace %q is neither the release namespace (%s) nor in storeSecretNamespaces: the operator would refuse the store; add %q to storeSecretNamespaces" $store.name $kind (index . 0) (index . 1) $.Release.Namespace (index . 1)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.rbac.create .Values.watchNamespaces }}
+{{- range (concat .Values.storeSecretNamespaces .Values.rbac.secretNamespaces) }}
+{{- if regexMatch "[*?\\[\\]!]" . }}
+{{- fail (printf "storeSecretNamespaces: %q is a glob; with watchNamespaces the chart grants Secret reads with a Role per namespace, so name each namespace" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $defaults := 0 }}
 {{- range .Values.stores }}{{ if .default }}{{ $defaults = add1 $defaults }}{{ end }}{{ end }}
 {{- if gt (int $defaults) 1 }}
@@ -116,7 +160,9 @@ Returned as a comma-joined string.
 RBAC rules for the namespaced objects the operator touches (a ClusterRole, or a Role per watched
 namespace). Exactly the calls it makes: kopf lists, watches and patches ChatMemories (finalizer,
 progress annotations) and patches their status subresource; the operator reads, creates, replaces
-and deletes each memory's Secret (chatmemory_operator.k8s); kopf and the operator post Events.
+and deletes each memory's Secret (chatmemory_operator.k8s); the Secret's ownerReference sets
+blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin allows only
+with update on the owner's finalizers subresource; kopf and the operator post Events.
 */}}
 {{- define "chatmemory.rules.namespaced" -}}
 - apiGroups: ["chatmemory.io"]
@@ -125,6 +171,9 @@ and deletes each memory's Secret (chatmemory_operator.k8s); kopf and the operato
 - apiGroups: ["chatmemory.io"]
   resources: ["chatmemories/status"]
   verbs: ["patch"]
+- apiGroups: ["chatmemory.io"]
+  resources: ["chatmemories/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "update", "delete"]
@@ -135,8 +184,10 @@ and deletes each memory's Secret (chatmemory_operator.k8s); kopf and the operato
 
 {{/*
 RBAC rules for what is cluster-scoped: kopf lists, watches and patches ChatMemoryStores and their
-status, and the operator gets one by name (a memory's storeRef); kopf discovers resources by
-watching CRDs. With a namespace list (not cluster-wide), kopf also lists and watches namespaces.
+status, and the operator gets one by name (a memory's storeRef); the operator gets a ChatMemory by
+name in any namespace (whether the holder of a name claim still exists); kopf discovers resources
+by watching CRDs; the operator reads namespaces' labels (a store's spec.allowedNamespaces
+selector), and with a namespace list kopf lists and watches namespaces.
 */}}
 {{- define "chatmemory.rules.cluster" -}}
 - apiGroups: ["chatmemory.io"]
@@ -145,12 +196,24 @@ watching CRDs. With a namespace list (not cluster-wide), kopf also lists and wat
 - apiGroups: ["chatmemory.io"]
   resources: ["chatmemorystores/status"]
   verbs: ["patch"]
+- apiGroups: ["chatmemory.io"]
+  resources: ["chatmemories"]
+  verbs: ["get"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/*
+RBAC rules in the operator's own namespace: name claims (which memory owns a key prefix, topic or
+database) are coordination.k8s.io Leases named cm-claim-<hash>, created, read, listed by label,
+renewed and released there (chatmemory_operator.k8s).
+*/}}
+{{- define "chatmemory.rules.claims" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 {{- end }}
