@@ -101,6 +101,8 @@ def running_operator(
         "CHATMEMORY_RETRY_MAX_DELAY": "4",
         "CHATMEMORY_RETAIN_DELETE_RETRIES": "2",
         "CHATMEMORY_VERBOSE": "1",
+        # the stores' admin Secrets live in the watched (session) namespaces
+        "CHATMEMORY_STORE_SECRET_NAMESPACES": namespaces,
         **(env or {}),
     }
     with log_path.open("wb") as log_file:

@@ -13,10 +13,13 @@ set them (``--liveness`` from the chart's ``livenessProbe.port``, ``--verbose``/
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
 
 #: Environment variable -> meaning; also the documentation of every knob.
 ENV_VARS: dict[str, str] = {
@@ -37,6 +40,14 @@ ENV_VARS: dict[str, str] = {
     "CHATMEMORY_RETRY_MAX_DELAY": "cap of the growing retry delay in seconds (default 300)",
     "CHATMEMORY_RETAIN_DELETE_RETRIES": "retries of a Retain deletion on an unreachable backend (default 3)",
     "CHATMEMORY_WORKERS": "objects processed at once (default 64); more: faster bursts, more memory",
+    "CHATMEMORY_OPERATOR_NAMESPACE": (
+        "the operator's own namespace: store Secrets may live here, and name claims (Leases) are kept "
+        "here (default: the pod's namespace, else default)"
+    ),
+    "CHATMEMORY_STORE_SECRET_NAMESPACES": (
+        "comma-separated namespaces (globs) besides the operator's own where a store's admin and CA "
+        "Secrets may live (default none)"
+    ),
 }
 
 
@@ -67,6 +78,13 @@ class OperatorConfig:
     retain_delete_retries: int = 3
     workers: int = 64
     verbose: bool = False
+    operator_namespace: str = "default"
+    store_secret_namespaces: tuple[str, ...] = ()
+
+    def may_read_store_secrets_in(self, namespace: str) -> bool:
+        """Whether a store's admin or CA Secret may live in ``namespace``."""
+        patterns = (self.operator_namespace, *self.store_secret_namespaces)
+        return any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
     def retry_backoff(self, retry: int) -> float:
         """The delay before retry number ``retry`` (0-based): doubles from ``retry_delay``, capped."""
@@ -79,9 +97,8 @@ class OperatorConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         """Read ``CHATMEMORY_*`` variables (see :data:`ENV_VARS`); raise :class:`ConfigError`."""
         e = os.environ if env is None else env
-        namespaces = tuple(n.strip() for n in e.get("CHATMEMORY_NAMESPACES", "").split(",") if n.strip())
         cfg = cls(
-            namespaces=namespaces,
+            namespaces=_list(e, "CHATMEMORY_NAMESPACES"),
             liveness=e.get("CHATMEMORY_LIVENESS", cls.liveness).strip(),
             metrics_port=_int(e, "CHATMEMORY_METRICS_PORT", cls.metrics_port, minimum=0, maximum=65535),
             metrics_addr=e.get("CHATMEMORY_METRICS_ADDR", cls.metrics_addr).strip() or cls.metrics_addr,
@@ -92,6 +109,8 @@ class OperatorConfig:
             retain_delete_retries=_int(e, "CHATMEMORY_RETAIN_DELETE_RETRIES", cls.retain_delete_retries),
             workers=_int(e, "CHATMEMORY_WORKERS", cls.workers, minimum=1),
             verbose=_bool(e, "CHATMEMORY_VERBOSE"),
+            operator_namespace=e.get("CHATMEMORY_OPERATOR_NAMESPACE", "").strip() or _pod_namespace(),
+            store_secret_namespaces=_list(e, "CHATMEMORY_STORE_SECRET_NAMESPACES"),
         )
         if cfg.retry_max_delay < cfg.retry_delay:
             raise ConfigError(
@@ -99,6 +118,21 @@ class OperatorConfig:
                 f"CHATMEMORY_RETRY_DELAY ({cfg.retry_delay})"
             )
         return cfg
+
+
+#: Where Kubernetes mounts a pod's namespace (with its service account token).
+POD_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _pod_namespace() -> str:
+    try:
+        return POD_NAMESPACE_FILE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in env.get(key, "").split(",") if n.strip())
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:

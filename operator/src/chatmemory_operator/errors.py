@@ -45,3 +45,33 @@ class SecretNotFound(ReconcileError):
     """A store's admin Secret or CA Secret does not exist or lacks a key; retried."""
 
     reason = "SecretNotFound"
+
+
+class NameConflict(ReconcileError):
+    """A name the memory asks for belongs to another memory, overlaps it, or names an object the
+    operator did not create for this memory; not retried until the spec changes (the timer
+    re-checks, so a name freed by the other memory's deletion is picked up)."""
+
+    reason = "NameConflict"
+    temporary = False
+
+
+class NamespaceNotAllowed(ReconcileError):
+    """The store's ``spec.allowedNamespaces`` does not admit the memory's namespace."""
+
+    reason = "NamespaceNotAllowed"
+    temporary = False
+
+
+class CustomNamesNotAllowed(ReconcileError):
+    """The memory sets a name and its store's ``spec.allowCustomNames`` is not true."""
+
+    reason = "CustomNamesNotAllowed"
+    temporary = False
+
+
+class LimitExceeded(ReconcileError):
+    """The memory asks for more than its store's ``spec.limits`` allow."""
+
+    reason = "LimitExceeded"
+    temporary = False

@@ -28,7 +28,7 @@ import kopf
 
 from chatmemory_operator import config, metrics, reconcile
 from chatmemory_operator.api import v1alpha1 as api
-from chatmemory_operator.errors import BackendUnavailable, ReconcileError
+from chatmemory_operator.errors import ReconcileError, SecretNotFound
 from chatmemory_operator.k8s import KubeClient, KubernetesError
 from chatmemory_operator.reconcile import Context, Outcome
 
@@ -198,34 +198,41 @@ async def memory_rotation(body: kopf.Body, patch: kopf.Patch, memo: Any, logger:
 async def memory_deleted(
     body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, **_: Any
 ) -> None:
-    """Remove the memory's user (and its data under ``Delete``); never stuck when the store is gone,
-    nor, under ``Retain``, when the server stays unreachable after a few retries."""
+    """Remove what the memory holds on the server (see :func:`reconcile.delete_memory`); never
+    stuck: see :func:`deletion_failed` for when it gives up."""
     uid = str(body.get("metadata", {}).get("uid"))
     async with _lock(memo, uid):
         try:
             events = await asyncio.to_thread(reconcile.delete_memory, _ctx(memo), api.to_plain(body))
-        except BackendUnavailable as e:
-            policy = body.get("spec", {}).get("deletionPolicy") or api.DeletionPolicy.RETAIN.value
-            if policy == api.DeletionPolicy.DELETE.value or retry < CONFIG.retain_delete_retries:
-                patch.status["conditions"] = [
-                    api.Condition.make(
-                        reconcile.READY, False, api.Reason.DELETING, f"deleting: {e}"
-                    ).model_dump(by_alias=True, exclude_none=True, mode="json")
-                ]
-                raise kopf.TemporaryError(f"{e.reason}: {e}", delay=CONFIG.retry_backoff(retry)) from None
-            events = [
-                reconcile.Event(
-                    "Warning",
-                    "CredentialsNotRemoved",
-                    f"gave up removing the memory's user after {retry + 1} attempts ({e}); remove it by hand",
-                )
-            ]
+        except ReconcileError as e:
+            events = await deletion_failed(body, patch, memo, retry, e)
     memo.locks.pop(uid, None)
     memo.rotations.pop(uid, None)
     metrics.METRICS.forget(uid)
-    for ev in events:
-        kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
+    post_events(body, Outcome(status={}, events=events))
     logger.info("deleted: %s", "; ".join(ev.message for ev in events))
+
+
+async def deletion_failed(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, error: ReconcileError
+) -> list[reconcile.Event]:
+    """A deletion that could not remove what is on the server: retry with backoff (the status
+    says why), or finish with a Warning: at once with the ``chatmemory.io/force-delete``
+    annotation; under ``Retain`` when the error cannot pass (a store or its Secret gone, a spec
+    the server refuses) or after a few retries; under ``Delete`` (the data matters) only when the
+    spec can never work."""
+    forced = (body.get("metadata", {}).get("annotations") or {}).get(api.FORCE_DELETE_ANNOTATION) == "true"
+    retain = (body.get("spec", {}).get("deletionPolicy") or "Retain") == api.DeletionPolicy.RETAIN.value
+    final = not error.temporary or (retain and isinstance(error, SecretNotFound))
+    if not (forced or final or (retain and retry >= CONFIG.retain_delete_retries)):
+        deleting = api.Condition.make(reconcile.READY, False, api.Reason.DELETING, f"deleting: {error}")
+        patch.status["conditions"] = [deleting.model_dump(by_alias=True, exclude_none=True, mode="json")]
+        raise kopf.TemporaryError(f"{error.reason}: {error}", delay=CONFIG.retry_backoff(retry))
+    reason = "ForceDeleted" if forced else "CredentialsNotRemoved"
+    why = "chatmemory.io/force-delete is set" if forced else f"after {retry + 1} attempts"
+    message = f"nothing more removed on the server ({why}: {error}); remove the memory's user by hand"
+    plain = api.to_plain(body)
+    return await asyncio.to_thread(reconcile.give_up_deletion, _ctx(memo), plain, reason, message)
 
 
 # -- ChatMemoryStore --------------------------------------------------------------------------------
@@ -250,7 +257,9 @@ def _store_is_ours(spec: kopf.Spec, **_: Any) -> bool:
     return store_in_scope(spec, CONFIG.namespaces)
 
 
-async def run_store(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> Outcome:
+async def run_store(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, *, changed: bool = False
+) -> Outcome:
     uid = str(body.get("metadata", {}).get("uid"))
     was_ready = reconcile.is_ready(body)
     async with _lock(memo, uid):
@@ -258,14 +267,15 @@ async def run_store(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logge
     if apply_status(patch, body, outcome.status):
         logger.info("status: %s", _summary(outcome))
     post_events(body, outcome)
-    if outcome.ready and not was_ready:
-        await wake_memories(memo, api.to_plain(body), logger)
+    if outcome.ready and (not was_ready or changed):
+        await wake_memories(memo, api.to_plain(body), logger, every=changed)
     return outcome
 
 
-async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> None:
+async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger, *, every: bool = False) -> None:
     """The store became Ready: reconcile now the memories on it that are not Ready (created before
-    the store, or waiting for the server), instead of at their next retry or timer tick."""
+    the store, or waiting for the server), instead of at their next retry or timer tick. ``every``:
+    the store's spec changed (its policy may now refuse memories): reconcile all of them."""
     ctx = _ctx(memo)
     name = str(store.get("metadata", {}).get("name"))
     try:
@@ -278,7 +288,7 @@ async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> 
         m
         for m in memories
         if reconcile.references_store(m, name, is_default=default)
-        and not reconcile.is_ready(m)
+        and (every or not reconcile.is_ready(m))
         and not m.get("metadata", {}).get("deletionTimestamp")
         and (
             not CONFIG.namespaces
@@ -295,11 +305,29 @@ async def wake_memories(memo: Any, store: Mapping[str, Any], logger: Logger) -> 
 @kopf.on.create(*STORES, when=_store_is_ours)
 @kopf.on.update(*STORES, when=_store_is_ours)
 async def store_changed(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, logger: Logger, reason: str, **_: Any
 ) -> None:
-    """Check the server with the admin credentials; report version, provider and capabilities."""
-    outcome = await run_store(body, patch, memo, logger)
+    """Check the server with the admin credentials; report version, provider and capabilities.
+    A changed spec (policy, limits) is applied to every memory on the store at once."""
+    outcome = await run_store(body, patch, memo, logger, changed=reason == kopf.Reason.UPDATE)
     raise_for(outcome.error, retry)
+
+
+@kopf.on.delete(*STORES, when=_store_is_ours)
+async def store_deleted(body: kopf.Body, memo: Any, retry: int, logger: Logger, **_: Any) -> None:
+    """Revoke every credential the store handed out (the memories' users; their data stays)."""
+    try:
+        events = await asyncio.to_thread(reconcile.delete_store, _ctx(memo), api.to_plain(body))
+    except ReconcileError as e:
+        forced = (body.get("metadata", {}).get("annotations") or {}).get(
+            api.FORCE_DELETE_ANNOTATION
+        ) == "true"
+        if not (forced or not e.temporary or retry >= CONFIG.retain_delete_retries):
+            raise kopf.TemporaryError(f"{e.reason}: {e}", delay=CONFIG.retry_backoff(retry)) from None
+        message = f"the memories' users were not removed ({e}); remove them by hand"
+        events = [reconcile.Event("Warning", "CredentialsNotRevoked", message)]
+    post_events(body, Outcome(status={}, events=events))
+    logger.info("deleted: %s", "; ".join(ev.message for ev in events) or "no memory on it had credentials")
 
 
 @kopf.timer(*STORES, interval=CONFIG.store_interval, initial_delay=CONFIG.store_interval, when=_store_is_ours)

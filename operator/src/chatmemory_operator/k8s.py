@@ -26,6 +26,20 @@ from chatmemory_operator.secrets import decode_data
 
 log = logging.getLogger(__name__)
 
+_LEASES_ALL = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_LEASES = _LEASES_ALL + "/{name}"
+
+
+def _precondition(resource_version: str | None) -> dict[str, Any] | None:
+    """DeleteOptions that delete only the version the caller read (None: any version)."""
+    if not resource_version:
+        return None
+    return {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "preconditions": {"resourceVersion": resource_version},
+    }
+
 
 class KubernetesError(Exception):
     """An API call failed for a reason other than "not found" (retried by the caller)."""
@@ -97,6 +111,14 @@ class KubeClient:
             f"ChatMemory {namespace}/{name}",
         )
 
+    def get_memory(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ChatMemory by namespace and name, or None when it does not exist."""
+        memory: dict[str, Any] | None = self._get(
+            lambda: self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, MEMORY_PLURAL, name),
+            f"ChatMemory {namespace}/{name}",
+        )
+        return memory
+
     def patch_memory_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch a ChatMemory's status subresource (gone already: ignored)."""
         body = {"status": dict(status)}
@@ -120,29 +142,78 @@ class KubeClient:
         return None if secret is None else decode_data(secret.get("data"))
 
     def write_secret(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None) -> None:
-        """Create the Secret, or replace it; a Secret whose ``type`` differs is deleted and recreated
-        (the type of a Secret is immutable)."""
+        """Create the Secret, or replace ``existing`` (the version the caller read and checked);
+        a Secret whose ``type`` differs is deleted and recreated (the type is immutable).
+
+        Never replaces a Secret the caller did not read: a create that finds one created meanwhile,
+        or a replace that finds it changed since (the resourceVersion precondition), fails with a
+        :class:`KubernetesError`, and the next reconcile reads and checks it again.
+        """
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         what = f"Secret {namespace}/{name}"
+        version = ((existing or {}).get("metadata") or {}).get("resourceVersion")
         if existing is not None and existing.get("type") != body.get("type"):
-            self.delete_secret(namespace, name)
+            self._call(lambda: self._secrets("DELETE", namespace, name, body=_precondition(version)), what)
             existing = None
         if existing is None:
-            try:
-                self._secrets("POST", namespace, body=body)
-                return
-            except ApiException as e:
-                if e.status != 409:
-                    raise KubernetesError(f"while creating {what}: {e.status} {e.reason}") from None
-        self._call(
-            lambda: self._secrets("PUT", namespace, name, body=body),
-            what,
-        )
+            self._call(lambda: self._secrets("POST", namespace, body=body), f"while creating {what}")
+            return
+        replaced = {**body, "metadata": {**meta, "resourceVersion": version}}
+        self._call(lambda: self._secrets("PUT", namespace, name, body=replaced), f"while replacing {what}")
 
     def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret; already gone is fine."""
         self._get(lambda: self._secrets("DELETE", namespace, name), f"Secret {namespace}/{name}")
+
+    # -- leases (name claims) and namespaces -----------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        lease: dict[str, Any] | None = self._get(
+            lambda: self._request("GET", _LEASES, {"namespace": namespace, "name": name}),
+            f"Lease {namespace}/{name}",
+        )
+        return lease
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a Lease; None when one of that name exists already (409: another holder won)."""
+        try:
+            created: dict[str, Any] = self._request("POST", _LEASES_ALL, {"namespace": namespace}, body=body)
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise KubernetesError(
+                f"while creating Lease {namespace}/{body['metadata']['name']}: {e.status} {e.reason}"
+            ) from None
+        return created
+
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = self._call(
+            lambda: self._request(
+                "GET", _LEASES_ALL, {"namespace": namespace}, query={"labelSelector": selector}
+            ),
+            f"listing Leases in {namespace}",
+        )
+        return list(result.get("items") or [])
+
+    def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+        """Delete a Lease (only at ``resource_version`` when given); already gone is fine."""
+        self._get(
+            lambda: self._request(
+                "DELETE",
+                _LEASES,
+                {"namespace": namespace, "name": name},
+                body=_precondition(resource_version),
+            ),
+            f"Lease {namespace}/{name}",
+        )
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels, or None when it does not exist."""
+        ns = self._get(
+            lambda: self._request("GET", "/api/v1/namespaces/{name}", {"name": name}), f"Namespace {name}"
+        )
+        return None if ns is None else dict((ns.get("metadata") or {}).get("labels") or {})
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -152,11 +223,24 @@ class KubeClient:
         """One call on ``/api/v1/namespaces/{namespace}/secrets[/{name}]``; the reply as a dict."""
         path = "/api/v1/namespaces/{namespace}/secrets" + ("/{name}" if name else "")
         params = {"namespace": namespace, **({"name": name} if name else {})}
+        return self._request(method, path, params, body=body)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One call through the ApiClient itself (the generated API modules cost memory)."""
         api = self._api
         request = api.param_serialize(
             method,
             path,
-            path_params=params,
+            path_params=dict(params),
+            query_params=list((query or {}).items()),
             header_params={"Accept": "application/json", "Content-Type": "application/json"},
             body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],

@@ -24,6 +24,8 @@ Passwords never enter a status, an Event or a log line.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,12 +35,14 @@ from typing import Any, Final
 import pydantic
 from chatmemory.contract import BackendKind, Binding
 
-from chatmemory_operator import naming, secrets
+from chatmemory_operator import naming, ownership, secrets
 from chatmemory_operator.api import v1alpha1 as api
 from chatmemory_operator.api.durations import format_duration, parse_duration
 from chatmemory_operator.backends.base import (
+    USER_CLAIM,
     AdminAccess,
     Backend,
+    Claim,
     DeletionPolicy,
     MemoryPlan,
     Prior,
@@ -47,7 +51,10 @@ from chatmemory_operator.backends.base import (
 from chatmemory_operator.config import OperatorConfig
 from chatmemory_operator.errors import (
     BackendUnavailable,
+    CustomNamesNotAllowed,
     InvalidSpec,
+    LimitExceeded,
+    NamespaceNotAllowed,
     ReconcileError,
     SecretNotFound,
     StoreNotFound,
@@ -57,6 +64,8 @@ from chatmemory_operator.k8s import KubeClient, KubernetesError
 log = logging.getLogger(__name__)
 
 READY: Final = api.ConditionType.READY.value
+#: The key of :func:`_owns` for the memory's data (the user's is ``USER_CLAIM``).
+DATA: Final = "data"
 ISOLATED: Final = api.ConditionType.ISOLATED.value
 
 
@@ -71,11 +80,16 @@ class Event:
 
 @dataclass
 class Context:
-    """What a reconcile needs: one backend per kind, the Kubernetes client, the settings."""
+    """What a reconcile needs: one backend per kind, the Kubernetes client, the settings, and the
+    name claims (Leases in the operator's namespace)."""
 
     backends: Mapping[BackendKind, Backend[Any, Any]]
     kube: KubeClient
     config: OperatorConfig
+    claims: ownership.Claims = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = ownership.Claims(self.kube, self.config.operator_namespace)
 
 
 @dataclass
@@ -156,6 +170,15 @@ def admin_access(ctx: Context, store: api.ChatMemoryStore) -> AdminAccess:
     name = store.metadata.name
     username = password = ca = ""
     admin = store.spec.admin_secret_ref
+    tls = store.spec.tls or api.TLSSpec()
+    block = f"spec.{store.spec.backend.value}"
+    for ref, where in ((admin, "adminSecretRef"), (tls.ca_secret_ref, "tls.caSecretRef")):
+        if ref is not None and not ctx.config.may_read_store_secrets_in(ref.namespace):
+            raise InvalidSpec(
+                f"ChatMemoryStore {name!r}: {block}.{where}.namespace {ref.namespace!r}: store Secrets are "
+                f"read only in the operator's namespace {ctx.config.operator_namespace!r} and the namespaces "
+                "its admin allows (the chart's storeSecretNamespaces)"
+            )
     if admin is not None:
         data = _secret_data(ctx, admin.namespace, admin.name, name, "admin")
         if "password" not in data and "username" not in data:
@@ -165,8 +188,8 @@ def admin_access(ctx: Context, store: api.ChatMemoryStore) -> AdminAccess:
             )
         username = data.get("username", "").strip()
         password = data.get("password", "")
-    ref = (store.spec.tls or api.TLSSpec()).ca_secret_ref
-    if ref is not None:
+    ref = tls.ca_secret_ref
+    if ref is not None and tls.enabled:
         ca = _secret_data(ctx, ref.namespace, ref.name, name, "CA").get(ref.key, "")
         if not ca:
             raise SecretNotFound(
@@ -261,12 +284,19 @@ def common_plan(memory: api.ChatMemory, store: api.ChatMemoryStore) -> MemoryPla
             f"remove spec.{other} (settings for this store go in spec.{kind.value})"
         )
     defaults = store.spec.defaults or api.StoreDefaults()
+    most = (store.spec.limits or api.StoreLimits()).max_ttl
+    ttl = parse_duration(spec.ttl or defaults.ttl or api.DEFAULT_TTL)
+    if most is not None and ttl > parse_duration(most):
+        raise LimitExceeded(
+            f"spec.ttl: {format_duration(ttl)} is longer than ChatMemoryStore {store.metadata.name!r} "
+            f"allows (spec.limits.maxTTL {most})"
+        )
     namespace, name = memory.metadata.namespace or "", memory.metadata.name
     return MemoryPlan(
         namespace=namespace,
         name=name,
         uid=memory.metadata.uid,
-        ttl_seconds=parse_duration(spec.ttl or defaults.ttl or api.DEFAULT_TTL),
+        ttl_seconds=ttl,
         max_messages=spec.max_messages_per_session,
         username=naming.username(namespace, name),
     )
@@ -278,6 +308,63 @@ def resolve(ctx: Context, memory: api.ChatMemory, *, use_default: bool = True) -
     backend, conn = store_connection(ctx, store)
     plan = backend.plan(common_plan(memory, store), memory, store)
     return Target(store=store, backend=backend, conn=conn, plan=plan)
+
+
+def admit(ctx: Context, memory: api.ChatMemory, target: Target, old: api.ChatMemoryStatus) -> None:
+    """Step 2, the store's policy: the namespace is allowed, custom names are allowed (or held
+    already), and the memory holds every name it needs. Nothing is issued before this passes."""
+    store, plan = target.store, target.plan
+    allowed = store.spec.allowed_namespaces
+    if allowed is not None and not allowed.admits(ctx.kube.namespace_labels(plan.namespace) or {}):
+        if old.binding is not None:
+            revoke(ctx, memory, target)
+        raise NamespaceNotAllowed(
+            f"ChatMemoryStore {store.metadata.name!r} does not admit namespace {plan.namespace!r} "
+            "(spec.allowedNamespaces): use a store that does, or ask its owner"
+        )
+    claims = target.backend.claims(plan)
+    if ctx.claims.confirmed(store.metadata.name, claims, plan.uid):
+        return
+    earlier = old.provisioned.names() if old.provisioned is not None else set()
+    if plan.custom and not store.spec.allow_custom_names:
+        held = ctx.claims.held(store.metadata.name, claims, plan.uid)
+        if not all(held[c] is not None or c.value in earlier for c in claims if c.field):
+            raise CustomNamesNotAllowed(
+                f"{', '.join(plan.custom)}: ChatMemoryStore {store.metadata.name!r} does not let memories "
+                "choose their names (spec.allowCustomNames): remove the field and the operator derives one"
+            )
+    holder = ownership.Holder(plan.uid, plan.namespace, plan.name)
+    adoption = store.spec.adoption is api.AdoptionPolicy.ALLOW
+    for claim in claims:
+        existed = functools.partial(_existed, target, claim, earlier)
+        ctx.claims.claim(store.metadata.name, claim, holder, existed=existed, adoption=adoption)
+
+
+def _existed(target: Target, claim: Claim, earlier: set[str]) -> bool:
+    """Whether a name's object was on the server before the memory claimed it; a name the memory
+    was given before claims existed (its status says so) counts as created for it."""
+    return claim.value not in earlier and target.backend.exists(target.conn, target.plan, claim)
+
+
+def revoke(ctx: Context, memory: api.ChatMemory, target: Target) -> None:
+    """Remove the memory's user (never its data) and its Secret: its namespace lost the store."""
+    if _owns(ctx, memory, target).get(USER_CLAIM, False):
+        target.backend.delete(target.conn, target.plan, DeletionPolicy.RETAIN)
+    _delete_own_secret(ctx, memory.metadata.namespace or "", memory.secret_name, memory.metadata.uid)
+
+
+def _owns(ctx: Context, memory: api.ChatMemory, target: Target) -> dict[str, bool]:
+    """For the user and the data: may this memory remove them? Yes for a name it holds (its data
+    only when it did not adopt it); a memory provisioned before claims existed holds what nobody
+    has claimed since."""
+    store, claims = target.store.metadata.name, target.backend.claims(target.plan)
+    held = ctx.claims.held(store, claims, memory.metadata.uid)
+    legacy = memory.status.provisioned is not None and ctx.claims.unclaimed(store, claims)
+    owns: dict[str, bool] = {}
+    for claim in claims:
+        mine = held[claim]
+        owns[DATA if claim.data else USER_CLAIM] = legacy or (mine is not None and not mine.adopted)
+    return owns
 
 
 def credentials(
@@ -432,12 +519,15 @@ def reconcile_memory(
             outcome.backend = target.store.spec.backend.value
             status.store, status.backend = target.store.metadata.name, target.store.spec.backend
             status.ttl = format_duration(target.plan.ttl_seconds)
+            admit(ctx, memory, target, old)
             creds = credentials(ctx, memory, target.plan, old, handled)  # 3
             binding = converge(  # 4
                 target, creds, old, status.observed_generation, check_drift=check_drift, events=outcome.events
             )
             publish(ctx, memory, binding, creds, old, check_drift=check_drift, events=outcome.events)  # 5
     except ReconcileError as e:
+        if isinstance(e, NamespaceNotAllowed):
+            status.binding = status.provisioned = None  # revoked
         ready = api.Condition.make(READY, False, e.reason, str(e), generation=status.observed_generation)
         return _finish(outcome, old.conditions, status, ready, error=e)
     ready, events = ready_status(status, target, binding, creds)
@@ -496,28 +586,96 @@ def rotation_pending(body: Mapping[str, Any], handled: str | None = None) -> boo
 
 
 def delete_memory(ctx: Context, body: Mapping[str, Any]) -> list[Event]:
-    """Remove what the memory was given: its user always, its data too under ``Delete``.
+    """Remove what the memory holds: its user, and under ``Delete`` its data when it created it;
+    then its Secret and its claims. Never touches a name another memory holds.
 
     A store that no longer exists, or a memory that never got a store, completes at once (with a
-    Warning). Raises :class:`BackendUnavailable` when the server cannot be reached.
+    Warning). Raises a :class:`ReconcileError` when the server or the store's Secrets cannot be
+    used (the handler retries, or gives up as the deletion policy says).
     """
     try:
         memory = parse_memory(body)
     except InvalidSpec as e:
         return [Event("Warning", "NothingRemoved", f"nothing removed on the backend: {e}")]
-    namespace, uid = memory.metadata.namespace or "", memory.metadata.uid
-    policy = memory.spec.deletion_policy
     with _kubernetes_unavailable():
         try:
             target = resolve(ctx, memory, use_default=False)
         except (StoreNotFound, InvalidSpec) as e:
-            _delete_own_secret(ctx, namespace, memory.secret_name, uid)
+            forget(ctx, memory)
             return [Event("Warning", "NothingRemoved", f"nothing removed on the backend: {e}")]
-        target.backend.delete(target.conn, target.plan, policy)
-        _delete_own_secret(ctx, namespace, memory.secret_name, uid)
-    what = "user and its data" if policy is DeletionPolicy.DELETE else "user (the data is retained)"
+        owns = _owns(ctx, memory, target)
+        if owns[USER_CLAIM]:
+            policy = memory.spec.deletion_policy if owns[DATA] else DeletionPolicy.RETAIN
+            target.backend.delete(target.conn, target.plan, policy)
+        forget(ctx, memory)
+    return [_deleted_event(memory, target, owns)]
+
+
+def _deleted_event(memory: api.ChatMemory, target: Target, owns: Mapping[str, bool]) -> Event:
     store = target.store.metadata.name
-    return [Event("Normal", "Deleted", f"removed the memory's {what} on store {store!r}")]
+    if not owns[USER_CLAIM]:
+        message = f"nothing removed on store {store!r}: the memory held none of its names there"
+        return Event("Warning", "NothingRemoved", message)
+    if memory.spec.deletion_policy is DeletionPolicy.DELETE and not owns[DATA]:
+        message = f"removed the memory's user on store {store!r}; kept the data: the memory did not create it"
+        return Event("Warning", "DataRetained", message)
+    what = (
+        "user and its data"
+        if memory.spec.deletion_policy is DeletionPolicy.DELETE
+        else "user (the data is retained)"
+    )
+    return Event("Normal", "Deleted", f"removed the memory's {what} on store {store!r}")
+
+
+def forget(ctx: Context, memory: api.ChatMemory) -> None:
+    """The last step of a deletion: the memory's Secret and its claims go."""
+    _delete_own_secret(ctx, memory.metadata.namespace or "", memory.secret_name, memory.metadata.uid)
+    ctx.claims.release(memory.metadata.uid)
+
+
+def give_up_deletion(ctx: Context, body: Mapping[str, Any], reason: str, message: str) -> list[Event]:
+    """Finish a deletion that cannot remove what is on the server: say so, then forget the memory."""
+    with _kubernetes_unavailable(), contextlib.suppress(InvalidSpec):
+        forget(ctx, parse_memory(body))
+    return [Event("Warning", reason, message)]
+
+
+def delete_store(ctx: Context, body: Mapping[str, Any]) -> list[Event]:
+    """Revoke every credential the store handed out: the user of each memory on it (the data is
+    retained, and a store created again gives the memories new users). Raises a
+    :class:`ReconcileError` when the server or the store's Secrets cannot be used."""
+    store = parse_store(body)
+    name = store.metadata.name
+    with _kubernetes_unavailable():
+        memories = [
+            m for m in ctx.kube.list_memories() if references_store(m, name, is_default=store.is_default)
+        ]
+        provisioned = [m for m in memories if (m.get("status") or {}).get("binding")]
+        if not provisioned:
+            return []
+        backend, conn = store_connection(ctx, store)
+        revoked = sum(_revoke_user(ctx, store, backend, conn, m) for m in provisioned)
+    message = f"removed the users of {revoked} memories on this store (their data is retained)"
+    return [Event("Normal", "CredentialsRevoked", message)]
+
+
+def _revoke_user(
+    ctx: Context,
+    store: api.ChatMemoryStore,
+    backend: Backend[Any, Any],
+    conn: StoreConnection,
+    body: Mapping[str, Any],
+) -> bool:
+    """Remove one memory's user from a store being deleted, if the memory holds it."""
+    try:
+        memory = parse_memory(body)
+        plan = backend.plan(common_plan(memory, store), memory, store)
+    except ReconcileError:
+        return False  # a spec the store never served: nothing of it on the server
+    if not _owns(ctx, memory, Target(store, backend, conn, plan))[USER_CLAIM]:
+        return False
+    backend.delete(conn, plan, DeletionPolicy.RETAIN)
+    return True
 
 
 def _delete_own_secret(ctx: Context, namespace: str, name: str, uid: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from chatmemory.contract import BackendKind
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -59,6 +59,9 @@ CATEGORIES: Final = ("chatmemory-all",)
 DEFAULT_STORE_ANNOTATION: Final = "chatmemory.io/is-default-store"
 #: On a ChatMemory: set it to a new value (a timestamp, a counter) to issue a new password.
 ROTATE_CREDENTIALS_ANNOTATION: Final = "chatmemory.io/rotate-credentials"
+#: ``"true"`` on a ChatMemory or ChatMemoryStore being deleted: finish the deletion now, even if
+#: what the operator handed out on the server cannot be removed (an admin's last resort).
+FORCE_DELETE_ANNOTATION: Final = "chatmemory.io/force-delete"
 #: The label of a Service Binding provisioned-service CRD (set on the ChatMemory CRD).
 PROVISIONED_SERVICE_LABEL: Final = "servicebinding.io/provisioned-service"
 
@@ -93,6 +96,8 @@ def _commands(rules: Sequence[str]) -> str:
 
 #: The operator's TTL when neither the memory nor its store's ``defaults`` set one.
 DEFAULT_TTL: Final = "7d"
+#: Partitions one memory's topic may have when the store's ``spec.limits`` does not say.
+DEFAULT_MAX_PARTITIONS: Final = 64
 #: Kafka partitions and replication factor when neither the memory nor its store set them.
 DEFAULT_PARTITIONS: Final = 1
 DEFAULT_REPLICATION_FACTOR: Final = 1
@@ -153,6 +158,15 @@ class Reason(enum.StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"
     #: Deletion is in progress.
     DELETING = "Deleting"
+    #: A name the memory asks for (key prefix, topic, database, user) is another memory's, overlaps
+    #: it, or names an object on the server that was not created for this memory.
+    NAME_CONFLICT = "NameConflict"
+    #: The store's ``spec.allowedNamespaces`` does not admit the memory's namespace.
+    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+    #: The memory sets a name (keyPrefix, topic, database, table) and the store does not allow it.
+    CUSTOM_NAMES_NOT_ALLOWED = "CustomNamesNotAllowed"
+    #: The memory asks for more than the store's ``spec.limits`` allow.
+    LIMIT_EXCEEDED = "LimitExceeded"
     #: Isolated=True: the memory has its own least-privilege user.
     OWN_USER = "OwnUser"
     #: Isolated=False: the server has no ACLs (or Kafka without SASL); the memory uses the store's
@@ -392,6 +406,99 @@ class TiDBStoreSpec(ApiModel):
     )
 
 
+class AdoptionPolicy(enum.StrEnum):
+    """Whether a memory may take over an object that already exists on the server."""
+
+    ALLOW = "Allow"
+    DENY = "Deny"
+
+
+class NamespacesFrom(enum.StrEnum):
+    """Which namespaces may use a store (as a Gateway listener's ``allowedRoutes``)."""
+
+    ALL = "All"
+    SELECTOR = "Selector"
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One ``matchExpressions`` entry of a Kubernetes label selector."""
+
+    key: str = Field(min_length=1, max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[Annotated[str, Field(description="A label value.")]] = Field(
+        default_factory=list, description="The values for In and NotIn (empty for Exists and DoesNotExist)."
+    )
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "Exists":
+            return self.key in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        found = self.key in labels and labels[self.key] in self.values
+        return found if self.operator == "In" else not found
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector: every ``matchLabels`` pair and every expression must hold."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Labels a namespace must carry.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Label requirements a namespace must meet."
+    )
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            e.matches(labels) for e in self.match_expressions
+        )
+
+
+class AllowedNamespaces(ApiModel):
+    """Which namespaces may have memories on this store."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            cel(
+                "self.from != 'Selector' || has(self.selector)",
+                "from: Selector needs a selector",
+            )
+        )
+    )
+
+    from_: NamespacesFrom = Field(
+        default=NamespacesFrom.ALL,
+        alias="from",
+        description="All: every namespace (the default). Selector: namespaces whose labels match `selector`.",
+    )
+    selector: LabelSelector | None = Field(
+        default=None, description="With `from: Selector`: a label selector on namespaces."
+    )
+
+    def admits(self, labels: Mapping[str, str]) -> bool:
+        if self.from_ is NamespacesFrom.ALL:
+            return True
+        return self.selector is not None and self.selector.matches(labels)
+
+
+class StoreLimits(ApiModel):
+    """What one memory on this store may ask for at most."""
+
+    max_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description=f"Kafka: partitions of one memory's topic (default {DEFAULT_MAX_PARTITIONS}).",
+    )
+    max_ttl: Duration | None = Field(
+        default=None, alias="maxTTL", description="The longest TTL a memory may set (no limit when unset)."
+    )
+
+    @field_validator("max_ttl")
+    @classmethod
+    def _ttl_valid(cls, value: str | None) -> str | None:
+        return _check_duration(value)
+
+
 class StoreDefaults(ApiModel):
     """Values used by memories on this store that leave them unset."""
 
@@ -429,6 +536,33 @@ class ChatMemoryStoreSpec(ApiModel):
     tidb: TiDBStoreSpec | None = Field(default=None, description="A TiDB, MySQL or MariaDB server.")
     defaults: StoreDefaults | None = Field(
         default=None, description="Defaults for memories on this store that leave a setting unset."
+    )
+    allowed_namespaces: AllowedNamespaces | None = Field(
+        default=None,
+        description=(
+            "Which namespaces may have memories here (default: all). A memory in another namespace gets "
+            "Ready=False, reason NamespaceNotAllowed, and nothing on the server; a memory whose namespace "
+            "stops matching loses its credentials (its data is retained)."
+        ),
+    )
+    allow_custom_names: bool | None = Field(
+        default=None,
+        description=(
+            "Whether memories may set their own names (redis.keyPrefix, kafka.topic, tidb.database, "
+            "tidb.table). Default false: the operator derives every name (reason CustomNamesNotAllowed "
+            "otherwise). A memory that already holds a custom name keeps it."
+        ),
+    )
+    adoption: AdoptionPolicy | None = Field(
+        default=None,
+        description=(
+            "Deny (the default): a memory never takes over a topic, database or keys under a prefix that "
+            "exist on the server but were not created for it (reason NameConflict). Allow: it may, for "
+            "moving existing data in; deletionPolicy Delete still never deletes what a memory adopted."
+        ),
+    )
+    limits: StoreLimits | None = Field(
+        default=None, description="What one memory may ask for at most (reason LimitExceeded)."
     )
 
     @model_validator(mode="after")
@@ -798,6 +932,11 @@ class Provisioned(ApiModel):
         ),
     )
 
+    def names(self) -> set[str]:
+        """The names this status says the memory was given (prefix, topic, database, user)."""
+        values = (self.key_prefix, self.topic, self.database, self.username)
+        return {v for v in values if v}
+
 
 class ChatMemoryStatus(ApiModel):
     """What the operator provisioned and whether the memory is usable."""
@@ -917,10 +1056,12 @@ def default_secret_name(memory_name: str) -> str:
 __all__ = [
     "API_VERSION",
     "CATEGORIES",
+    "DEFAULT_MAX_PARTITIONS",
     "DEFAULT_PARTITIONS",
     "DEFAULT_REPLICATION_FACTOR",
     "DEFAULT_STORE_ANNOTATION",
     "DEFAULT_TTL",
+    "FORCE_DELETE_ANNOTATION",
     "GROUP",
     "ISOLATED_REASONS",
     "MEMORY_KIND",
@@ -940,6 +1081,8 @@ __all__ = [
     "STORE_SINGULAR",
     "VERSION",
     "AdminSecretRef",
+    "AdoptionPolicy",
+    "AllowedNamespaces",
     "CASecretRef",
     "ChatMemory",
     "ChatMemorySpec",
@@ -953,6 +1096,9 @@ __all__ = [
     "DeletionPolicy",
     "KafkaMemorySpec",
     "KafkaStoreSpec",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "NamespacesFrom",
     "ObjectMeta",
     "Provisioned",
     "Reason",
@@ -962,6 +1108,7 @@ __all__ = [
     "SecurityProtocol",
     "ServiceBindingRef",
     "StoreDefaults",
+    "StoreLimits",
     "StoreRef",
     "TLSSpec",
     "TiDBMemorySpec",

@@ -91,6 +91,46 @@ class MemoryPlan:
     ttl_seconds: int  # always > 0: the API rejects a zero TTL and defaults to 7d
     max_messages: int | None
     username: str  # the memory's own least-privilege user on the backend
+    custom: tuple[str, ...] = ()  # the spec fields that set a name (wire paths), none when derived
+
+
+#: The kind of a claim on a memory's user name (the data claims are the backend's own).
+USER_CLAIM: Final = "user"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A name on the store that one memory alone may hold (see :mod:`chatmemory_operator.ownership`).
+
+    ``kind`` says what it names (``key-prefix``, ``topic``, ``database``, ``user``); with ``prefix``
+    two names conflict when one starts with the other (Redis key prefixes), else when equal.
+    ``field`` is the spec field that set the name, empty when the operator derived it.
+    """
+
+    kind: str
+    value: str
+    field: str = ""
+    prefix: bool = False
+
+    @property
+    def data(self) -> bool:
+        """Whether it names the memory's data (else its user)."""
+        return self.kind != USER_CLAIM
+
+    def describe(self) -> str:
+        if self.field:
+            return f"{self.field} {self.value!r}"
+        return (
+            f"the {self.kind.replace('-', ' ')} {self.value!r} (derived from the memory's namespace and name)"
+        )
+
+
+def claims_of(
+    plan: MemoryPlan, kind: str, value: str, field: str, *, prefix: bool = False
+) -> tuple[Claim, ...]:
+    """The memory's data claim and its user claim."""
+    data = Claim(kind, value, field if field in plan.custom else "", prefix)
+    return data, Claim(USER_CLAIM, plan.username)
 
 
 @dataclass(frozen=True)
@@ -148,16 +188,17 @@ class Isolation:
 def extend(plan: MemoryPlan, cls: type[P], **fields: Any) -> P:
     """``plan`` as the backend's plan type, with the backend's own ``fields`` added."""
     common = {f.name: getattr(plan, f.name) for f in dataclasses.fields(MemoryPlan)}
-    return cls(**common, **fields)
+    return cls(**{**common, **fields})
 
 
 def connection_fields(store: api.ChatMemoryStore, admin: AdminAccess, *, tls: bool = False) -> dict[str, Any]:
     """The fields every connection has: the store's name, TLS (on when the spec or ``tls`` says
     so) with the CA read from its Secret, and the admin credentials."""
     spec = store.spec.tls or api.TLSSpec()
+    enabled = spec.enabled or tls
     return {
         "name": store.metadata.name,
-        "tls": TLSConfig(spec.enabled or tls, admin.ca_cert, spec.insecure_skip_verify),
+        "tls": TLSConfig(enabled, admin.ca_cert if enabled else "", spec.insecure_skip_verify),
         "admin_username": admin.username,
         "admin_password": admin.password,
     }
@@ -219,6 +260,15 @@ class Backend(Protocol[C, P]):
 
     def ensure(self, store: C, plan: P, password: str, prior: Prior = NO_PRIOR) -> Binding:
         """Create or repair everything ``plan`` needs; set the user's password; return the binding."""
+        ...
+
+    def claims(self, plan: P) -> tuple[Claim, ...]:
+        """The names on the store the memory must hold alone: its data's and its user's (no I/O)."""
+        ...
+
+    def exists(self, store: C, plan: P, claim: Claim) -> bool:
+        """Whether the object a data claim names exists on the server already (keys under a prefix,
+        a topic, a database): asked before a memory first claims a name it set itself."""
         ...
 
     def binding_current(self, binding: Binding, store: C, plan: P) -> bool:

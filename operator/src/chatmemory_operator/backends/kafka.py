@@ -54,7 +54,7 @@ from chatmemory_operator.api import v1alpha1 as api
 from chatmemory_operator.backends import base
 from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOUT, ClientCache, redact
 from chatmemory_operator.backends.base import DeletionPolicy, Drift, MemoryPlan, Observed, Prior, StoreInfo
-from chatmemory_operator.errors import BackendUnavailable, InvalidSpec, NotSupportedError
+from chatmemory_operator.errors import BackendUnavailable, InvalidSpec, LimitExceeded, NotSupportedError
 
 log = logging.getLogger(__name__)
 
@@ -261,16 +261,33 @@ class KafkaBackend:
     def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> KafkaPlan:
         spec = memory.spec.kafka or api.KafkaMemorySpec()
         defaults = store.spec.defaults or api.StoreDefaults()
+        limits = store.spec.limits or api.StoreLimits()
+        partitions = spec.partitions or defaults.partitions or api.DEFAULT_PARTITIONS
+        most = limits.max_partitions or api.DEFAULT_MAX_PARTITIONS
+        if partitions > most:
+            raise LimitExceeded(
+                f"spec.kafka.partitions: {partitions} partitions are more than ChatMemoryStore "
+                f"{store.metadata.name!r} allows (spec.limits.maxPartitions {most})"
+            )
         return base.extend(
             common,
             KafkaPlan,
             topic=spec.topic or naming.topic(common.namespace, common.name),
-            partitions=spec.partitions or defaults.partitions or api.DEFAULT_PARTITIONS,
+            partitions=partitions,
             replication_factor=(
                 spec.replication_factor or defaults.replication_factor or api.DEFAULT_REPLICATION_FACTOR
             ),
             consumer_group_prefix=naming.consumer_group_prefix(common.namespace, common.name),
+            custom=("spec.kafka.topic",) if spec.topic else (),
         )
+
+    def claims(self, plan: KafkaPlan) -> tuple[base.Claim, ...]:
+        return base.claims_of(plan, "topic", plan.topic, "spec.kafka.topic")
+
+    def exists(self, store: KafkaConnection, plan: KafkaPlan, claim: base.Claim) -> bool:
+        validate_plan(plan, sasl=uses_sasl(store))
+        with self._errors(store) as admin:
+            return self._describe_topic(admin, plan.topic) is not None
 
     def binding_current(self, binding: Binding, store: KafkaConnection, plan: KafkaPlan) -> bool:
         return (binding.bootstrap_servers, binding.topic) == (store.bootstrap_servers, plan.topic)

@@ -212,9 +212,22 @@ class RedisBackend:
 
     def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> RedisPlan:
         spec = memory.spec.redis or api.RedisMemorySpec()
-        return base.extend(
-            common, RedisPlan, key_prefix=spec.key_prefix or naming.key_prefix(common.namespace, common.name)
-        )
+        custom = ("spec.redis.keyPrefix",) if spec.key_prefix else ()
+        prefix = spec.key_prefix or naming.key_prefix(common.namespace, common.name)
+        return base.extend(common, RedisPlan, key_prefix=prefix, custom=custom)
+
+    def claims(self, plan: RedisPlan) -> tuple[base.Claim, ...]:
+        return base.claims_of(plan, "key-prefix", plan.key_prefix, "spec.redis.keyPrefix", prefix=True)
+
+    def exists(self, store: RedisConnection, plan: RedisPlan, claim: base.Claim) -> bool:
+        """Any key under the prefix, on any primary (SCAN as the admin; stops at the first)."""
+        pattern = key_pattern(plan.key_prefix)
+        with self._errors(store):
+            client = self._client(store)
+            return any(
+                next(iter(node.scan_iter(match=pattern, count=_SCAN_COUNT)), None) is not None
+                for node in self._nodes(client, primaries=True)
+            )
 
     def binding_current(self, binding: Binding, store: RedisConnection, plan: RedisPlan) -> bool:
         return (binding.host, binding.port, binding.key_prefix, binding.cluster) == (

@@ -198,12 +198,30 @@ class TiDBBackend:
 
     def plan(self, common: MemoryPlan, memory: api.ChatMemory, store: api.ChatMemoryStore) -> SQLPlan:
         spec = memory.spec.tidb or api.TiDBMemorySpec()
+        custom = tuple(
+            f"spec.tidb.{name}"
+            for name, value in (("database", spec.database), ("table", spec.table))
+            if value
+        )
         return base.extend(
             common,
             SQLPlan,
             database=spec.database or naming.database(common.namespace, common.name),
             table=spec.table or naming.DEFAULT_TABLE,
+            custom=custom,
         )
+
+    def claims(self, plan: SQLPlan) -> tuple[base.Claim, ...]:
+        return base.claims_of(plan, "database", plan.database, "spec.tidb.database")
+
+    def exists(self, store: SQLConnection, plan: SQLPlan, claim: base.Claim) -> bool:
+        validate_plan(plan)
+        with self._cursor(store) as (cur, _server):
+            cur.execute(
+                "SELECT COUNT(*) AS n FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                (plan.database,),
+            )
+            return bool(cur.fetchone()["n"])
 
     def binding_current(self, binding: Binding, store: SQLConnection, plan: SQLPlan) -> bool:
         return bool(binding.checkpoint_table_prefix) and (
