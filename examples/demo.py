@@ -396,6 +396,9 @@ class Operator:
             # the memories' namespace, and the stores' Secrets' (a namespaced operator manages the
             # stores whose Secrets it watches)
             "CHATMEMORY_NAMESPACES": f"{DEMO_NS},{SYSTEM_NS}",
+            # its own namespace, as the chart's pod gets it: the stores' admin Secrets live there,
+            # and the operator keeps its name claims (Leases) there
+            "CHATMEMORY_OPERATOR_NAMESPACE": SYSTEM_NS,
             "CHATMEMORY_LIVENESS": f"http://127.0.0.1:{self.liveness_port}/healthz",
             "CHATMEMORY_METRICS_PORT": str(self.metrics_port),
             "CHATMEMORY_METRICS_ADDR": "127.0.0.1",
