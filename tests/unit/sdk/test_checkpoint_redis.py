@@ -1,21 +1,29 @@
 """The Redis checkpointer's logic, on an in-process stand-in for the handful of commands it sends.
 
 No sockets: :class:`FakeRedis` implements exactly the commands of ``REDIS_COMMANDS`` (and refuses
-any other), with Redis's lexicographic ZRANGE semantics, and records every round trip so the tests
-can check atomicity, slots and TTLs. The same saver runs against real servers in
-tests/integration/checkpoint/.
+any other: it has no SCAN, like the memory's ACL user), with Redis's score and lexicographic ZRANGE
+semantics, and records every round trip so the tests can check atomicity, slots and TTLs. The same
+saver runs against real servers in tests/integration/checkpoint/.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
 from chatmemory.checkpoint import REDIS_COMMANDS, ChatMemoryRedisSaver
-from chatmemory.checkpoint.redis import escape_thread, glob_escape, thread_keys, thread_of_key
+from chatmemory.checkpoint.redis import (
+    INDEX_GRACE_SECONDS,
+    escape_thread,
+    glob_escape,
+    index_key,
+    thread_keys,
+    thread_of_key,
+)
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
@@ -48,21 +56,14 @@ def _lex_ok(member: bytes, lo: bytes, hi: bytes) -> bool:
     return above(lo) and below(hi)
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 1
-            out += re.escape(pattern[i])
-        elif c == "*":
-            out += ".*"
-        elif c == "?":
-            out += "."
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(out + r"\Z", re.DOTALL)
+def _score_ok(score: float, lo: bytes, hi: bytes) -> bool:
+    def bound(b: bytes) -> tuple[float, bool]:
+        text = b.decode()
+        excl = text.startswith("(")
+        return float(text.lstrip("(")), excl
+
+    (low, lx), (high, hx) = bound(lo), bound(hi)
+    return (score > low if lx else score >= low) and (score < high if hx else score <= high)
 
 
 class FakeRedis:
@@ -80,10 +81,6 @@ class FakeRedis:
 
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline(self, transaction)
-
-    def scan_iter(self, match: str, count: int = 10) -> Iterator[bytes]:
-        rx = _glob(match)
-        return iter([k for k in list(self.data) if rx.match(k.decode())])
 
     def close(self) -> None:
         pass
@@ -115,24 +112,39 @@ class FakeRedis:
             n = 0
             for f in rest:
                 if h is not None and f in h:
-                    if isinstance(h, dict):
-                        del h[f]
-                    else:
-                        h.discard(f)
+                    del h[f]
                     n += 1
             if h is not None and not h:
                 self.data.pop(key)
             return n
         if name == "zadd":
-            z = self.data.setdefault(key, set())
-            members = rest[1::2]
-            new = len(set(members) - z)
-            z.update(members)
+            z = self.data.setdefault(key, {})
+            flags = set()
+            while rest and rest[0].upper() in (b"NX", b"XX", b"GT", b"LT"):
+                flags.add(rest.pop(0).upper())
+            new = 0
+            for score, member in zip(rest[::2], rest[1::2], strict=True):
+                old = z.get(member)
+                new += old is None
+                if old is None or (b"NX" not in flags and (b"GT" not in flags or float(score) > old)):
+                    z[member] = float(score)
             return new
+        if name == "zremrangebyscore":
+            gone = [m for m, sc in (h or {}).items() if _score_ok(sc, rest[0], rest[1])]
+            for m in gone:
+                del h[m]
+            if h is not None and not h:
+                self.data.pop(key)
+            return len(gone)
         if name == "zrange":
-            members = sorted(h or set())
+            z = h or {}
+            members = sorted(z, key=lambda m: (z[m], m))
             opts = [r.upper() for r in rest[2:]]
             rev = b"REV" in opts
+            if b"BYSCORE" in opts:
+                hi, lo = (rest[0], rest[1]) if rev else (rest[1], rest[0])
+                members = [m for m in members if _score_ok(z[m], lo, hi)]
+                return members[::-1] if rev else members
             if b"BYLEX" in opts:
                 hi, lo = (rest[0], rest[1]) if rev else (rest[1], rest[0])
                 members = [m for m in members if _lex_ok(m, lo, hi)]
@@ -183,10 +195,6 @@ class FakeAsyncRedis:
 
     def pipeline(self, transaction: bool = True) -> FakeAsyncPipeline:
         return FakeAsyncPipeline(self.server.pipeline(transaction))
-
-    async def scan_iter(self, match: str, count: int = 10) -> AsyncIterator[bytes]:
-        for k in self.server.scan_iter(match, count):
-            yield k
 
     async def aclose(self) -> None:
         pass
@@ -262,6 +270,9 @@ def test_glob_metacharacters_in_the_prefix_are_escaped_for_scan() -> None:
 
 
 async def test_every_write_is_one_transaction_on_one_slot_that_refreshes_the_ttl_of_all_keys() -> None:
+    # Changed with the thread index (issue 13): on a standalone server the same MULTI also updates
+    # the memory's thread index, which is not in the thread's slot (on a cluster it is a round trip
+    # of its own, see test_on_a_cluster_the_index_is_a_round_trip_of_its_own).
     server = FakeRedis()
     saver = saver_on(server, ttl_seconds=90)
     cp = empty_checkpoint()
@@ -275,12 +286,16 @@ async def test_every_write_is_one_transaction_on_one_slot_that_refreshes_the_ttl
     assert len(server.batches) == 1
     atomic, cmds = server.batches[0]
     assert atomic
-    tags = {re.search(r"\{[^}]*\}", str(c[1])).group(0) for c in cmds}  # type: ignore[union-attr]
+    index = index_key("cm:ns:mem:")
+    thread_cmds = [c for c in cmds if c[1] != index]
+    tags = {re.search(r"\{[^}]*\}", str(c[1])).group(0) for c in thread_cmds}  # type: ignore[union-attr]
     assert tags == {"{t1}"}
-    expired = {c[1] for c in cmds if c[0] == "EXPIRE"}
+    expired = {c[1] for c in thread_cmds if c[0] == "EXPIRE"}
     assert expired == set(saver.keys("t1").all)
-    assert {k.decode() for k in server.data} <= set(saver.keys("t1").all)
-    assert all(server.ttl[k] == 90 for k in server.data)
+    assert [c[0] for c in cmds if c[1] == index] == ["ZADD", "ZREMRANGEBYSCORE", "EXPIRE"]
+    assert {k.decode() for k in server.data} <= {*saver.keys("t1").all, index}
+    assert all(server.ttl[k] == 90 for k in server.data if k != index.encode())
+    assert server.ttl[index.encode()] == 90 + INDEX_GRACE_SECONDS
 
 
 def test_without_a_ttl_no_key_gets_an_expiry() -> None:
@@ -291,16 +306,18 @@ def test_without_a_ttl_no_key_gets_an_expiry() -> None:
     assert server.data and not server.ttl
 
 
-def test_delete_thread_is_one_unlink_of_the_threads_keys_and_leaves_other_threads() -> None:
+def test_delete_thread_unlinks_the_threads_keys_and_its_index_entry_in_one_transaction() -> None:
+    # Changed with the thread index (issue 13): the UNLINK and the ZREM from the index are one MULTI.
     server = FakeRedis()
     saver = saver_on(server)
     for t in ("a", "b"):
         saver.put(_config(t), empty_checkpoint(), {"step": 0}, {})
     server.batches.clear()
     saver.delete_thread("a")
-    assert server.batches == [(False, [("UNLINK", *saver.keys("a").all)])]
+    assert server.batches == [(True, [("UNLINK", *saver.keys("a").all), ("ZREM", saver.index, "a")])]
     assert saver.get_tuple(_config("a")) is None
     assert saver.get_tuple(_config("b")) is not None
+    assert [t.config["configurable"]["thread_id"] for t in saver.list(None)] == ["b"]
 
 
 def test_reading_the_latest_checkpoint_takes_three_round_trips_and_a_given_one_two() -> None:
@@ -339,6 +356,61 @@ def test_listing_without_a_thread_scans_this_memorys_threads_only() -> None:
     assert got == ["x", "y{1}"]
 
 
+def test_listing_without_a_thread_reads_the_index_newest_thread_first_and_sends_no_scan() -> None:
+    server = FakeRedis()
+    saver = saver_on(server, ttl_seconds=60)
+    for t in ("x", "y", "z"):
+        saver.put(_config(t), empty_checkpoint(), {"step": 0}, {})
+        time.sleep(0.002)
+    saver.put_writes(saver.put(_config("x"), empty_checkpoint(), {"step": 1}, {}), [("c", 1)], "task")
+    server.batches.clear()
+    got = [t.config["configurable"]["thread_id"] for t in saver.list(None)]
+    assert got == ["x", "x", "z", "y"]
+    first_trip = server.batches[0][1]
+    assert first_trip == [("ZRANGE", saver.index, "+inf", first_trip[0][3], "BYSCORE", "REV")]
+    assert all(str(c[0]).lower() != "scan" for _, cmds in server.batches for c in cmds)
+
+
+async def test_threads_idle_past_the_ttl_and_the_grace_leave_the_index() -> None:
+    server = FakeRedis()
+    saver = saver_on(server, ttl_seconds=60)
+    old = int(time.time() * 1000) - (60 + INDEX_GRACE_SECONDS + 5) * 1000
+    server.execute_command("ZADD", saver.index, old, "gone")  # a thread last written long ago
+    assert [t async for t in saver.alist(None)] == []  # not listed (its keys have expired)
+    await saver.aput(_config("new"), empty_checkpoint(), {"step": 0}, {})
+    assert set(server.data[saver.index.encode()]) == {b"new"}  # dropped by the next write
+
+
+def test_delete_for_runs_finds_the_runs_threads_through_the_index() -> None:
+    server = FakeRedis()
+    saver = saver_on(server)
+    saver.put(_config("a"), empty_checkpoint(), {"step": 0, "run_id": "r1"}, {})
+    saver.put(_config("b"), empty_checkpoint(), {"step": 0, "run_id": "r2"}, {})
+    saver.delete_for_runs(["r1"])
+    assert saver.get_tuple(_config("a")) is None
+    assert saver.get_tuple(_config("b")) is not None
+
+
+def test_copy_thread_indexes_the_target() -> None:
+    server = FakeRedis()
+    saver = saver_on(server)
+    saver.put(_config("src"), empty_checkpoint(), {"step": 0}, {})
+    saver.copy_thread("src", "dst")
+    assert sorted(t.config["configurable"]["thread_id"] for t in saver.list(None)) == ["dst", "src"]
+
+
+def test_on_a_cluster_the_index_is_a_round_trip_of_its_own_before_a_write_after_a_delete() -> None:
+    from chatmemory.checkpoint._redis_saver import _round_trips
+    from chatmemory.checkpoint.redis import Batch
+
+    write = Batch([("HSET", "k", "f", "v")], atomic=True, index=[("ZADD", "i", "GT", 1, "t")])
+    assert _round_trips(write, cluster=False) == ([(write.commands + write.index, True)], 0)
+    assert _round_trips(write, cluster=True) == ([(write.index, False), (write.commands, True)], 1)
+    delete = Batch([("UNLINK", "k")], index=[("ZREM", "i", "t")], index_after=True)
+    assert _round_trips(delete, cluster=True) == ([(delete.commands, False), (delete.index, False)], 0)
+    assert _round_trips(Batch([("HMGET", "k", "f")]), cluster=True) == ([([("HMGET", "k", "f")], False)], 0)
+
+
 def test_a_custom_serializer_is_used_for_everything_stored() -> None:
     class Rot:
         def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
@@ -356,7 +428,7 @@ def test_a_custom_serializer_is_used_for_everything_stored() -> None:
     cp["channel_versions"] = {"msg": saver.get_next_version(None)}
     stored = saver.put(_config("t"), cp, {"step": 0, "note": secret}, cp["channel_versions"])
     saver.put_writes(stored, [("msg", secret)], "task")
-    raw = b"".join(v for h in server.data.values() if isinstance(h, dict) for v in h.values())
+    raw = b"".join(v for h in server.data.values() for v in h.values() if isinstance(v, bytes))
     assert secret.encode() not in raw
     assert b"+rot" in raw
     tup = saver.get_tuple(stored)

@@ -47,7 +47,8 @@ from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
 #: The commands the SDK's chat histories run (no KEYS, FLUSHALL, CONFIG, EVAL, ...).
 #: Writes: MULTI RPUSH EXPIRE LTRIM EXEC (DISCARD to abort); reads: LRANGE LLEN TTL PTTL EXISTS;
-#: clear: DEL UNLINK; listing sessions: SCAN MATCH <prefix>*; connection: HELLO AUTH PING.
+#: clear: DEL UNLINK; connection: HELLO AUTH PING. Nothing keyless that names other keys: no SCAN,
+#: KEYS or RANDOMKEY (an ACL key pattern does not filter them: they would list every tenant's keys).
 HISTORY_COMMANDS: Final[tuple[str, ...]] = (
     "ping",
     "hello",
@@ -62,7 +63,6 @@ HISTORY_COMMANDS: Final[tuple[str, ...]] = (
     "llen",
     "del",
     "unlink",
-    "scan",
     "ttl",
     "pttl",
     "exists",

@@ -1,5 +1,10 @@
 """What the Redis and SQL checkpointers share: config parsing, record framing, filters, versions,
-paging, (de)serialization and their base class :class:`Saver`.
+paging, (de)serialization and their base class :class:`Saver`, which holds LangGraph's whole API.
+
+Each saver writes an operation once (a generator that yields its I/O steps and receives their
+results, see :data:`Op`) and says how to run one step synchronously and asynchronously; the
+public method pairs (``put``/``aput``, ``list``/``alist``, ...) are made from the operations by
+:func:`synchronous`, :func:`asynchronous` and :func:`listing`.
 
 Used only by :mod:`chatmemory.checkpoint._redis_saver` and :mod:`chatmemory.checkpoint._sql_saver`.
 Nothing here does I/O.
@@ -7,12 +12,25 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import inspect
 import random
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -35,6 +53,41 @@ _LEN: Final = struct.Struct(">I")
 PAGE: Final = 100
 
 T = TypeVar("T")
+Y = TypeVar("Y")
+R = TypeVar("R")
+P = ParamSpec("P")
+S = TypeVar("S", bound="Saver")
+
+#: An operation: yields I/O steps (a saver's own kind), receives each step's result, returns a T.
+Op = Generator[Any, Any, T]
+
+
+def drive(op: Generator[Y, R, T], execute: Callable[[Y], R]) -> T:
+    """Run ``op`` to its result, executing each step it yields with ``execute``."""
+    try:
+        step = next(op)
+        while True:
+            step = op.send(execute(step))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def adrive(op: Generator[Y, R, T], execute: Callable[[Y], Awaitable[R]]) -> T:
+    """:func:`drive` with an asyncio ``execute``."""
+    try:
+        step = next(op)
+        while True:
+            step = op.send(await execute(step))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def result(value: T) -> Op[T]:
+    """An operation that needs no I/O."""
+    yield from ()
+    return value
 
 
 @dataclass(frozen=True)
@@ -220,8 +273,119 @@ class DumpedCheckpoint:
     blobs: list[tuple[str, str, str, bytes | None]]
 
 
+@dataclass(frozen=True)
+class DumpedWrites:
+    """Pending writes serialized for :meth:`~BaseCheckpointSaver.put_writes`."""
+
+    addr: Address
+    checkpoint_id: str
+    #: (index, channel, type, data) of each write.
+    writes: list[tuple[int, str, str, bytes]]
+    task_id: str
+    task_path: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The arguments of one ``list`` / ``alist`` call."""
+
+    config: RunnableConfig | None
+    filter: dict[str, Any] | None
+    before: RunnableConfig | None
+    limit: int | None
+
+    @property
+    def before_id(self) -> str | None:
+        before = self.before
+        return before.get("configurable", {}).get("checkpoint_id") if before else None
+
+
+def _named(method: Callable[..., Any], op: Callable[..., Any], name: str, returns: str | None = None) -> None:
+    """Give a method made from ``op`` its public name, and ``op``'s docstring and parameters; it
+    returns what the operation results in (``T`` of ``Op[T]``) unless ``returns`` says otherwise."""
+    sig = inspect.signature(op)
+    if returns is None:
+        returns = str(sig.return_annotation).removeprefix("Op[").removesuffix("]")
+    method.__signature__ = sig.replace(return_annotation=returns)  # type: ignore[attr-defined]
+    method.__doc__ = op.__doc__
+    method.__module__ = op.__module__
+    method.__name__ = name
+    method.__qualname__ = f"{op.__qualname__.rpartition('.')[0]}.{name}"
+
+
+def synchronous(op: Callable[Concatenate[S, P], Op[T]]) -> Callable[Concatenate[S, P], T]:
+    """The sync method that runs the operation ``_<name>_op`` of the saver (``put`` for ``_put_op``)."""
+    name = op.__name__
+
+    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        bound: Callable[P, Op[T]] = getattr(self, name)  # the saver's own operation
+        return self._run(bound(*args, **kwargs))
+
+    _named(method, op, name.removeprefix("_").removesuffix("_op"))
+    return method
+
+
+def asynchronous(
+    op: Callable[Concatenate[S, P], Op[T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """The async twin of :func:`synchronous` (``aput`` for ``_put_op``)."""
+    name = op.__name__
+
+    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        bound: Callable[P, Op[T]] = getattr(self, name)
+        return await self._arun(bound(*args, **kwargs))
+
+    _named(method, op, "a" + name.removeprefix("_").removesuffix("_op"))
+    return method
+
+
+def twins(
+    op: Callable[Concatenate[S, P], Op[T]],
+) -> tuple[Callable[Concatenate[S, P], T], Callable[Concatenate[S, P], Coroutine[Any, Any, T]]]:
+    """The sync and async methods of one operation: ``put, aput = twins(_put_op)``."""
+    return synchronous(op), asynchronous(op)
+
+
+def listing(
+    args: Callable[Concatenate[S, P], Listing],
+) -> tuple[
+    Callable[Concatenate[S, P], Iterator[CheckpointTuple]],
+    Callable[Concatenate[S, P], AsyncIterator[CheckpointTuple]],
+]:
+    """``list`` and ``alist``: the pages of each source of :meth:`Saver._list_sources_op`, up to the limit."""
+
+    def sync(self: S, /, *a: P.args, **kw: P.kwargs) -> Iterator[CheckpointTuple]:
+        q = args(self, *a, **kw)
+
+        def items() -> Iterator[CheckpointTuple]:
+            for source in self._run(self._list_sources_op(q)):
+                yield from paged(lambda offset: self._run(self._list_page_op(q, source, offset)))  # noqa: B023
+
+        return first(items(), q.limit)
+
+    async def asynchronous(self: S, /, *a: P.args, **kw: P.kwargs) -> AsyncIterator[CheckpointTuple]:
+        q = args(self, *a, **kw)
+
+        async def items() -> AsyncIterator[CheckpointTuple]:
+            for source in await self._arun(self._list_sources_op(q)):
+                async for tup in apaged(lambda offset: self._arun(self._list_page_op(q, source, offset))):  # noqa: B023
+                    yield tup
+
+        async for tup in afirst(items(), q.limit):
+            yield tup
+
+    _named(sync, args, "list", "Iterator[CheckpointTuple]")
+    _named(asynchronous, args, "alist", "AsyncIterator[CheckpointTuple]")
+    return sync, asynchronous
+
+
 class Saver(BaseCheckpointSaver[str]):
-    """What both savers do alike: context managers, versions, serializing puts and writes."""
+    """LangGraph's checkpointer API, once for both savers and both flavours.
+
+    A saver implements the operations that raise ``NotImplementedError`` here (``_get_tuple_op``,
+    ``_store_checkpoint_op``, ...) and :meth:`_run` (sync); :meth:`_arun` defaults to :meth:`_run`
+    in a worker thread.
+    """
 
     def close(self) -> None:
         """Release what the saver holds (each saver says what)."""
@@ -244,6 +408,108 @@ class Saver(BaseCheckpointSaver[str]):
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         return next_version(current)
 
+    # -- drivers ----------------------------------------------------------------------------------
+
+    def _run(self, op: Op[T]) -> T:
+        raise NotImplementedError
+
+    async def _arun(self, op: Op[T]) -> T:
+        return await asyncio.to_thread(self._run, op)
+
+    # -- LangGraph's methods: each pair is one operation, run by the sync or the async driver ---
+
+    def _get_tuple_op(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        """The checkpoint the config names, or its namespace's latest (the saver implements it)."""
+        raise NotImplementedError
+
+    get_tuple, aget_tuple = twins(_get_tuple_op)
+
+    def _list_op(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Listing:
+        return Listing(config, filter, before, limit)
+
+    list, alist = listing(_list_op)
+
+    def _list_sources_op(self, q: Listing) -> Op[Sequence[str | None]]:
+        """What :meth:`_list_page_op` pages through one after the other (default: one listing)."""
+        return result([None])
+
+    def _list_page_op(
+        self, q: Listing, source: str | None, offset: int
+    ) -> Op[tuple[builtins.list[CheckpointTuple], bool]]:
+        """One page (newest first) of a source's checkpoints, filtered; and whether more exist."""
+        raise NotImplementedError
+
+    def _put_op(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op[RunnableConfig]:
+        d = self._dump_checkpoint(config, checkpoint, metadata, new_versions)
+        yield from self._store_checkpoint_op(d)
+        return checkpoint_config(d.addr.thread_id, d.addr.checkpoint_ns, d.checkpoint_id)
+
+    put, aput = twins(_put_op)
+
+    def _store_checkpoint_op(self, d: DumpedCheckpoint) -> Op[None]:
+        """Write a serialized checkpoint and its new channel values."""
+        raise NotImplementedError
+
+    def _put_writes_op(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> Op[None]:
+        yield from self._store_writes_op(self._dump_writes(config, writes, task_id, task_path))
+
+    put_writes, aput_writes = twins(_put_writes_op)
+
+    def _store_writes_op(self, w: DumpedWrites) -> Op[None]:
+        """Write serialized pending writes (a regular one is never replaced, a special one is)."""
+        raise NotImplementedError
+
+    def _delete_thread_op(self, thread_id: str) -> Op[None]:
+        """Delete every checkpoint, value and write of a thread."""
+        raise NotImplementedError
+
+    delete_thread, adelete_thread = twins(_delete_thread_op)
+
+    def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
+        """Delete the checkpoints (and their writes) that these runs made, in every thread."""
+        raise NotImplementedError
+
+    delete_for_runs, adelete_for_runs = twins(_delete_for_runs_op)
+
+    def _copy_thread_op(self, source_thread_id: str, target_thread_id: str) -> Op[None]:
+        """Copy a thread's checkpoints, values and writes to another thread id."""
+        raise NotImplementedError
+
+    copy_thread, acopy_thread = twins(_copy_thread_op)
+
+    def _keep_latest_op(self, thread_id: str) -> Op[None]:
+        """Prune one thread to its latest checkpoint per namespace (DeltaChannel chains kept)."""
+        raise NotImplementedError
+
+    def _prune_op(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> Op[None]:
+        check_strategy(strategy)
+        for thread_id in thread_ids:
+            tid = thread_id_of(thread_id)
+            yield from self._delete_thread_op(tid) if strategy == "delete" else self._keep_latest_op(tid)
+
+    prune, aprune = twins(_prune_op)
+
+    # -- serialization ----------------------------------------------------------------------------
+
     def _dump_checkpoint(
         self,
         config: RunnableConfig,
@@ -265,8 +531,8 @@ class Saver(BaseCheckpointSaver[str]):
         return DumpedCheckpoint(addr, cid, md, ctyped, mtyped, blobs)
 
     def _dump_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]]
-    ) -> tuple[Address, str, list[tuple[int, str, str, bytes]]]:
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> DumpedWrites:
         """The address, checkpoint id and (index, channel, type, data) of each write for put_writes."""
         addr = address(config)
         if addr.checkpoint_id is None:
@@ -275,4 +541,4 @@ class Saver(BaseCheckpointSaver[str]):
         for idx, (channel, value) in enumerate(writes):
             wtype, wdata = self.serde.dumps_typed(value)
             dumped.append((WRITES_IDX_MAP.get(channel, idx), channel, wtype, wdata))
-        return addr, addr.checkpoint_id, dumped
+        return DumpedWrites(addr, addr.checkpoint_id, dumped, str(task_id), task_path)

@@ -5,34 +5,28 @@ command list). Separate so that the layout imports without langgraph; users reac
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-)
+from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatmemory.checkpoint._common import (
     PAGE,
     SEP,
+    DumpedCheckpoint,
+    DumpedWrites,
+    Listing,
     Saver,
     address,
-    afirst,
-    apaged,
+    adrive,
     check_part,
-    check_strategy,
-    checkpoint_config,
     checkpoint_tuple,
-    first,
+    drive,
     matches,
     pack,
-    paged,
     run_id_of,
     thread_id_of,
     unpack,
@@ -40,13 +34,15 @@ from chatmemory.checkpoint._common import (
     version_text,
 )
 from chatmemory.checkpoint.redis import (
+    INDEX_GRACE_SECONDS,
     Batch,
     Op,
     ThreadKeys,
+    glob_escape,
+    index_key,
     thread_keys,
     thread_of_key,
 )
-from chatmemory.contract import glob_escape
 from chatmemory.errors import BackendError
 
 if TYPE_CHECKING:
@@ -55,9 +51,8 @@ if TYPE_CHECKING:
     import redis.asyncio.cluster
     import redis.cluster
 
-_SCAN_COUNT: Final = 1000
-
 T = TypeVar("T")
+Command = tuple[Any, ...]
 
 
 def _text(v: bytes | str) -> str:
@@ -106,7 +101,10 @@ class ChatMemoryRedisSaver(Saver):
         self.aclient = aclient
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds if ttl_seconds and ttl_seconds > 0 else None
+        self.index = index_key(prefix)
         self._owns_clients = owns_clients
+        self._cluster = _is_cluster(client)
+        self._acluster = _is_cluster(aclient)
 
     @classmethod
     def from_url(
@@ -154,149 +152,65 @@ class ChatMemoryRedisSaver(Saver):
         """The key names of a thread (for inspection, e.g. ``PTTL``)."""
         return thread_keys(self.prefix, thread_id_of(thread_id))
 
-    # -- sync API ---------------------------------------------------------------------------------
+    def index_existing_threads(self, scan_client: redis.Redis | redis.cluster.RedisCluster) -> int:
+        """Add the threads written before the thread index existed (chatmemory 0.1) to it, once.
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._run(self._get_tuple_op(config))
+        ``scan_client`` must be allowed to ``SCAN`` (the memory's own user is not): the store's
+        admin, for example. Finds ``<prefix>{*}:cx`` keys (every primary of a cluster) and adds
+        their threads as if written now. Returns how many threads it found. Safe to run again and
+        while apps write.
+        """
+        import redis as _redis
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        threads: Iterable[str] = (
-            [thread_id_of(config["configurable"]["thread_id"])]
-            if config is not None
-            else self._scan_threads("cx")
-        )
-
-        def page(thread_id: str, offset: int) -> tuple[builtins.list[CheckpointTuple], bool]:
-            return self._run(self._list_page_op(thread_id, config, filter, before, offset))
-
-        yield from first((tup for t in threads for tup in paged(partial(page, t))), limit)
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._run(self._put_op(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self._run(self._put_writes_op(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        self._run(self._delete_thread_op(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        runs = [check_part(str(r), "run_id") for r in run_ids]
-        if not runs:
-            return
-        for thread_id in self._scan_threads("rx"):
-            self._run(self._delete_runs_op(thread_id, runs))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._run(self._copy_thread_op(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        check_strategy(strategy)
-        for thread_id in thread_ids:
-            self._run(self._prune_op(thread_id, strategy))
-
-    # -- async API --------------------------------------------------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._arun(self._get_tuple_op(config))
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        if config is not None:
-            threads = [thread_id_of(config["configurable"]["thread_id"])]
-        else:
-            threads = [t async for t in self._ascan_threads("cx")]
-
-        async def page(thread_id: str, offset: int) -> tuple[builtins.list[CheckpointTuple], bool]:
-            return await self._arun(self._list_page_op(thread_id, config, filter, before, offset))
-
-        async for tup in afirst((tup for t in threads async for tup in apaged(partial(page, t))), limit):
-            yield tup
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await self._arun(self._put_op(config, checkpoint, metadata, new_versions))
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await self._arun(self._put_writes_op(config, writes, task_id, task_path))
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self._arun(self._delete_thread_op(thread_id))
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        runs = [check_part(str(r), "run_id") for r in run_ids]
-        if not runs:
-            return
-        threads = [t async for t in self._ascan_threads("rx")]
-        for thread_id in threads:
-            await self._arun(self._delete_runs_op(thread_id, runs))
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._arun(self._copy_thread_op(source_thread_id, target_thread_id))
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        check_strategy(strategy)
-        for thread_id in thread_ids:
-            await self._arun(self._prune_op(thread_id, strategy))
+        pattern = f"{glob_escape(self.prefix)}{{*}}:cx"
+        try:
+            found = {thread_of_key(self.prefix, k) for k in scan_client.scan_iter(match=pattern, count=1000)}
+            threads = sorted(t for t in found if t is not None)
+            for i in range(0, len(threads), 1000):
+                now = int(time.time() * 1000)
+                pairs = (x for t in threads[i : i + 1000] for x in (now, t))
+                scan_client.execute_command("ZADD", self.index, "NX", *pairs)  # type: ignore[no-untyped-call]
+            if threads and self.ttl_seconds is not None:
+                scan_client.expire(self.index, self.ttl_seconds + INDEX_GRACE_SECONDS)
+        except _redis.RedisError as e:
+            raise BackendError(f"redis checkpoint index backfill failed: {e}") from e
+        return len(threads)
 
     # -- operations (no I/O: they yield command batches) ------------------------------------------
 
-    def _expire(self, keys: ThreadKeys) -> builtins.list[tuple[Any, ...]]:
+    def _expire(self, keys: ThreadKeys) -> builtins.list[Command]:
         if self.ttl_seconds is None:
             return []
         return [("EXPIRE", k, self.ttl_seconds) for k in keys.all]
 
-    def _put_op(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> Op[RunnableConfig]:
-        d = self._dump_checkpoint(config, checkpoint, metadata, new_versions)
+    def _index_written(self, thread_id: str) -> builtins.list[Command]:
+        """The thread index after a write of ``thread_id``: its entry, old entries dropped, expiry."""
+        now = int(time.time() * 1000)
+        cmds: builtins.list[Command] = [("ZADD", self.index, "GT", now, thread_id)]
+        if self.ttl_seconds is not None:
+            keep = self.ttl_seconds + INDEX_GRACE_SECONDS
+            cmds += [
+                ("ZREMRANGEBYSCORE", self.index, "-inf", f"({now - keep * 1000}"),
+                ("EXPIRE", self.index, keep),
+            ]
+        return cmds
+
+    def _threads_op(self) -> Op[builtins.list[str]]:
+        """The memory's threads, most recently written first (from the index: no SCAN)."""
+        low: Any = "-inf"
+        if self.ttl_seconds is not None:
+            low = int(time.time() * 1000) - (self.ttl_seconds + INDEX_GRACE_SECONDS) * 1000
+        (members,) = yield Batch([("ZRANGE", self.index, "+inf", low, "BYSCORE", "REV")])
+        return _members(members)
+
+    def _store_checkpoint_op(self, d: DumpedCheckpoint) -> Op[None]:
         addr, cid = d.addr, d.checkpoint_id
         (ctype, cdata), (mtype, mdata) = d.checkpoint_typed, d.metadata_typed
         keys = thread_keys(self.prefix, addr.thread_id)
         ns = addr.checkpoint_ns
         member = ns + SEP + cid
         record = pack(ctype.encode(), cdata, mtype.encode(), mdata, (addr.checkpoint_id or "").encode())
-        cmds: builtins.list[tuple[Any, ...]] = [
+        cmds: builtins.list[Command] = [
             ("HSET", keys.cp, member, record),
             ("ZADD", keys.cx, 0, member),
         ]
@@ -310,25 +224,18 @@ class ChatMemoryRedisSaver(Saver):
         if run_id is not None:
             cmds.append(("ZADD", keys.rx, 0, check_part(run_id, "run_id") + SEP + member))
         cmds += self._expire(keys)
-        yield Batch(cmds, atomic=True)
-        return checkpoint_config(addr.thread_id, ns, cid)
+        yield Batch(cmds, atomic=True, index=self._index_written(addr.thread_id))
 
-    def _put_writes_op(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str,
-    ) -> Op[None]:
-        addr, cid, dumped = self._dump_writes(config, writes)
+    def _store_writes_op(self, w: DumpedWrites) -> Op[None]:
+        addr = w.addr
         keys = thread_keys(self.prefix, addr.thread_id)
-        member = addr.checkpoint_ns + SEP + cid
-        task = check_part(str(task_id), "task_id")
-        cmds: builtins.list[tuple[Any, ...]] = []
+        member = addr.checkpoint_ns + SEP + w.checkpoint_id
+        task = check_part(w.task_id, "task_id")
+        cmds: builtins.list[Command] = []
         fields: builtins.list[str] = []
-        for widx, channel, wtype, wdata in dumped:
+        for widx, channel, wtype, wdata in w.writes:
             fname = SEP.join((member, task, str(widx)))
-            record = pack(task.encode(), channel.encode(), wtype.encode(), wdata, task_path.encode())
+            record = pack(task.encode(), channel.encode(), wtype.encode(), wdata, w.task_path.encode())
             # A regular write is never replaced (a retried task writes the same thing); a special
             # one (error, interrupt, ...) is.
             cmds.append(("HSETNX" if widx >= 0 else "HSET", keys.wr, fname, record))
@@ -340,7 +247,7 @@ class ChatMemoryRedisSaver(Saver):
             zadd += [0, f]
         cmds.append(("ZADD", keys.wx, *zadd))
         cmds += self._expire(keys)
-        yield Batch(cmds, atomic=True)
+        yield Batch(cmds, atomic=True, index=self._index_written(addr.thread_id))
 
     def _get_tuple_op(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
         addr = address(config)
@@ -358,22 +265,23 @@ class ChatMemoryRedisSaver(Saver):
         tuples = yield from self._load_op(addr.thread_id, [ns + SEP + cid], prefetch_writes=True)
         return tuples[0] if tuples else None
 
+    def _list_sources_op(self, q: Listing) -> Op[Sequence[str | None]]:
+        """The thread of the config, or every thread of the memory."""
+        if q.config is not None:
+            return [thread_id_of(q.config["configurable"]["thread_id"])]
+        return (yield from self._threads_op())
+
     def _list_page_op(
-        self,
-        thread_id: str,
-        config: RunnableConfig | None,
-        filter: dict[str, Any] | None,
-        before: RunnableConfig | None,
-        offset: int,
+        self, q: Listing, source: str | None, offset: int
     ) -> Op[tuple[builtins.list[CheckpointTuple], bool]]:
         """One page (newest first) of a thread's checkpoints, filtered; and whether more exist."""
+        thread_id, config, filter, before_id = str(source), q.config, q.filter, q.before_id
         keys = thread_keys(self.prefix, thread_id)
         conf = (config or {}).get("configurable") or {}
         ns: str | None = conf.get("checkpoint_ns")
         if ns is not None:
             ns = check_part(str(ns), "checkpoint_ns")
         only_id = conf.get("checkpoint_id") if config is not None else None
-        before_id = (before or {}).get("configurable", {}).get("checkpoint_id") if before else None
         if only_id is not None:
             if offset:
                 return [], False
@@ -481,8 +389,16 @@ class ChatMemoryRedisSaver(Saver):
         return out
 
     def _delete_thread_op(self, thread_id: str) -> Op[None]:
-        keys = thread_keys(self.prefix, thread_id_of(thread_id))
-        yield Batch([("UNLINK", *keys.all)])
+        tid = thread_id_of(thread_id)
+        keys = thread_keys(self.prefix, tid)
+        yield Batch([("UNLINK", *keys.all)], index=[("ZREM", self.index, tid)], index_after=True)
+
+    def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
+        runs = [check_part(str(r), "run_id") for r in run_ids]
+        if not runs:
+            return
+        for thread_id in (yield from self._threads_op()):
+            yield from self._delete_runs_op(thread_id, runs)
 
     def _copy_thread_op(self, source: str, target: str) -> Op[None]:
         src = thread_keys(self.prefix, thread_id_of(source))
@@ -507,7 +423,7 @@ class ChatMemoryRedisSaver(Saver):
             if members:
                 cmds.append(("ZADD", key, *(x for m in members for x in (0, m))))
         cmds += self._expire(dst)
-        yield Batch(cmds, atomic=True)
+        yield Batch(cmds, atomic=True, index=self._index_written(thread_id_of(target)))
 
     def _delete_runs_op(self, thread_id: str, runs: builtins.list[str]) -> Op[None]:
         keys = thread_keys(self.prefix, thread_id)
@@ -527,11 +443,8 @@ class ChatMemoryRedisSaver(Saver):
             cmds += [("HDEL", keys.wr, *write_fields), ("ZREM", keys.wx, *write_fields)]
         yield Batch(cmds, atomic=True)
 
-    def _prune_op(self, thread_id: str, strategy: str) -> Op[None]:
-        if strategy == "delete":
-            yield from self._delete_thread_op(thread_id)
-            return
-        keys = thread_keys(self.prefix, thread_id_of(thread_id))
+    def _keep_latest_op(self, thread_id: str) -> Op[None]:
+        keys = thread_keys(self.prefix, thread_id)
         cx, wx, rx, bl = yield Batch(
             [
                 ("ZRANGE", keys.cx, 0, -1),
@@ -586,107 +499,94 @@ class ChatMemoryRedisSaver(Saver):
 
     # -- drivers ----------------------------------------------------------------------------------
 
-    def _sync_client(self) -> redis.Redis | redis.cluster.RedisCluster:
+    def _run(self, op: Op[T]) -> T:
         if self.client is None:
             raise TypeError(
                 "this ChatMemoryRedisSaver has only an asyncio client: use the async methods "
                 "(ainvoke/astream), or build it with a sync client too"
             )
-        return self.client
+        client = self.client
+        return drive(op, lambda batch: self._execute(client, batch))
 
-    def _run(self, op: Op[T]) -> T:
-        client = self._sync_client()
-        try:
-            batch = next(op)
-            while True:
-                batch = op.send(self._execute(client, batch))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-
-    @staticmethod
-    def _execute(client: redis.Redis | redis.cluster.RedisCluster, batch: Batch) -> builtins.list[Any]:
+    def _execute(self, client: redis.Redis | redis.cluster.RedisCluster, batch: Batch) -> builtins.list[Any]:
         import redis as _redis
 
-        if not batch.commands:
-            return []
+        trips, main = _round_trips(batch, cluster=self._cluster)
         try:
-            if len(batch.commands) == 1 and not batch.atomic:
-                return [client.execute_command(*batch.commands[0])]  # type: ignore[no-untyped-call]
-            pipe = client.pipeline(transaction=batch.atomic)
-            for cmd in batch.commands:
-                pipe.execute_command(*cmd)
-            return list(pipe.execute())
+            replies = [_send(client, commands, atomic) for commands, atomic in trips]
         except _redis.RedisError as e:
             raise BackendError(f"redis checkpoint operation failed: {e}") from e
+        return replies[main][: len(batch.commands)] if trips else []
 
     async def _arun(self, op: Op[T]) -> T:
         if self.aclient is None:
-            import asyncio
+            return await super()._arun(op)
+        return await adrive(op, self._aexecute)
 
-            return await asyncio.to_thread(self._run, op)
-        try:
-            batch = next(op)
-            while True:
-                batch = op.send(await self._aexecute(self.aclient, batch))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-
-    @staticmethod
-    async def _aexecute(
-        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster, batch: Batch
-    ) -> builtins.list[Any]:
+    async def _aexecute(self, batch: Batch) -> builtins.list[Any]:
         import redis as _redis
-        import redis.asyncio.cluster as _acluster
 
-        if not batch.commands:
-            return []
+        assert self.aclient is not None
+        trips, main = _round_trips(batch, cluster=self._acluster)
+        replies = []
         try:
-            if len(batch.commands) == 1 and not batch.atomic:
-                return [await client.execute_command(*batch.commands[0])]
-            if batch.atomic and isinstance(client, _acluster.RedisCluster):
-                return await _acluster_transaction(client, batch.commands)
-            pipe = client.pipeline(transaction=batch.atomic)
-            for cmd in batch.commands:
-                pipe.execute_command(*cmd)
-            return list(await pipe.execute())
+            for commands, atomic in trips:
+                replies.append(await _asend(self.aclient, commands, atomic))
         except _redis.RedisError as e:
             raise BackendError(f"redis checkpoint operation failed: {e}") from e
+        return replies[main][: len(batch.commands)] if trips else []
 
-    def _scan_pattern(self, suffix: str) -> str:
-        return f"{glob_escape(self.prefix)}{{*}}:{suffix}"
 
-    def _scan_threads(self, suffix: str) -> Iterator[str]:
-        import redis as _redis
+def _round_trips(
+    batch: Batch, *, cluster: bool
+) -> tuple[builtins.list[tuple[builtins.list[Command], bool]], int]:
+    """The (commands, atomic) pipelines that carry ``batch``, and which one holds its replies."""
+    if not batch.commands:
+        return [], 0
+    if not batch.index:
+        return [(batch.commands, batch.atomic)], 0
+    if not cluster:  # one slot space: the index changes in the same transaction
+        return [(batch.commands + batch.index, True)], 0
+    if batch.index_after:
+        return [(batch.commands, batch.atomic), (batch.index, False)], 0
+    return [(batch.index, False), (batch.commands, batch.atomic)], 1
 
-        client = self._sync_client()
-        seen: set[str] = set()
-        try:
-            for key in client.scan_iter(match=self._scan_pattern(suffix), count=_SCAN_COUNT):
-                thread = thread_of_key(self.prefix, key)
-                if thread is not None and thread not in seen:
-                    seen.add(thread)
-                    yield thread
-        except _redis.RedisError as e:
-            raise BackendError(f"redis checkpoint scan failed: {e}") from e
 
-    async def _ascan_threads(self, suffix: str) -> AsyncIterator[str]:
-        import redis as _redis
+def _send(
+    client: redis.Redis | redis.cluster.RedisCluster, commands: Sequence[Command], atomic: bool
+) -> builtins.list[Any]:
+    if len(commands) == 1 and not atomic:
+        return [client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+    pipe = client.pipeline(transaction=atomic)
+    for cmd in commands:
+        pipe.execute_command(*cmd)
+    return list(pipe.execute())
 
-        if self.aclient is None:
-            for t in self._scan_threads(suffix):
-                yield t
-            return
-        seen: set[str] = set()
-        try:
-            async for key in self.aclient.scan_iter(match=self._scan_pattern(suffix), count=_SCAN_COUNT):
-                thread = thread_of_key(self.prefix, key)
-                if thread is not None and thread not in seen:
-                    seen.add(thread)
-                    yield thread
-        except _redis.RedisError as e:
-            raise BackendError(f"redis checkpoint scan failed: {e}") from e
+
+async def _asend(
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+    commands: Sequence[Command],
+    atomic: bool,
+) -> builtins.list[Any]:
+    import redis.asyncio.cluster as _acluster
+
+    if atomic and isinstance(client, _acluster.RedisCluster):
+        return await _acluster_transaction(client, commands)
+    if len(commands) == 1 and not atomic:
+        return [await client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=atomic)
+    for cmd in commands:
+        pipe.execute_command(*cmd)
+    return list(await pipe.execute())
+
+
+def _is_cluster(client: Any) -> bool:
+    if client is None:
+        return False
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
 
 
 async def _acluster_transaction(

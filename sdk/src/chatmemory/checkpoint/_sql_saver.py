@@ -11,31 +11,26 @@ import builtins
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-)
+from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatmemory.checkpoint._common import (
     PAGE,
+    DumpedCheckpoint,
+    DumpedWrites,
+    Listing,
+    Op,
     Saver,
     address,
-    afirst,
-    apaged,
-    check_strategy,
-    checkpoint_config,
     checkpoint_tuple,
-    first,
+    drive,
     matches,
-    paged,
     run_id_of,
     thread_id_of,
     uses_delta_channels,
@@ -61,6 +56,15 @@ _ATTEMPTS: Final = 4
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The I/O step of the SQL saver's operations: ``run(cursor)`` on a pooled connection, in a
+    transaction (retried on lock conflicts) unless ``transaction`` is false."""
+
+    run: Callable[[Any], Any]
+    transaction: bool = True
+
+
 class ChatMemorySQLSaver(Saver):
     """A LangGraph checkpointer on TiDB, MySQL or MariaDB through PyMySQL.
 
@@ -74,8 +78,8 @@ class ChatMemorySQLSaver(Saver):
         serde: LangGraph serializer (default ``JsonPlusSerializer``; ``EncryptedSerializer`` works).
         pool_size: idle connections kept.
 
-    Sync methods run on the calling thread; async methods run them in a worker thread (PyMySQL has
-    no asyncio API), each on its own pooled connection.
+    Sync methods run on the calling thread; async methods run the same operations in a worker
+    thread (PyMySQL has no asyncio API), each on its own pooled connection.
     """
 
     def __init__(
@@ -151,9 +155,9 @@ class ChatMemorySQLSaver(Saver):
 
         return self._with_cursor(run)
 
-    # -- sync API ---------------------------------------------------------------------------------
+    # -- operations (each yields the statements to run) ------------------------------------------
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+    def _get_tuple_op(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
         addr = address(config)
 
         def run(cur: Any) -> CheckpointTuple | None:
@@ -173,26 +177,10 @@ class ChatMemorySQLSaver(Saver):
             tuples = self._hydrate(cur, self._decode_rows(rows, None))
             return tuples[0] if tuples else None
 
-        return self._with_cursor(run, transaction=False)
+        found: CheckpointTuple | None = yield _Statements(run, transaction=False)
+        return found
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        yield from first(paged(partial(self._list_page, config, filter, before)), limit)
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        d = self._dump_checkpoint(config, checkpoint, metadata, new_versions)
+    def _store_checkpoint_op(self, d: DumpedCheckpoint) -> Op[None]:
         addr, cid, ns = d.addr, d.checkpoint_id, d.addr.checkpoint_ns
         (ctype, cdata), (mtype, mdata) = d.checkpoint_typed, d.metadata_typed
         blob_rows = [(addr.thread_id, ns, *blob) for blob in d.blobs]
@@ -228,25 +216,19 @@ class ChatMemorySQLSaver(Saver):
             )
             return self._touch(cur, addr.thread_id, started)
 
-        self._with_cursor(run)()
-        return checkpoint_config(addr.thread_id, ns, cid)
+        committed = yield _Statements(run)
+        committed()
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        addr, cid, dumped = self._dump_writes(config, writes)
+    def _store_writes_op(self, w: DumpedWrites) -> Op[None]:
+        addr, cid, task_id, task_path = w.addr, w.checkpoint_id, w.task_id, w.task_path
         regular: builtins.list[tuple[Any, ...]] = []
         special: builtins.list[tuple[Any, ...]] = []
-        for widx, channel, wtype, wdata in dumped:
+        for widx, channel, wtype, wdata in w.writes:
             row = (
                 addr.thread_id,
                 addr.checkpoint_ns,
                 cid,
-                str(task_id),
+                task_id,
                 widx,
                 channel,
                 wtype,
@@ -286,17 +268,18 @@ class ChatMemorySQLSaver(Saver):
                 )
             return self._touch(cur, addr.thread_id, started)
 
-        self._with_cursor(run)()
+        committed = yield _Statements(run)
+        committed()
 
-    def delete_thread(self, thread_id: str) -> None:
+    def _delete_thread_op(self, thread_id: str) -> Op[None]:
         tid = thread_id_of(thread_id)
 
         def run(cur: Any) -> None:
             self._delete_thread_rows(cur, tid)
 
-        self._with_cursor(run)
+        yield _Statements(run)
 
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+    def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
         runs = [str(r) for r in run_ids]
         if not runs:
             return
@@ -311,9 +294,9 @@ class ChatMemorySQLSaver(Saver):
             )
             cur.execute(f"DELETE FROM {self.t_cp} WHERE run_id IN ({marks})", runs)
 
-        self._with_cursor(run)
+        yield _Statements(run)
 
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+    def _copy_thread_op(self, source_thread_id: str, target_thread_id: str) -> Op[None]:
         src, dst = thread_id_of(source_thread_id), thread_id_of(target_thread_id)
         alive, alive_args = self._alive("s")
 
@@ -345,65 +328,24 @@ class ChatMemorySQLSaver(Saver):
             )
             return self._touch(cur, dst, started)
 
-        self._with_cursor(run)()
+        committed = yield _Statements(run)
+        committed()
 
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        check_strategy(strategy)
-        for thread_id in thread_ids:
-            tid = thread_id_of(thread_id)
-            if strategy == "delete":
-                self.delete_thread(tid)
-            else:
-                self._with_cursor(partial(self._keep_latest, thread_id=tid))
+    def _keep_latest_op(self, thread_id: str) -> Op[None]:
+        yield _Statements(partial(self._keep_latest, thread_id=thread_id))
 
-    # -- async API (PyMySQL in a worker thread) ---------------------------------------------------
+    def _list_page_op(
+        self, q: Listing, source: str | None, offset: int
+    ) -> Op[tuple[builtins.list[CheckpointTuple], bool]]:
+        page: tuple[builtins.list[CheckpointTuple], bool] = yield _Statements(
+            partial(self._list_page, q, offset), transaction=False
+        )
+        return page
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
+    # -- driver -----------------------------------------------------------------------------------
 
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        async def page(offset: int) -> tuple[builtins.list[CheckpointTuple], bool]:
-            return await asyncio.to_thread(self._list_page, config, filter, before, offset)
-
-        async for tup in afirst(apaged(page), limit):
-            yield tup
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+    def _run(self, op: Op[T]) -> T:
+        return drive(op, lambda step: self._with_cursor(step.run, transaction=step.transaction))
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -503,13 +445,9 @@ class ChatMemorySQLSaver(Saver):
             self._written.pop(thread_id, None)
             self._touched.pop(thread_id, None)
 
-    def _list_page(
-        self,
-        config: RunnableConfig | None,
-        filter: dict[str, Any] | None,
-        before: RunnableConfig | None,
-        offset: int,
-    ) -> tuple[builtins.list[CheckpointTuple], bool]:
+    def _list_page(self, q: Listing, offset: int, cur: Any) -> tuple[builtins.list[CheckpointTuple], bool]:
+        """One page of the checkpoints ``q`` selects, newest first; and whether more exist."""
+        config, filter, before_id = q.config, q.filter, q.before_id
         where: builtins.list[str] = []
         args: builtins.list[Any] = []
         if config is not None:
@@ -522,25 +460,20 @@ class ChatMemorySQLSaver(Saver):
             if conf.get("checkpoint_id"):
                 where.append("c.checkpoint_id = %s")
                 args.append(str(conf["checkpoint_id"]))
-        before_id = (before or {}).get("configurable", {}).get("checkpoint_id") if before else None
         if before_id:
             where.append("c.checkpoint_id < %s")
             args.append(str(before_id))
         alive, alive_args = self._alive()
         clause = ("WHERE " + " AND ".join(where)) if where else "WHERE 1 = 1"
-
-        def run(cur: Any) -> tuple[builtins.list[CheckpointTuple], bool]:
-            cur.execute(
-                f"SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
-                f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
-                f"{clause}{alive} ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns "
-                "LIMIT %s OFFSET %s",
-                (*args, *alive_args, PAGE, offset),
-            )
-            rows = cur.fetchall()
-            return self._hydrate(cur, self._decode_rows(rows, filter)), len(rows) == PAGE
-
-        return self._with_cursor(run, transaction=False)
+        cur.execute(
+            f"SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
+            f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
+            f"{clause}{alive} ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns "
+            "LIMIT %s OFFSET %s",
+            (*args, *alive_args, PAGE, offset),
+        )
+        rows = cur.fetchall()
+        return self._hydrate(cur, self._decode_rows(rows, filter)), len(rows) == PAGE
 
     def _decode_rows(
         self, rows: Sequence[Sequence[Any]], filter: dict[str, Any] | None

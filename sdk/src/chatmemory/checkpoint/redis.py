@@ -11,12 +11,21 @@ all sharing the hash tag ``{<thread_id>}`` so that a thread lives in one cluster
     <prefix>{<thread>}:wx   ZSET  the pending-write fields, ordered by text
     <prefix>{<thread>}:rx   ZSET  "<run_id>\\0<ns>\\0<checkpoint_id>"      (for delete_for_runs)
 
+and the memory has one index of its threads (its own slot on a cluster)::
+
+    <prefix>threads         ZSET  "<thread>" (score: its last write, ms since the epoch, writer's clock)
+
 ``{``, ``}`` and ``%`` in a thread id are percent-escaped in key names. Every write (``put``,
 ``put_writes``, ``copy_thread``'s target) is one ``MULTI``/``EXEC`` on the thread's slot that also
 sets ``EXPIRE <ttl>`` on all six keys, so a thread expires ``ttl`` after its last write, pending
-writes included. Reads take two round trips (three for "latest"). ``delete_thread`` is one
-``UNLINK``. Only ``delete_for_runs`` and listing without a thread (``list(None)``) look across
-threads, with ``SCAN MATCH <prefix>{*}:rx`` / ``:cx``.
+writes included. On a standalone server the same ``MULTI`` adds the thread to the index
+(``ZADD GT``), drops entries older than ``ttl`` + :data:`INDEX_GRACE_SECONDS` and refreshes the
+index's own expiry; on a cluster these go to the index's slot in a round trip just before the
+write. ``delete_thread`` is one ``UNLINK`` (and ``ZREM`` from the index: in the same ``MULTI``, or
+right after on a cluster). Reads take two round trips (three for "latest"). Only
+``delete_for_runs`` and listing without a thread (``list(None)``) look across threads, by reading
+the index: the memory's user needs no ``SCAN`` (which an ACL cannot confine to a prefix: it lists
+every key of the server).
 
 The saver (``chatmemory.checkpoint._redis_saver``) is written once, as *operations* that yield
 batches of commands and receive their replies; a sync driver (``redis.Redis`` / ``RedisCluster``)
@@ -36,11 +45,13 @@ from chatmemory.contract import glob_escape
 
 __all__ = [
     "EXTRA_REDIS_COMMANDS",
+    "INDEX_GRACE_SECONDS",
     "REDIS_COMMANDS",
     "Batch",
     "ThreadKeys",
     "escape_thread",
     "glob_escape",
+    "index_key",
     "thread_keys",
     "thread_of_key",
     "unescape_thread",
@@ -58,6 +69,7 @@ EXTRA_REDIS_COMMANDS: Final[tuple[str, ...]] = (
     "zadd",
     "zrange",
     "zrem",
+    "zremrangebyscore",
 )
 #: Every command the saver sends (lower case, as in ``ACL SETUSER +<cmd>``), besides the cluster
 #: client's own metadata commands. The operator's Redis ACL must allow all of them.
@@ -70,11 +82,13 @@ REDIS_COMMANDS: Final[tuple[str, ...]] = (
     "discard",
     "expire",
     "unlink",
-    "scan",
     *EXTRA_REDIS_COMMANDS,
 )
 
 _SUFFIXES: Final = ("cp", "cx", "bl", "wr", "wx", "rx")
+#: An index entry outlives its thread's expiry by this much before it is dropped: the entries'
+#: scores come from the writers' clocks, which may differ from the server's (and each other's).
+INDEX_GRACE_SECONDS: Final = 600
 
 T = TypeVar("T")
 
@@ -85,6 +99,12 @@ class Batch:
 
     commands: list[tuple[Any, ...]] = field(default_factory=list)
     atomic: bool = False
+    #: Commands on the memory's thread index (another slot): inside the MULTI on a standalone
+    #: server; on a cluster a round trip of their own, before the batch (a write: a failure leaves
+    #: an entry without data, never data without an entry) or after it (``index_after``: deletes).
+    #: The operation receives the replies of ``commands`` only.
+    index: list[tuple[Any, ...]] = field(default_factory=list)
+    index_after: bool = False
 
 
 #: An operation: yields batches, receives each batch's replies, returns its result.
@@ -119,6 +139,11 @@ class ThreadKeys:
 def thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
     base = f"{prefix}{{{escape_thread(thread_id)}}}:"
     return ThreadKeys(*(base + s for s in _SUFFIXES))
+
+
+def index_key(prefix: str) -> str:
+    """The memory's thread index (no hash tag: never a history's ``<prefix>{<session>}`` key)."""
+    return prefix + "threads"
 
 
 def thread_of_key(prefix: str, key: bytes | str) -> str | None:
