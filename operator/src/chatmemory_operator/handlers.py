@@ -240,7 +240,7 @@ async def deletion_failed(
 
 def store_in_scope(spec: Mapping[str, Any], namespaces: tuple[str, ...]) -> bool:
     """Whether this operator manages a store: every store when it watches all namespaces; in
-    namespaced mode only stores whose Secrets live in a watched namespace (it could not read the
+    namespaced mode only stores whose Secrets live in ``namespaces`` (it could not read the
     others, and another operator instance manages them)."""
     if not namespaces:
         return True
@@ -254,7 +254,12 @@ def store_in_scope(spec: Mapping[str, Any], namespaces: tuple[str, ...]) -> bool
 
 
 def _store_is_ours(spec: kopf.Spec, **_: Any) -> bool:
-    return store_in_scope(spec, CONFIG.namespaces)
+    """In namespaced mode the store Secrets may also live where this operator reads them: its own
+    namespace and the ones its admin allows (``CHATMEMORY_STORE_SECRET_NAMESPACES``)."""
+    if not CONFIG.namespaces:
+        return True
+    readable = (*CONFIG.namespaces, CONFIG.operator_namespace, *CONFIG.store_secret_namespaces)
+    return store_in_scope(spec, readable)
 
 
 async def run_store(

@@ -12,7 +12,7 @@ never misreads a newer Secret. Adding an optional key keeps the version; renamin
 meaning of a key bumps it.
 
 What a memory's key prefix and TTL become on a server is defined here too, once for both sides:
-:func:`key_pattern` (the Redis keys of a memory, for the operator's ACL and the SDK's scans) and
+:func:`key_pattern` (the Redis keys of a memory, for the operator's ACL and its scans as admin) and
 :func:`retention_ms` (a Kafka topic's retention for a TTL).
 """
 
