@@ -201,3 +201,16 @@ def test_deleting_a_store_revokes_the_users_of_its_memories(
     events = reconcile.delete_store(ctx, kube.stores["redis-store"])
     assert backend.deleted == [(next(iter(backend.passwords)), DeletionPolicy.RETAIN)]
     assert [e.reason for e in events] == ["CredentialsRevoked"]
+
+
+def test_a_ca_certificate_reaches_the_connection_only_when_tls_is_on(
+    ctx: reconcile.Context, kube: FakeKube, backend: FakeBackend
+) -> None:
+    kube.put_secret("ops", "ca", {"ca.crt": "PEM"})
+    redis = kube.stores["redis-store"]["spec"]["redis"]
+    redis["tls"] = {"enabled": False, "caSecretRef": {"name": "ca", "namespace": "ops"}}
+    assert reconciled(ctx, kube, memory_body()).error is None
+    assert backend.stores_seen[-1].tls.ca_cert == ""
+    redis["tls"]["enabled"] = True
+    assert reconciled(ctx, kube, memory_body("tls")).error is None
+    assert backend.stores_seen[-1].tls.ca_cert == "PEM"
