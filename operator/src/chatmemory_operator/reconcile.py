@@ -334,7 +334,7 @@ def admit(ctx: Context, memory: api.ChatMemory, target: Target, old: api.ChatMem
                 "choose their names (spec.allowCustomNames): remove the field and the operator derives one"
             )
     holder = ownership.Holder(plan.uid, plan.namespace, plan.name)
-    adoption = store.spec.adoption is api.AdoptionPolicy.ALLOW
+    adoption = store.spec.adoption == "Allow"
     for claim in claims:
         existed = functools.partial(_existed, target, claim, earlier)
         ctx.claims.claim(store.metadata.name, claim, holder, existed=existed, adoption=adoption)

@@ -233,13 +233,13 @@ MEMORY: Final = Kind(
 )
 
 STORE: Final = Kind(
+    scope="Cluster",  # one server, registered once for every namespace
+    spec=api.ChatMemoryStoreSpec,
+    status=api.ChatMemoryStoreStatus,
     kind=api.STORE_KIND,
     plural=api.STORE_PLURAL,
     singular=api.STORE_SINGULAR,
     short_names=api.STORE_SHORT_NAMES,
-    scope="Cluster",
-    spec=api.ChatMemoryStoreSpec,
-    status=api.ChatMemoryStoreStatus,
     description=(
         "ChatMemoryStore registers one backend server (Redis, Kafka or TiDB/MySQL) and the admin "
         "credentials the operator provisions ChatMemories with. The annotation "

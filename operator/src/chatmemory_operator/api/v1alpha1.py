@@ -132,10 +132,8 @@ class ConditionType(enum.StrEnum):
     ISOLATED = "Isolated"
 
 
-class ConditionStatus(enum.StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
+#: A condition's ``status``, as Kubernetes spells it.
+ConditionStatus = enum.StrEnum("ConditionStatus", {"TRUE": "True", "FALSE": "False", "UNKNOWN": "Unknown"})
 
 
 class Reason(enum.StrEnum):
@@ -181,7 +179,7 @@ READY_REASONS: Final = tuple(r for r in Reason if r not in ISOLATED_REASONS)
 
 
 class DeletionPolicy(enum.StrEnum):
-    """What deleting a ChatMemory does to its data (same values as ``backends.base.DeletionPolicy``)."""
+    """What deleting a ChatMemory does to its data."""
 
     RETAIN = "Retain"
     DELETE = "Delete"
@@ -221,6 +219,19 @@ def _validations(*rules: dict[str, str]) -> dict[str, Any]:
 
 def _immutable(field: str) -> dict[str, Any]:
     return _validations(cel("self == oldSelf", f"{field} is immutable: it cannot change after creation"))
+
+
+def _custom_name(field: str, pattern: str, max_length: int, description: str, *rules: dict[str, str]) -> Any:
+    """A name a memory may set instead of the derived one: optional, immutable, pattern-checked."""
+    immutable = cel("self == oldSelf", f"{field} is immutable: it cannot change after creation")
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=max_length,
+        pattern=pattern,
+        description=description,
+        json_schema_extra=_validations(immutable, *rules),
+    )
 
 
 def _fixed_at_creation(block: str, field: str) -> dict[str, str]:
@@ -299,7 +310,7 @@ class TLSSpec(ApiModel):
         default=None,
         description=(
             "CA bundle to verify the server's certificate with; omit to use the system trust store. "
-            "Copied into every memory's Secret as ca.crt."
+            "Copied into every memory's Secret as ca.crt when TLS is on (enabled, or a Kafka SSL protocol)."
         ),
     )
     insecure_skip_verify: bool = Field(
@@ -406,18 +417,10 @@ class TiDBStoreSpec(ApiModel):
     )
 
 
-class AdoptionPolicy(enum.StrEnum):
-    """Whether a memory may take over an object that already exists on the server."""
-
-    ALLOW = "Allow"
-    DENY = "Deny"
-
-
-class NamespacesFrom(enum.StrEnum):
-    """Which namespaces may use a store (as a Gateway listener's ``allowedRoutes``)."""
-
-    ALL = "All"
-    SELECTOR = "Selector"
+#: Whether a memory may take over an object that already exists on the server.
+AdoptionPolicy = Literal["Allow", "Deny"]
+#: Which namespaces may use a store (as a Gateway listener's ``allowedRoutes``).
+NamespacesFrom = Literal["All", "Selector"]
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -467,7 +470,7 @@ class AllowedNamespaces(ApiModel):
     )
 
     from_: NamespacesFrom = Field(
-        default=NamespacesFrom.ALL,
+        default="All",
         alias="from",
         description="All: every namespace (the default). Selector: namespaces whose labels match `selector`.",
     )
@@ -476,7 +479,7 @@ class AllowedNamespaces(ApiModel):
     )
 
     def admits(self, labels: Mapping[str, str]) -> bool:
-        if self.from_ is NamespacesFrom.ALL:
+        if self.from_ == "All":
             return True
         return self.selector is not None and self.selector.matches(labels)
 
@@ -534,9 +537,6 @@ class ChatMemoryStoreSpec(ApiModel):
     redis: RedisStoreSpec | None = Field(default=None, description="A Redis, Valkey or Redis Cluster server.")
     kafka: KafkaStoreSpec | None = Field(default=None, description="A Kafka cluster.")
     tidb: TiDBStoreSpec | None = Field(default=None, description="A TiDB, MySQL or MariaDB server.")
-    defaults: StoreDefaults | None = Field(
-        default=None, description="Defaults for memories on this store that leave a setting unset."
-    )
     allowed_namespaces: AllowedNamespaces | None = Field(
         default=None,
         description=(
@@ -563,6 +563,9 @@ class ChatMemoryStoreSpec(ApiModel):
     )
     limits: StoreLimits | None = Field(
         default=None, description="What one memory may ask for at most (reason LimitExceeded)."
+    )
+    defaults: StoreDefaults | None = Field(
+        default=None, description="Defaults for memories on this store that leave a setting unset."
     )
 
     @model_validator(mode="after")
@@ -740,16 +743,12 @@ class KafkaMemorySpec(ApiModel):
         ge=1,
         description="Replication factor of the topic (at most the brokers). Default: the store's, else 1.",
     )
-    topic: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=KAFKA_TOPIC_MAX_LENGTH,
-        pattern=KAFKA_TOPIC_PATTERN,
-        description="Topic name. Default: derived from the namespace and name. Immutable.",
-        json_schema_extra=_validations(
-            cel("self == oldSelf", "topic is immutable: it cannot change after creation"),
-            cel("self != '.' && self != '..'", "topic cannot be '.' or '..'"),
-        ),
+    topic: str | None = _custom_name(
+        "topic",
+        KAFKA_TOPIC_PATTERN,
+        KAFKA_TOPIC_MAX_LENGTH,
+        "Topic name. Default: derived from the namespace and name. Immutable.",
+        cel("self != '.' && self != '..'", "topic cannot be '.' or '..'"),
     )
 
     @field_validator("topic")
@@ -763,43 +762,33 @@ class KafkaMemorySpec(ApiModel):
 class RedisMemorySpec(ApiModel):
     """Redis settings of the memory (only with a Redis store)."""
 
-    key_prefix: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=KEY_PREFIX_MAX_LENGTH,
-        pattern=KEY_PREFIX_PATTERN,
-        description=(
-            "Prefix of every key of the memory; its user can touch only these keys. "
-            "Default: derived from the namespace and name. Immutable."
-        ),
-        json_schema_extra=_immutable("keyPrefix"),
+    key_prefix: str | None = _custom_name(
+        "keyPrefix",
+        KEY_PREFIX_PATTERN,
+        KEY_PREFIX_MAX_LENGTH,
+        "Prefix of every key of the memory; its user can touch only these keys. "
+        "Default: derived from the namespace and name. Immutable.",
     )
 
 
 class TiDBMemorySpec(ApiModel):
     """TiDB/MySQL settings of the memory (only with a TiDB store)."""
 
-    database: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=SQL_IDENTIFIER_MAX_LENGTH,
-        pattern=SQL_IDENTIFIER_PATTERN,
-        description="Database of the memory. Default: derived from the namespace and name. Immutable.",
-        json_schema_extra=_validations(
-            cel("self == oldSelf", "database is immutable: it cannot change after creation"),
-            cel(
-                "!(self.lowerAscii() in [" + ", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS) + "])",
-                "database cannot be a system schema",
-            ),
+    database: str | None = _custom_name(
+        "database",
+        SQL_IDENTIFIER_PATTERN,
+        SQL_IDENTIFIER_MAX_LENGTH,
+        "Database of the memory. Default: derived from the namespace and name. Immutable.",
+        cel(
+            "!(self.lowerAscii() in [" + ", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS) + "])",
+            "database cannot be a system schema",
         ),
     )
-    table: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=SQL_IDENTIFIER_MAX_LENGTH,
-        pattern=SQL_IDENTIFIER_PATTERN,
-        description="Table of the messages. Default: derived from the name. Immutable.",
-        json_schema_extra=_immutable("table"),
+    table: str | None = _custom_name(
+        "table",
+        SQL_IDENTIFIER_PATTERN,
+        SQL_IDENTIFIER_MAX_LENGTH,
+        "Table of the messages. Default: derived from the name. Immutable.",
     )
 
     @field_validator("database")
@@ -997,19 +986,24 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-class ChatMemoryStore(ApiModel):
-    """A whole ChatMemoryStore object."""
+class Resource(ApiModel):
+    """What both kinds share: the API version, the metadata the operator reads, and parsing."""
 
     api_version: str = API_VERSION
-    kind: str = STORE_KIND
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: ChatMemoryStoreSpec
-    status: ChatMemoryStoreStatus = Field(default_factory=ChatMemoryStoreStatus)
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ChatMemoryStore:
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
         """Parse a body from the API server or kopf; raises ``pydantic.ValidationError``."""
         return cls.model_validate(to_plain(body))
+
+
+class ChatMemoryStore(Resource):
+    """A whole ChatMemoryStore object."""
+
+    kind: str = STORE_KIND
+    spec: ChatMemoryStoreSpec
+    status: ChatMemoryStoreStatus = Field(default_factory=ChatMemoryStoreStatus)
 
     @property
     def is_default(self) -> bool:
@@ -1023,19 +1017,12 @@ def is_default_store(body: Mapping[str, Any]) -> bool:
     return str(annotations.get(DEFAULT_STORE_ANNOTATION, "")).strip().lower() == "true"
 
 
-class ChatMemory(ApiModel):
+class ChatMemory(Resource):
     """A whole ChatMemory object."""
 
-    api_version: str = API_VERSION
     kind: str = MEMORY_KIND
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ChatMemorySpec = Field(default_factory=ChatMemorySpec)
     status: ChatMemoryStatus = Field(default_factory=ChatMemoryStatus)
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ChatMemory:
-        """Parse a body from the API server or kopf; raises ``pydantic.ValidationError``."""
-        return cls.model_validate(to_plain(body))
 
     @property
     def secret_name(self) -> str:
@@ -1104,6 +1091,7 @@ __all__ = [
     "Reason",
     "RedisMemorySpec",
     "RedisStoreSpec",
+    "Resource",
     "SaslMechanism",
     "SecurityProtocol",
     "ServiceBindingRef",
