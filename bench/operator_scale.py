@@ -288,6 +288,8 @@ class Operator:
             **extra,
             "KUBECONFIG": self.cluster.kubeconfig,
             "CHATMEMORY_NAMESPACES": self.ns,
+            # the store's admin Secret and the name claims (Leases) live in the watched namespace
+            "CHATMEMORY_OPERATOR_NAMESPACE": self.ns,
             "CHATMEMORY_LIVENESS": "off",
             "CHATMEMORY_METRICS_PORT": "0",
         }

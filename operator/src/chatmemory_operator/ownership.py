@@ -122,11 +122,14 @@ class Claims:
         *,
         existed: Callable[[], bool],
         adoption: bool,
+        overlap: bool = True,
     ) -> Held:
         """Hold ``claim`` for ``holder`` or raise :class:`NameConflict` naming the memory's field.
 
         ``existed`` is asked (server I/O) only before a first claim of a name the memory set
         itself: an object that is there already is adopted when ``adoption`` allows, else refused.
+        ``overlap``: check a prefix claim against the store's other prefixes (a list of them); the
+        caller may skip it where only derived names exist, which never overlap each other.
         """
         name = lease_name(store, claim)
         lease = self._kube.get_lease(self.namespace, name)
@@ -137,7 +140,7 @@ class Claims:
             if self._alive(lease):
                 raise self._conflict(store, claim)
             self._kube.delete_lease(self.namespace, name, lease["metadata"].get("resourceVersion"))
-        if claim.prefix:
+        if claim.prefix and overlap:
             self._refuse_overlap(store, claim, holder, mine=None)
         adopted = bool(claim.field) and existed()
         if adopted and not adoption:
@@ -150,7 +153,7 @@ class Claims:
         )
         if created is None:  # a concurrent claim won the create
             raise self._conflict(store, claim)
-        if claim.prefix:
+        if claim.prefix and overlap:
             self._refuse_overlap(store, claim, holder, mine=created)
         self._confirmed.add((name, holder.uid))
         return Held(claim, adopted)

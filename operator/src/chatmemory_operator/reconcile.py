@@ -335,9 +335,13 @@ def admit(ctx: Context, memory: api.ChatMemory, target: Target, old: api.ChatMem
             )
     holder = ownership.Holder(plan.uid, plan.namespace, plan.name)
     adoption = store.spec.adoption == "Allow"
+    custom = bool(store.spec.allow_custom_names)  # else only derived names: they never overlap
     for claim in claims:
         existed = functools.partial(_existed, target, claim, earlier)
-        ctx.claims.claim(store.metadata.name, claim, holder, existed=existed, adoption=adoption)
+        overlap = custom or bool(claim.field)
+        ctx.claims.claim(
+            store.metadata.name, claim, holder, existed=existed, adoption=adoption, overlap=overlap
+        )
 
 
 def _existed(target: Target, claim: Claim, earlier: set[str]) -> bool:
