@@ -101,6 +101,7 @@ def running_operator(
         "CHATMEMORY_RETRY_MAX_DELAY": "4",
         "CHATMEMORY_RETAIN_DELETE_RETRIES": "2",
         "CHATMEMORY_VERBOSE": "1",
+        "CHATMEMORY_BACKEND_TIMEOUT": "5",
         # the stores' admin Secrets live in the watched (session) namespaces
         "CHATMEMORY_STORE_SECRET_NAMESPACES": namespaces,
         **(env or {}),

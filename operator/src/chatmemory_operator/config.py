@@ -40,6 +40,14 @@ ENV_VARS: dict[str, str] = {
     "CHATMEMORY_RETRY_MAX_DELAY": "cap of the growing retry delay in seconds (default 300)",
     "CHATMEMORY_RETAIN_DELETE_RETRIES": "retries of a Retain deletion on an unreachable backend (default 3)",
     "CHATMEMORY_WORKERS": "objects processed at once (default 64); more: faster bursts, more memory",
+    "CHATMEMORY_BACKEND_TIMEOUT": (
+        "seconds one admin request to a store's server may take before it counts as unavailable "
+        "(default 10; connects give up after 4)"
+    ),
+    "CHATMEMORY_STORE_CONCURRENCY": (
+        "reconciles that may wait on one store's server at once (default 4): a hung server holds no "
+        "more threads than this, and other stores' work goes on"
+    ),
     "CHATMEMORY_OPERATOR_NAMESPACE": (
         "the operator's own namespace: store Secrets may live here, and name claims (Leases) are kept "
         "here (default: the pod's namespace, else default)"
@@ -78,8 +86,16 @@ class OperatorConfig:
     retain_delete_retries: int = 3
     workers: int = 64
     verbose: bool = False
+    backend_timeout: float = 10.0
+    store_concurrency: int = 4
     operator_namespace: str = "default"
     store_secret_namespaces: tuple[str, ...] = ()
+
+    @property
+    def threads(self) -> int:
+        """Worker threads for the synchronous backend and Kubernetes calls: enough that every store
+        can use its share while one store's calls hang (asyncio's default is cores + 4)."""
+        return max(16, 4 * self.store_concurrency)
 
     def may_read_store_secrets_in(self, namespace: str) -> bool:
         """Whether a store's admin or CA Secret may live in ``namespace``."""
@@ -109,6 +125,8 @@ class OperatorConfig:
             retain_delete_retries=_int(e, "CHATMEMORY_RETAIN_DELETE_RETRIES", cls.retain_delete_retries),
             workers=_int(e, "CHATMEMORY_WORKERS", cls.workers, minimum=1),
             verbose=_bool(e, "CHATMEMORY_VERBOSE"),
+            backend_timeout=_float(e, "CHATMEMORY_BACKEND_TIMEOUT", cls.backend_timeout),
+            store_concurrency=_int(e, "CHATMEMORY_STORE_CONCURRENCY", cls.store_concurrency, minimum=1),
             operator_namespace=e.get("CHATMEMORY_OPERATOR_NAMESPACE", "").strip() or _pod_namespace(),
             store_secret_namespaces=_list(e, "CHATMEMORY_STORE_SECRET_NAMESPACES"),
         )

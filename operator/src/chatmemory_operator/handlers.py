@@ -50,6 +50,19 @@ def _lock(memo: Any, uid: str) -> asyncio.Lock:
     return locks.setdefault(uid, asyncio.Lock())
 
 
+def _store_slot(memo: Any, store: str) -> asyncio.Semaphore:
+    """At most ``CHATMEMORY_STORE_CONCURRENCY`` reconciles wait on one store's server at once, so a
+    hung server holds that many worker threads and no more: other stores' work goes on."""
+    slots: dict[str, asyncio.Semaphore] = memo.store_slots
+    return slots.setdefault(store, asyncio.Semaphore(CONFIG.store_concurrency))
+
+
+def _store_of(body: Mapping[str, Any]) -> str:
+    """The store a memory body names or was bound to ("" for the default store)."""
+    ref = str(((body.get("spec") or {}).get("storeRef") or {}).get("name") or "")
+    return ref or str((body.get("status") or {}).get("store") or "")
+
+
 def status_patch(body: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch from the object's status to ``status`` (keys that went away set to null),
     or None when nothing changed."""
@@ -94,7 +107,7 @@ async def run_memory(
     uid = str(body.get("metadata", {}).get("uid"))
     rotations: dict[str, str] = memo.rotations
     started = time.monotonic()
-    async with _lock(memo, uid):
+    async with _lock(memo, uid), _store_slot(memo, _store_of(body)):
         plain = api.to_plain(body)
         outcome = await asyncio.to_thread(
             reconcile.reconcile_memory, _ctx(memo), plain, check_drift=check_drift, handled=rotations.get(uid)
@@ -201,7 +214,7 @@ async def memory_deleted(
     """Remove what the memory holds on the server (see :func:`reconcile.delete_memory`); never
     stuck: see :func:`deletion_failed` for when it gives up."""
     uid = str(body.get("metadata", {}).get("uid"))
-    async with _lock(memo, uid):
+    async with _lock(memo, uid), _store_slot(memo, _store_of(body)):
         try:
             events = await asyncio.to_thread(reconcile.delete_memory, _ctx(memo), api.to_plain(body))
         except ReconcileError as e:
@@ -267,7 +280,8 @@ async def run_store(
 ) -> Outcome:
     uid = str(body.get("metadata", {}).get("uid"))
     was_ready = reconcile.is_ready(body)
-    async with _lock(memo, uid):
+    name = str(body.get("metadata", {}).get("name"))
+    async with _lock(memo, uid), _store_slot(memo, name):
         outcome = await asyncio.to_thread(reconcile.reconcile_store, _ctx(memo), api.to_plain(body))
     if apply_status(patch, body, outcome.status):
         logger.info("status: %s", _summary(outcome))

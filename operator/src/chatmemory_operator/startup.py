@@ -8,7 +8,9 @@ Kubernetes client into ``memo.ctx`` and starts ``/metrics``. At clean-up it clos
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import kopf
@@ -55,7 +57,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **
     configure_settings(settings, workers=cfg.workers)
     memo.ctx = Context(backends=build_backends(), kube=k8s.KubeClient(k8s.load_api_client()), config=cfg)
     memo.locks = {}
+    memo.store_slots = {}
     memo.rotations = {}
+    # reconciles run in threads (the clients are synchronous): enough of them that a hung store's
+    # calls (at most CHATMEMORY_STORE_CONCURRENCY) leave room for every other store
+    executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="reconcile")
+    asyncio.get_running_loop().set_default_executor(executor)
     memo.metrics_server = None
     if cfg.metrics_port:
         memo.metrics_server = metrics.METRICS.serve(cfg.metrics_port, cfg.metrics_addr)

@@ -13,14 +13,16 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+from chatmemory_operator import config
 from chatmemory_operator.backends.base import StoreConnection
 
 T = TypeVar("T")
 
 #: Seconds to wait for a TCP connect / a TLS handshake: a dead backend must not hang a handler.
 CONNECT_TIMEOUT = 4.0
-#: Seconds to wait for one admin request (DDL on TiDB can take a second or two).
-REQUEST_TIMEOUT = 30.0
+#: Seconds to wait for one admin request (DDL on TiDB can take a second or two); a server that does
+#: not answer in time is BackendUnavailable (``CHATMEMORY_BACKEND_TIMEOUT``, default 10).
+REQUEST_TIMEOUT = config.load().backend_timeout
 
 
 def fingerprint(store: StoreConnection) -> str:
