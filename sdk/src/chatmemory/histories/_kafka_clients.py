@@ -34,6 +34,9 @@ from chatmemory.errors import BackendError
 CLEAR_HEADER: Final = "chatmemory-clear"
 #: Seconds a metadata, watermark or admin request may take before it fails.
 REQUEST_TIMEOUT: Final = 10.0
+#: Seconds a topic's partition count is trusted before it is read again: a topic that grew under a
+#: running client is noticed within this time, and its writes move to the live count's partition.
+PARTITIONS_MAX_AGE: Final = 5.0
 #: Idle reader consumers kept per connector.
 READER_POOL: Final = 4
 #: Sessions, and records in all, a connector keeps between reads (least recently read go first).
@@ -177,7 +180,8 @@ class KafkaClients:
         self._poller: threading.Thread | None = None
         self._admin: Any = None
         self._readers: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=READER_POOL)
-        self._partitions: dict[str, int] = {}
+        self._partitions: dict[str, tuple[int, float]] = {}  # topic: (count, when it was read)
+        self._counts_seen: dict[str, set[int]] = {}  # every count each topic had while we used it
         self._sessions: OrderedDict[tuple[str, int, bytes], _SessionCache] = OrderedDict()
         self._stop = threading.Event()
         self._closed = False
@@ -273,8 +277,9 @@ class KafkaClients:
     # -- topics -----------------------------------------------------------------------------------
 
     def partitions(self, topic: str, *, create: tuple[int, int, int] | None = None) -> int:
-        """The topic's partition count (cached). ``create``: (partitions, replication, retention.ms)."""
-        cached = self._partitions.get(topic)
+        """The topic's live partition count, read again once the cached one is older than
+        :data:`PARTITIONS_MAX_AGE`. ``create``: (partitions, replication, retention.ms)."""
+        cached = self.cached_partitions(topic)
         if cached is not None:
             return cached
         count = self._describe(topic)
@@ -285,15 +290,28 @@ class KafkaClients:
                     "is the memory ready?)"
                 )
             count = self._create(topic, *create)
-        self._partitions[topic] = count
+        self._partitions[topic] = (count, time.monotonic())
+        with self._lock:
+            self._counts_seen.setdefault(topic, set()).add(count)
         return count
 
     def cached_partitions(self, topic: str) -> int | None:
-        """The topic's partition count if its metadata was read already (no I/O), else None."""
-        return self._partitions.get(topic)
+        """The topic's partition count if it was read within :data:`PARTITIONS_MAX_AGE` (no I/O)."""
+        cached = self._partitions.get(topic)
+        if cached is None or time.monotonic() - cached[1] >= PARTITIONS_MAX_AGE:
+            return None
+        return cached[0]
+
+    def counts_seen(self, topic: str) -> frozenset[int]:
+        """Every partition count this client has read for the topic (a topic it saw grow: 3 and 5)."""
+        with self._lock:
+            return frozenset(self._counts_seen.get(topic, ()))
 
     def forget(self, topic: str) -> None:
+        """Drop what is known of a deleted topic (a recreated one starts with its own counts)."""
         self._partitions.pop(topic, None)
+        with self._lock:
+            self._counts_seen.pop(topic, None)
 
     def _describe(self, topic: str) -> int | None:
         ck = self._ck
@@ -382,9 +400,28 @@ class KafkaClients:
         delivery = Delivery(len(values), loop)
         for i, value in enumerate(values):
             try:
-                producer.produce(
-                    topic, value=value, key=key, partition=partition, headers=headers, on_delivery=delivery
-                )
+                try:
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        partition=partition,
+                        headers=headers,
+                        on_delivery=delivery,
+                    )
+                except self._ck.KafkaException as e:
+                    if i or _code(e) != self._ck.KafkaError._UNKNOWN_PARTITION:
+                        raise
+                    # the topic grew and the producer's metadata is older than ours: refresh it, retry
+                    producer.list_topics(topic, timeout=self.request_timeout)
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        partition=partition,
+                        headers=headers,
+                        on_delivery=delivery,
+                    )
             except (BufferError, self._ck.KafkaException) as e:
                 raise self.fail(
                     f"queueing message {i + 1} of {len(values)} to {topic!r}"
@@ -657,6 +694,12 @@ def _advance(batch: Sequence[Any], position: dict[int, int], pending: dict[int, 
         todo -= 1
         if not todo:
             return
+
+
+def _code(e: BaseException) -> Any:
+    """The librdkafka error code of a KafkaException (None for anything else)."""
+    err = e.args[0] if e.args else None
+    return err.code() if err is not None and hasattr(err, "code") else None
 
 
 def _text(e: BaseException) -> str:

@@ -12,7 +12,10 @@ Two layouts:
   ``murmur2(key) % partitions`` (librdkafka's ``murmur2_random``), the mapping every Kafka client
   uses. ``clear()`` never deletes the shared topic: it appends a *clear marker* (a record for the
   session with a ``chatmemory-clear`` header and no value) and reads return what follows the last
-  marker. The topic's ``retention.ms`` (set by the operator) is the TTL.
+  marker. The topic's ``retention.ms`` (set by the operator) is the TTL. A topic that grew keeps
+  a session's older records where the key mapped before: reads look in the partition of every
+  count the binding's ``partition_history`` names and every count the client saw the topic have
+  (its count is read again every ``PARTITIONS_MAX_AGE`` seconds), writes go to the live count's.
 - **Seed layout** (no ``topic``): the topic is the session id, created on first use with
   ``partition`` partitions, ``replication_factor`` and ``retention.ms = ttl_ms``, as the seed class
   does; ``clear()`` deletes it. Records are keyed too, so the order holds; unkeyed records written
@@ -155,12 +158,12 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
     ) -> KafkaChatMessageHistory:
         """A history on a connector's clients (no I/O until used; a topic only with ``create``).
 
-        ``past_partition_counts``: the counts the topic had before it grew (the binding's
+        ``past_partition_counts``: the counts the topic has had (the binding's
         ``partition_history``); the session's older records stay in the partitions those mapped to.
         """
         self = cls.__new__(cls)
         self._setup(session_id, clients, topic, create, max_messages)
-        self._past_partitions = frozenset(partition_for(self._key, n) for n in past_partition_counts)
+        self._known_counts = frozenset(past_partition_counts)
         self._owns_clients = False
         self.bootstrap_servers = str(clients.where.removeprefix("kafka "))
         return self
@@ -190,7 +193,7 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         self._clients = clients
         self._create = create
         self._key = session_id.encode("utf-8")
-        self._past_partitions: frozenset[int] = frozenset()
+        self._known_counts: frozenset[int] = frozenset()
         self.max_messages = int(max_messages) if max_messages is not None else None
         self.consumer_group = f"{clients.group_prefix}{session_id}"
 
@@ -207,15 +210,24 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
             return [self._my_partition()]
         return list(range(self._partition_count()))  # the seed wrote unkeyed records anywhere
 
+    def _session_partitions(self) -> list[int]:
+        """Every partition the session's key has mapped to on a shared topic: under the live count
+        (where it writes), each count of the binding's ``partition_history`` and each count these
+        clients saw the topic have. A binding from before the topic grew (it does not know the live
+        count) still finds the records written before the growth, and a client that saw the topic
+        grow finds those written after it by clients with the new binding."""
+        live = self._partition_count()
+        counts = {live, *self._known_counts, *self._clients.counts_seen(self.topic)}
+        return sorted({partition_for(self._key, n) for n in counts if n <= live})
+
     # -- reading ----------------------------------------------------------------------------------
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's complete history in order (after its last ``clear()``), on every call."""
         if self.shared_topic:
-            partitions = self._past_partitions | {self._my_partition()}
             records = merge_partitions(
-                {p: self._clients.read_session(self.topic, p, self._key) for p in sorted(partitions)}
+                {p: self._clients.read_session(self.topic, p, self._key) for p in self._session_partitions()}
             )
         else:
             records = self._clients.read_to_end(self.topic, self._read_partitions(), self._key)
@@ -296,7 +308,7 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         self, values: list[bytes | None], headers: list[tuple[str, bytes]] | None, timeout: float
     ) -> None:
         if self._clients.cached_partitions(self.topic) is None:
-            await asyncio.to_thread(self._partition_count)  # metadata (and topic creation) once
+            await asyncio.to_thread(self._partition_count)  # metadata (and topic creation) when stale
         loop = asyncio.get_running_loop()
         delivery = self._clients.produce(
             self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop
