@@ -10,7 +10,7 @@ import redis
 from chatmemory.contract import Binding
 from confluent_kafka.admin import AdminClient
 
-from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for
+from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for, wait_until
 
 KEYS = ("redis7", "cluster", "kafka-sasl", "tidb", "mariadb")
 
@@ -44,7 +44,8 @@ def works(b: Binding) -> bool:
 @pytest.fixture(scope="module")
 def rotated(e2e: E2E) -> Iterator[dict[str, tuple[str, Binding, Binding]]]:
     """key -> (memory name, binding before, binding after a rotation)."""
-    with e2e.ready_memories("rot", KEYS, deletionPolicy="Delete") as names:
+    # no grace period: the old password must stop at once (the overlap has its own tests below)
+    with e2e.ready_memories("rot", KEYS, deletionPolicy="Delete", rotation={"gracePeriod": "0s"}) as names:
         before = {key: e2e.binding(name) for key, name in names.items()}
         for name in names.values():
             e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "r1"}}})
@@ -84,3 +85,35 @@ def test_passwords_never_reach_the_operator_log(
     for _, old, new in rotated.values():
         assert old.password not in log
         assert new.password not in log
+
+
+def test_on_redis_the_previous_password_works_for_the_grace_period_then_stops(e2e: E2E) -> None:
+    with e2e.ready_memories(
+        "grace", ["redis7"], deletionPolicy="Delete", rotation={"gracePeriod": "8s"}
+    ) as names:
+        name = names["redis7"]
+        old = e2e.binding(name)
+        e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "g1"}}})
+        m = e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "g1")
+        new = e2e.binding(name)
+        assert new.password != old.password and works(new)
+        assert works(old)  # both passwords during the grace period
+        assert m["status"]["previousCredentialsUntil"]
+        wait_until(lambda: not works(old), timeout=40, what="the previous password to stop")
+        m = e2e.wait_memory(name, check=lambda m: "previousCredentialsUntil" not in m["status"])
+        assert works(e2e.binding(name))
+
+
+def test_scheduled_rotation_rotates_on_its_own(e2e: E2E) -> None:
+    rotation = {"every": "5s", "gracePeriod": "0s"}
+    with e2e.ready_memories("every", ["redis7", "tidb"], deletionPolicy="Delete", rotation=rotation) as names:
+        before = {key: e2e.binding(name) for key, name in names.items()}
+        for key, name in names.items():
+            wait_until(
+                lambda n=name, b=before[key]: e2e.binding(n).password != b.password,
+                timeout=40,
+                what=f"a scheduled rotation of {name}",
+            )
+            assert works(e2e.binding(name))
+            wait_until(lambda b=before[key]: not works(b), timeout=20, what="the old password to stop")
+            assert any(ev.reason == "CredentialsRotated" for ev in e2e.events(name))

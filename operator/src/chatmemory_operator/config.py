@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from chatmemory_operator.api.durations import parse_duration
+
 #: Environment variable -> meaning; also the documentation of every knob.
 ENV_VARS: dict[str, str] = {
     "CHATMEMORY_NAMESPACES": "comma-separated namespaces to watch; empty watches all namespaces",
@@ -47,6 +49,10 @@ ENV_VARS: dict[str, str] = {
     "CHATMEMORY_STORE_CONCURRENCY": (
         "reconciles that may wait on one store's server at once (default 4): a hung server holds no "
         "more threads than this, and other stores' work goes on"
+    ),
+    "CHATMEMORY_ROTATION_EVERY": (
+        "rotate every memory's password this long after its last rotation, e.g. 30d, unless the "
+        "memory's spec.rotation.every says otherwise (default: never)"
     ),
     "CHATMEMORY_OPERATOR_NAMESPACE": (
         "the operator's own namespace: store Secrets may live here, and name claims (Leases) are kept "
@@ -86,6 +92,7 @@ class OperatorConfig:
     retain_delete_retries: int = 3
     workers: int = 64
     verbose: bool = False
+    rotation_every: str = ""  # a duration, e.g. 30d; empty: no scheduled rotation by default
     backend_timeout: float = 10.0
     store_concurrency: int = 4
     operator_namespace: str = "default"
@@ -125,6 +132,7 @@ class OperatorConfig:
             retain_delete_retries=_int(e, "CHATMEMORY_RETAIN_DELETE_RETRIES", cls.retain_delete_retries),
             workers=_int(e, "CHATMEMORY_WORKERS", cls.workers, minimum=1),
             verbose=_bool(e, "CHATMEMORY_VERBOSE"),
+            rotation_every=_duration(e, "CHATMEMORY_ROTATION_EVERY"),
             backend_timeout=_float(e, "CHATMEMORY_BACKEND_TIMEOUT", cls.backend_timeout),
             store_concurrency=_int(e, "CHATMEMORY_STORE_CONCURRENCY", cls.store_concurrency, minimum=1),
             operator_namespace=e.get("CHATMEMORY_OPERATOR_NAMESPACE", "").strip() or _pod_namespace(),
@@ -147,6 +155,16 @@ def _pod_namespace() -> str:
         return POD_NAMESPACE_FILE.read_text().strip() or "default"
     except OSError:
         return "default"
+
+
+def _duration(env: Mapping[str, str], key: str) -> str:
+    raw = env.get(key, "").strip()
+    if raw:
+        try:
+            parse_duration(raw)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    return raw
 
 
 def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:

@@ -25,11 +25,13 @@ Passwords never enter a status, an Event or a log line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import pydantic
@@ -250,6 +252,9 @@ class Credentials:
     existing: dict[str, Any] | None  # the memory's Secret, as read before this reconcile
     rotation: str | None  # the rotate-credentials value acted on in this run
     requested: str  # the rotate-credentials value on the memory
+    rotated: bool = False  # a new password in this run, by the annotation or the schedule
+    previous_sha256: str = ""  # the previous password's hash while the grace period runs
+    previous_until: datetime | None = None  # when the previous password stops
 
 
 def resolve_store(ctx: Context, memory: api.ChatMemory, *, use_default: bool = True) -> api.ChatMemoryStore:
@@ -390,11 +395,38 @@ def credentials(
             password = secrets.existing_password(previous, plan.username)
     requested = memory.rotation_token
     rotation = requested if requested and requested != (handled or old.credentials_rotation or "") else None
-    if rotation is not None or not password:
-        password = secrets.generate_password()
-    return Credentials(
-        password=password, secret_name=sname, existing=existing, rotation=rotation, requested=requested
+    rotated = bool(password) and (rotation is not None or rotation_due(ctx, memory, old))
+    creds = Credentials(password, sname, existing, rotation, requested, rotated)
+    if rotated:
+        return _with_grace(creds, memory, secrets.password_sha256(password))
+    kept = secrets.previous_password(existing)
+    if kept is not None and kept[1] > _now():  # a grace period still running (also after a restart)
+        creds = dataclasses.replace(creds, previous_sha256=kept[0], previous_until=kept[1])
+    return creds if password else dataclasses.replace(creds, password=secrets.generate_password())
+
+
+def _with_grace(creds: Credentials, memory: api.ChatMemory, previous_sha256: str) -> Credentials:
+    """A new password; the previous one keeps working for the memory's grace period."""
+    spec = memory.spec.rotation or api.RotationSpec()
+    grace = parse_duration(spec.grace_period or api.DEFAULT_GRACE_PERIOD, allow_zero=True)
+    until = _now() + timedelta(seconds=grace) if grace else None
+    digest = previous_sha256 if grace else ""
+    return dataclasses.replace(
+        creds, password=secrets.generate_password(), previous_sha256=digest, previous_until=until
     )
+
+
+def rotation_due(ctx: Context, memory: api.ChatMemory, old: api.ChatMemoryStatus) -> bool:
+    """Whether a scheduled rotation is due: ``spec.rotation.every`` (else the operator's default)
+    has passed since the last rotation, or since the first password was issued."""
+    every = (memory.spec.rotation or api.RotationSpec()).every or ctx.config.rotation_every
+    if not every or old.rotated_at is None:
+        return False
+    return _now() >= old.rotated_at + timedelta(seconds=parse_duration(every))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def ready_at(status: api.ChatMemoryStatus, generation: int | None) -> bool:
@@ -446,12 +478,19 @@ def converge(
             repaired.append(f"Secret {creds.secret_name} was missing")
         if repaired:
             events.append(Event("Normal", "DriftRepaired", "; ".join(repaired) + ": repaired"))
-        elif creds.rotation is None and ready_at(old, generation):
+        elif not creds.rotated and not _grace_changes(creds) and ready_at(old, generation):
             unchanged = unchanged_binding(current, target)
             if unchanged is not None:
                 return unchanged
-    prior = Prior(binding=current, provisioned=old.provisioned)
+    prior = Prior(
+        binding=current, provisioned=old.provisioned, previous_password_sha256=creds.previous_sha256
+    )
     return target.backend.ensure(target.conn, target.plan, creds.password, prior)
+
+
+def _grace_changes(creds: Credentials) -> bool:
+    """Whether a grace period runs, or just ended (the previous password must go now)."""
+    return bool(creds.previous_sha256) or secrets.previous_password(creds.existing) is not None
 
 
 def publish(
@@ -468,7 +507,10 @@ def publish(
     namespace, name, uid = memory.metadata.namespace or "", memory.metadata.name, memory.metadata.uid
     sname = creds.secret_name
     owner = secrets.owner_reference(api_version=api.API_VERSION, kind=api.MEMORY_KIND, name=name, uid=uid)
-    desired = secrets.secret_body(binding, name=sname, namespace=namespace, owner=owner, memory_name=name)
+    annotations = secrets.previous_annotations(creds.previous_sha256, creds.previous_until)
+    desired = secrets.secret_body(
+        binding, name=sname, namespace=namespace, owner=owner, memory_name=name, annotations=annotations
+    )
     if secrets.needs_write(creds.existing, desired):
         ctx.kube.write_secret(desired, creds.existing)
         if creds.existing is None and old.binding is not None and not check_drift:
@@ -482,14 +524,22 @@ def ready_status(
 ) -> tuple[api.Condition, list[Event]]:
     """Step 5b: fill in the status of a converged memory; the Ready condition and rotation Events."""
     events: list[Event] = []
+    if creds.rotated:
+        status.rotated_at = _now()
+        who = binding.username or "the memory's user"
+        why = f"rotation {creds.rotation!r}" if creds.rotation is not None else "scheduled rotation"
+        until = (
+            f"; the previous one works until {creds.previous_until.isoformat()}"
+            if creds.previous_until
+            else ""
+        )
+        events.append(Event("Normal", "CredentialsRotated", f"new password for {who} ({why}){until}"))
     if creds.rotation is not None:
         status.credentials_rotation = creds.rotation
-        who = binding.username or "the memory's user"
-        events.append(
-            Event("Normal", "CredentialsRotated", f"new password for {who} (rotation {creds.rotation!r})")
-        )
     elif creds.requested and not status.credentials_rotation:
         status.credentials_rotation = creds.requested  # the first password already postdates the request
+    status.rotated_at = status.rotated_at or _now()  # the first password starts the schedule
+    status.previous_credentials_until = creds.previous_until
     sname = creds.secret_name
     status.binding = api.ServiceBindingRef(name=sname)
     status.provisioned = target.backend.provisioned(target.plan, binding)

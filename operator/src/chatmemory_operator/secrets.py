@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import secrets as _random
 import string
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from chatmemory.contract import Binding, Key
@@ -50,8 +52,10 @@ def secret_body(
     namespace: str,
     owner: Mapping[str, Any],
     memory_name: str,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The whole Secret for ``binding``: Service Binding type, contract keys, labels, owner."""
+    """The whole Secret for ``binding``: Service Binding type, contract keys, labels, owner, and
+    the operator's own annotations (a rotation's grace period)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -59,6 +63,7 @@ def secret_body(
             "name": name,
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY, MEMORY_LABEL: memory_name[:63]},
+            "annotations": dict(annotations or {}),
             "ownerReferences": [dict(owner)],
         },
         "type": binding.secret_type,
@@ -75,6 +80,35 @@ def decode_data(data: Mapping[str, str] | None) -> dict[str, str]:
         except (binascii.Error, UnicodeDecodeError):
             continue
     return out
+
+
+#: While a rotation's grace period runs, the Secret carries the previous password's SHA-256 (the
+#: form Redis keeps; never the password) and when it stops, so a restarted operator finishes the
+#: rotation as planned. Readers of the Secret already hold the previous password.
+PREVIOUS_SHA256_ANNOTATION: Final = "chatmemory.io/previous-password-sha256"
+PREVIOUS_UNTIL_ANNOTATION: Final = "chatmemory.io/previous-password-until"
+
+
+def previous_password(secret: Mapping[str, Any] | None) -> tuple[str, datetime] | None:
+    """(SHA-256 of the previous password, when it stops) from a Secret, or None."""
+    annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+    digest, until = annotations.get(PREVIOUS_SHA256_ANNOTATION), annotations.get(PREVIOUS_UNTIL_ANNOTATION)
+    if not digest or not until:
+        return None
+    try:
+        return str(digest), datetime.fromisoformat(str(until))
+    except ValueError:
+        return None
+
+
+def previous_annotations(digest: str, until: datetime | None) -> dict[str, str]:
+    if not digest or until is None:
+        return {}
+    return {PREVIOUS_SHA256_ANNOTATION: digest, PREVIOUS_UNTIL_ANNOTATION: until.isoformat()}
+
+
+def password_sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
 
 
 def existing_password(secret: Mapping[str, Any] | None, username: str) -> str:
@@ -117,6 +151,10 @@ def needs_write(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
         return True
     labels = (existing.get("metadata") or {}).get("labels") or {}
     if any(labels.get(k) != v for k, v in desired["metadata"]["labels"].items()):
+        return True
+    ours = (PREVIOUS_SHA256_ANNOTATION, PREVIOUS_UNTIL_ANNOTATION)
+    annotations = (existing.get("metadata") or {}).get("annotations") or {}
+    if {k: annotations.get(k) for k in ours} != {k: desired["metadata"]["annotations"].get(k) for k in ours}:
         return True
     owners = (existing.get("metadata") or {}).get("ownerReferences") or []
     want = desired["metadata"]["ownerReferences"][0]

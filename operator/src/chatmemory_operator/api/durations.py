@@ -24,7 +24,7 @@ _UNIT_SECONDS: Final = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_RE: Final = re.compile(r"^(?:(\d{1,9})d)?(?:(\d{1,9})h)?(?:(\d{1,9})m)?(?:(\d{1,9})s)?$")
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, *, allow_zero: bool = False) -> int:
     """Seconds in ``text``: ``"90s"`` -> 90, ``"1h30m"`` -> 5400, ``"7d"`` -> 604800.
 
     Raises:
@@ -40,7 +40,7 @@ def parse_duration(text: str) -> int:
     seconds = sum(
         int(value) * unit for value, unit in zip(match.groups(), _UNIT_SECONDS.values(), strict=True) if value
     )
-    if seconds <= 0:
+    if seconds <= 0 and not allow_zero:
         raise ValueError(f"{text!r} is zero: a duration must be at least 1s")
     return seconds
 

@@ -799,6 +799,45 @@ class TiDBMemorySpec(ApiModel):
         return value
 
 
+#: How long the previous credentials keep working after a rotation when the memory does not say.
+DEFAULT_GRACE_PERIOD: Final = "5m"
+
+
+class RotationSpec(ApiModel):
+    """When the memory's password changes, and how long the previous one keeps working."""
+
+    grace_period: Annotated[str, Field(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH)] | None = (
+        Field(
+            default=None,
+            description=(
+                "How long the previous password keeps working after a rotation, so that pods pick up "
+                "the new Secret first (the kubelet syncs a mounted Secret within about a minute). Default "
+                f"{DEFAULT_GRACE_PERIOD}; `0s` stops it at once. Redis keeps both passwords on the memory's "
+                "user for this long; on Kafka and TiDB/MySQL the previous password stops at once."
+            ),
+        )
+    )
+    every: Duration | None = Field(
+        default=None,
+        description=(
+            "Rotate on its own this long after the last rotation (or the creation), e.g. `30d`. "
+            "Default: the operator's CHATMEMORY_ROTATION_EVERY, else never."
+        ),
+    )
+
+    @field_validator("grace_period")
+    @classmethod
+    def _grace_valid(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, allow_zero=True)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every_valid(cls, value: str | None) -> str | None:
+        return _check_duration(value)
+
+
 class ChatMemorySpec(ApiModel):
     """A chat memory: a TTL'd, isolated place for an application's chat histories, and its Secret."""
 
@@ -840,6 +879,13 @@ class ChatMemorySpec(ApiModel):
     )
     max_messages_per_session: int | None = Field(
         default=None, ge=1, description="Keep at most this many messages per session (the oldest go first)."
+    )
+    rotation: RotationSpec | None = Field(
+        default=None,
+        description=(
+            "Credential rotation: scheduled (`every`) and with overlap (`gracePeriod`). The annotation "
+            "chatmemory.io/rotate-credentials rotates at once."
+        ),
     )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
@@ -953,6 +999,16 @@ class ChatMemoryStatus(ApiModel):
         default=None,
         description="The chatmemory.io/rotate-credentials value the current password was issued for.",
     )
+    rotated_at: datetime | None = Field(
+        default=None, description="When the current password was issued by a rotation (RFC 3339)."
+    )
+    previous_credentials_until: datetime | None = Field(
+        default=None,
+        description=(
+            "While a rotation's grace period runs: when the previous password stops working (RFC 3339); "
+            "unset otherwise."
+        ),
+    )
 
     def to_patch(self) -> dict[str, Any]:
         """The status as a JSON-ready dict with wire names, unset fields left out."""
@@ -1043,6 +1099,7 @@ def default_secret_name(memory_name: str) -> str:
 __all__ = [
     "API_VERSION",
     "CATEGORIES",
+    "DEFAULT_GRACE_PERIOD",
     "DEFAULT_MAX_PARTITIONS",
     "DEFAULT_PARTITIONS",
     "DEFAULT_REPLICATION_FACTOR",
@@ -1092,6 +1149,7 @@ __all__ = [
     "RedisMemorySpec",
     "RedisStoreSpec",
     "Resource",
+    "RotationSpec",
     "SaslMechanism",
     "SecurityProtocol",
     "ServiceBindingRef",

@@ -167,10 +167,13 @@ class Observed:
 
 @dataclass(frozen=True)
 class Prior:
-    """What an earlier reconcile left: the binding in the memory's Secret, ``status.provisioned``."""
+    """What an earlier reconcile left: the binding in the memory's Secret, ``status.provisioned``,
+    and, while a rotation's grace period runs, the SHA-256 (hex) of the previous password (a
+    backend that can hold two passwords keeps it working; the others ignore it)."""
 
     binding: Binding | None = None
     provisioned: api.Provisioned | None = None
+    previous_password_sha256: str = ""
 
 
 #: A memory reconciled for the first time.

@@ -117,15 +117,19 @@ def command_rules(*, cluster: bool) -> list[str]:
     return ["-@all", *(f"+{c}" for c in commands)]
 
 
-def acl_rules(key_prefix: str, password: str, *, cluster: bool) -> list[str]:
+def acl_rules(key_prefix: str, password: str, *, cluster: bool, previous_sha256: str = "") -> list[str]:
     """The full ``ACL SETUSER`` rule list: starts from ``reset`` so repeated calls converge exactly.
 
-    ``reset`` also drops every other password, which is what makes a password change a rotation.
+    ``reset`` also drops every other password, which is what makes a password change a rotation;
+    during a rotation's grace period the previous password (``previous_sha256``) stays as a second
+    one (Redis users may hold several), and the next ensure after it ends drops it.
     """
+    previous = [f"#{previous_sha256}"] if previous_sha256 else []
     return [
         "reset",
         "on",
         f"#{password_hash(password)}",
+        *previous,
         f"~{key_pattern(key_prefix)}",
         "resetchannels",
         *command_rules(cluster=cluster),
@@ -314,7 +318,8 @@ class RedisBackend:
             provider = _provider(nodes[0].info("server"))
             acl = self._has_acl(nodes[0])
             if acl:
-                rules = acl_rules(plan.key_prefix, password, cluster=store.cluster)
+                previous = prior.previous_password_sha256
+                rules = acl_rules(plan.key_prefix, password, cluster=store.cluster, previous_sha256=previous)
                 for node in nodes:
                     _cmd(node, "ACL", "SETUSER", plan.username, *rules)
         username, pw = (plan.username, password) if acl else (store.admin_username, store.admin_password)
