@@ -5,6 +5,13 @@ Called by the history modules (:mod:`chatmemory.histories`) and the checkpointer
 options in exactly one place. Client libraries are imported lazily: a missing extra raises
 :class:`~chatmemory.errors.MissingExtra` naming the extra to install. :func:`close_idle` empties the
 histories' pools of idle clients.
+
+**Timeouts** (:class:`Timeouts`): every Redis and MySQL client built here has a connect timeout
+(the TCP connect) and an operation timeout (every reply, the handshake and authentication
+included), so a server that accepts and never answers raises instead of hanging. redis-py's own
+retry is off (its default re-sends a ``MULTI``/``EXEC`` after a timeout, up to 10 times, which can
+apply a turn twice): the histories retry what is safe to retry themselves (see
+:mod:`chatmemory.histories.redis`).
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ import contextlib
 import importlib
 import queue
 import ssl
+from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from chatmemory.contract import Binding
-from chatmemory.errors import MissingExtra
+from chatmemory.contract import Binding, Key
+from chatmemory.errors import BindingError, MissingExtra
 
 if TYPE_CHECKING:
     import redis
@@ -45,17 +53,83 @@ def close_idle(idle: queue.Queue[Any]) -> None:
             client.close()
 
 
-def redis_kwargs(binding: Binding) -> dict[str, Any]:
-    """redis-py connection keyword arguments (shared by the sync, async and cluster clients)."""
+#: Seconds for a TCP connect: a connect inside a cluster network takes milliseconds; 5 s leaves
+#: room for two lost SYNs (Linux resends after 1 s and 3 s) before the server counts as unreachable.
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+#: Seconds for one reply: the slowest legitimate reply (LRANGE of a long session, a TiDB commit
+#: during a region leader change) is well under a second to a few seconds; 10 s is also the
+#: operator's admin timeout (CHATMEMORY_BACKEND_TIMEOUT), so both sides give up on a server alike.
+DEFAULT_OPERATION_TIMEOUT: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a client waits: ``connect`` for a TCP connect, ``operation`` for each reply.
+
+    ``connect(..., timeout=2.5)`` sets both to 2.5 s; ``timeout=Timeouts(connect=1, operation=30)``
+    sets them apart. The operation timeout also bounds the handshake (TLS, ``AUTH``/``HELLO``, the
+    MySQL greeting), so a server that accepts and never answers costs at most ``connect + operation``
+    (``operation`` when, as usual, the connect itself succeeds).
+    """
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    operation: float = DEFAULT_OPERATION_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "operation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"timeout {name} must be a positive number of seconds, got {value!r}")
+
+    @classmethod
+    def of(cls, timeout: TimeoutSpec) -> Timeouts:
+        """Timeouts from what a user passes: None (the defaults), seconds (both), or Timeouts."""
+        if timeout is None:
+            return cls()
+        if isinstance(timeout, Timeouts):
+            return timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be seconds or chatmemory.Timeouts, not {type(timeout).__name__}")
+        return cls(connect=float(timeout), operation=float(timeout))
+
+
+#: What ``timeout=`` accepts.
+TimeoutSpec: TypeAlias = "float | Timeouts | None"
+
+
+def ca_context(binding: Binding) -> ssl.SSLContext:
+    """The TLS context of a binding; a ``ca.crt`` that is not a PEM certificate raises BindingError."""
+    try:
+        ctx = ssl.create_default_context(cadata=binding.ca_cert or None)
+    except (ssl.SSLError, ValueError) as e:
+        raise BindingError(
+            f"key {Key.CA_CERT.value!r} is not a PEM CA certificate: {e}",
+            key=Key.CA_CERT.value,
+        ) from None
+    if binding.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def redis_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str, Any]:
+    """redis-py connection keyword arguments (shared by the sync, async and cluster clients).
+
+    Without redis-py's retry (see the module docstring) and with the binding's timeouts.
+    """
+    t = timeouts or Timeouts()
     kwargs: dict[str, Any] = {
         "host": binding.host,
         "port": binding.port,
         "username": binding.username or None,
         "password": binding.password or None,
+        "socket_connect_timeout": t.connect,
+        "socket_timeout": t.operation,
     }
     if binding.tls:
         kwargs["ssl"] = True
         if binding.ca_cert:
+            ca_context(binding)  # a bad PEM fails here, named, not at the first command
             kwargs["ssl_ca_data"] = binding.ca_cert
         if binding.insecure_skip_verify:
             kwargs["ssl_cert_reqs"] = "none"
@@ -63,26 +137,43 @@ def redis_kwargs(binding: Binding) -> dict[str, Any]:
     return kwargs
 
 
-def redis_client(binding: Binding) -> redis.Redis | redis.cluster.RedisCluster:
+def no_retry(asyncio: bool = False) -> Any:
+    """redis-py's Retry that never retries (the sync or the asyncio class)."""
+    from redis.backoff import NoBackoff
+
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        return AsyncRetry(NoBackoff(), 0)
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def redis_client(
+    binding: Binding, timeouts: Timeouts | None = None
+) -> redis.Redis | redis.cluster.RedisCluster:
     """A pooled redis-py client for the binding: a RedisCluster when the store is a cluster."""
     require("redis", "redis")
     import redis
     import redis.cluster
 
     if binding.cluster:
-        return redis.cluster.RedisCluster(**redis_kwargs(binding))
-    return redis.Redis(**redis_kwargs(binding))
+        return redis.cluster.RedisCluster(**redis_kwargs(binding, timeouts), retry=no_retry())
+    return redis.Redis(**redis_kwargs(binding, timeouts), retry=no_retry())
 
 
-def async_redis_client(binding: Binding) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+def async_redis_client(
+    binding: Binding, timeouts: Timeouts | None = None
+) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
     """The asyncio twin of :func:`redis_client` (``redis.asyncio``: native async, no threads)."""
     require("redis", "redis")
     import redis.asyncio
     import redis.asyncio.cluster
 
     if binding.cluster:
-        return redis.asyncio.cluster.RedisCluster(**redis_kwargs(binding))
-    return redis.asyncio.Redis(**redis_kwargs(binding))
+        return redis.asyncio.cluster.RedisCluster(**redis_kwargs(binding, timeouts), retry=no_retry(True))
+    return redis.asyncio.Redis(**redis_kwargs(binding, timeouts), retry=no_retry(True))
 
 
 def kafka_config(binding: Binding) -> dict[str, Any]:
@@ -103,7 +194,16 @@ def kafka_config(binding: Binding) -> dict[str, Any]:
     return conf
 
 
-def mysql_kwargs(binding: Binding) -> dict[str, Any]:
+def mysql_timeouts(timeouts: Timeouts | None = None) -> dict[str, Any]:
+    """PyMySQL's timeout arguments: ``connect_timeout`` (TCP), ``read_timeout``/``write_timeout``.
+
+    PyMySQL applies ``read_timeout`` to the server's greeting and the authentication too.
+    """
+    t = timeouts or Timeouts()
+    return {"connect_timeout": t.connect, "read_timeout": t.operation, "write_timeout": t.operation}
+
+
+def mysql_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str, Any]:
     """PyMySQL ``connect`` keyword arguments for the memory's database (TiDB, MySQL, MariaDB)."""
     kwargs: dict[str, Any] = {
         "host": binding.host,
@@ -113,11 +213,8 @@ def mysql_kwargs(binding: Binding) -> dict[str, Any]:
         "database": binding.database,
         "charset": "utf8mb4",
         "autocommit": True,
+        **mysql_timeouts(timeouts),
     }
     if binding.tls:
-        ctx = ssl.create_default_context(cadata=binding.ca_cert or None)
-        if binding.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        kwargs["ssl"] = ctx
+        kwargs["ssl"] = ca_context(binding)
     return kwargs

@@ -43,5 +43,19 @@ class BackendError(ChatMemoryError):
     """The backend refused or failed an operation (connection, auth, permission, delivery)."""
 
 
+class BackendUnavailable(BackendError):
+    """The server did not answer in time or could not be reached (a connect or operation timeout,
+    a refused or broken connection); the message names ``host:port`` and the cause.
+
+    ``applied`` says what a failed write did: ``False`` when it was never sent (the connection could
+    not be opened), ``None`` when it may or may not have been applied (the connection failed after
+    it was sent: read the session before writing it again). Reads leave it ``None``.
+    """
+
+    def __init__(self, message: str, *, applied: bool | None = None) -> None:
+        super().__init__(message)
+        self.applied = applied
+
+
 class NotSupported(ChatMemoryError):
     """The operation does not exist on this backend; the message names the alternative."""

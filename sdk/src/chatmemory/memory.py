@@ -11,11 +11,16 @@ passed as ``get_session_history`` to ``RunnableWithMessageHistory``::
 
 ``memory.checkpointer()`` gives the LangGraph checkpointer of the same memory
 (:mod:`chatmemory.checkpoint`, the ``langgraph`` extra).
+
+``timeout=`` (seconds, or :class:`Timeouts` for the connect and the operation timeouts apart) sets
+the timeouts of every client the memory builds, its checkpointers' included; default 5 s to connect
+and 10 s per reply. A URL takes ``?timeout=`` and ``?connect_timeout=`` too.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -24,6 +29,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_core.chat_history import BaseChatMessageHistory
 
+from chatmemory._connect import Timeouts, TimeoutSpec
 from chatmemory.contract import BINDING_TYPES, CONTRACT_VERSION, BackendKind, Binding, Key
 from chatmemory.errors import BindingError, MissingExtra, NotSupported
 from chatmemory.histories import Connector, connector_for
@@ -36,10 +42,19 @@ class ChatMemory:
     Use as a context manager (``with chatmemory.connect(...) as memory:``) or call :meth:`close`.
     """
 
-    def __init__(self, binding: Binding, connector: Connector | None = None, *, source: str = "") -> None:
+    def __init__(
+        self,
+        binding: Binding,
+        connector: Connector | None = None,
+        *,
+        source: str = "",
+        timeout: TimeoutSpec = None,
+    ) -> None:
         self.binding = binding
         self.source = source
-        self._connector = connector if connector is not None else connector_for(binding)
+        #: The timeouts of the memory's clients (connect, operation), its checkpointers' too.
+        self.timeouts = Timeouts.of(timeout)
+        self._connector = connector if connector is not None else _connector(binding, self.timeouts, {})
 
     @property
     def backend(self) -> BackendKind:
@@ -57,10 +72,14 @@ class ChatMemory:
 
     def checkpointer(self, **kwargs: Any) -> Any:
         """A LangGraph checkpointer on the same memory (``chatmemory[langgraph]``)."""
+        if self.timeouts != Timeouts():  # the defaults are checkpointer_for's own
+            kwargs.setdefault("timeout", self.timeouts)
         return _checkpoint_function("checkpointer_for")(self.binding, **kwargs)
 
     async def acheckpointer(self, **kwargs: Any) -> Any:
         """The asyncio LangGraph checkpointer on the same memory."""
+        if self.timeouts != Timeouts():  # the defaults are checkpointer_for's own
+            kwargs.setdefault("timeout", self.timeouts)
         return await _checkpoint_function("acheckpointer_for")(self.binding, **kwargs)
 
     def close(self) -> None:
@@ -93,11 +112,39 @@ class ChatMemory:
 
 
 def connect(
-    name: str | None = None, *, path: str | os.PathLike[str] | None = None, namespace: str | None = None
+    name: str | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    namespace: str | None = None,
+    timeout: TimeoutSpec = None,
 ) -> ChatMemory:
-    """The memory ``name`` from its binding (mounted Secret, ``CHATMEMORY_*`` variables or the API)."""
+    """The memory ``name`` from its binding (mounted Secret, ``CHATMEMORY_*`` variables or the API).
+
+    ``timeout``: seconds for a connect and for each reply (or ``Timeouts(connect=, operation=)``);
+    default 5 s and 10 s. A server that does not answer raises ``BackendUnavailable``.
+    """
     binding, source = load_binding(name, path=path, namespace=namespace)
-    return ChatMemory(binding, source=source)
+    return ChatMemory(binding, source=source, timeout=timeout)
+
+
+def _connector(binding: Binding, timeouts: Timeouts, options: dict[str, Any]) -> Connector:
+    """The binding's connector with the memory's timeouts, for connectors that take ``timeout``.
+
+    A connector without a ``timeout`` parameter (the Kafka one, for now: librdkafka has its own
+    settings) gets none rather than an unknown option.
+    """
+    module, cls = _CONNECTORS[binding.backend]
+    params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
+    if "timeout" in params:
+        options = {"timeout": timeouts, **options}
+    return connector_for(binding, **options)
+
+
+_CONNECTORS: Final[dict[BackendKind, tuple[str, str]]] = {
+    BackendKind.REDIS: ("chatmemory.histories.redis", "RedisConnector"),
+    BackendKind.KAFKA: ("chatmemory.histories.kafka", "KafkaConnector"),
+    BackendKind.TIDB: ("chatmemory.histories.tidb", "TiDBConnector"),
+}
 
 
 _SCHEMES: Final[dict[str, BackendKind]] = {
@@ -119,7 +166,8 @@ def binding_from_url(url: str, **options: Any) -> tuple[Binding, dict[str, Any]]
 
     Query parameters and keyword options take binding keys (``key_prefix``, ``ttl``/``ttl_seconds``,
     ``max_messages``, ``cluster``, ``topic``, ``table``, ``security_protocol``, ...), ``ca_file`` a
-    CA bundle path. ``rediss://`` turns TLS on.
+    CA bundle path. ``rediss://`` turns TLS on. ``timeout`` and ``connect_timeout`` are returned
+    with the other options (see :func:`connect_url`).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -187,10 +235,34 @@ def connect_url(url: str, **options: Any) -> ChatMemory:
         connect_url("kafka://broker:9092", topic="bot.chat")
         connect_url("tidb://user:pw@host:4000/app", table="messages")
 
-    Options that are not binding keys go to the backend's connector.
+    Options that are not binding keys go to the backend's connector. ``timeout`` (seconds or
+    :class:`Timeouts`) and ``connect_timeout`` (seconds), as options or query parameters, set the
+    clients' timeouts (default 5 s to connect, 10 s per reply)::
+
+        connect_url("redis://host:6379?timeout=2")
+        connect_url("tidb://user:pw@host:4000/app", timeout=30, connect_timeout=3)
     """
     binding, rest = binding_from_url(url, **options)
-    return ChatMemory(binding, connector_for(binding, **rest), source=f"url:{urlsplit(url).scheme}")
+    timeouts = _url_timeouts(rest)
+    return ChatMemory(
+        binding,
+        _connector(binding, timeouts, rest),
+        source=f"url:{urlsplit(url).scheme}",
+        timeout=timeouts,
+    )
+
+
+def _url_timeouts(rest: dict[str, Any]) -> Timeouts:
+    """Take ``timeout`` and ``connect_timeout`` out of a URL's options (text from a query)."""
+    raw = rest.pop("timeout", None)
+    raw_connect = rest.pop("connect_timeout", None)
+    try:
+        base = Timeouts.of(float(raw) if isinstance(raw, str) else raw)
+        if raw_connect is None:
+            return base
+        return Timeouts(connect=float(raw_connect), operation=base.operation)
+    except (TypeError, ValueError) as e:
+        raise BindingError(f"bad timeout option: {e}", key="timeout") from None
 
 
 def _checkpoint_function(name: str) -> Any:
@@ -209,4 +281,4 @@ def _checkpoint_function(name: str) -> Any:
     return function
 
 
-__all__ = ["ChatMemory", "binding_from_url", "connect", "connect_url"]
+__all__ = ["ChatMemory", "Timeouts", "binding_from_url", "connect", "connect_url"]

@@ -26,7 +26,7 @@ import asyncio
 import importlib
 from typing import TYPE_CHECKING, Any, Final
 
-from chatmemory._connect import async_redis_client, mysql_kwargs, redis_client, require
+from chatmemory._connect import Timeouts, TimeoutSpec, async_redis_client, mysql_kwargs, redis_client, require
 from chatmemory.checkpoint.redis import EXTRA_REDIS_COMMANDS, REDIS_COMMANDS
 from chatmemory.checkpoint.sql import (
     DEFAULT_TABLE_PREFIX,
@@ -91,15 +91,22 @@ KAFKA_NOT_SUPPORTED = (
 
 
 def checkpointer_for(
-    binding: Binding, *, serde: SerializerProtocol | None = None, **options: Any
+    binding: Binding,
+    *,
+    serde: SerializerProtocol | None = None,
+    timeout: TimeoutSpec = None,
+    **options: Any,
 ) -> BaseCheckpointSaver[str]:
     """A checkpointer on the binding's backend, with its credentials, TLS, prefix or tables and TTL.
 
-    ``options`` go to the saver's constructor (e.g. ``pool_size`` for the SQL saver). The saver owns
-    its clients: call ``close()`` (or ``await aclose()``) when done. No I/O happens here.
+    ``options`` go to the saver's constructor (e.g. ``pool_size`` for the SQL saver). ``timeout``:
+    the clients' connect and operation timeouts (seconds, or ``Timeouts``; default 5 s and 10 s).
+    The saver owns its clients: call ``close()`` (or ``await aclose()``) when done. No I/O happens
+    here.
     """
+    timeouts = Timeouts.of(timeout)
     if binding.backend is BackendKind.REDIS:
-        return _build_redis_saver(binding, redis_client(binding), serde, options)
+        return _build_redis_saver(binding, redis_client(binding, timeouts), serde, options, timeouts)
     if binding.backend is BackendKind.TIDB:
         if not binding.checkpoint_table_prefix:
             raise BindingError(
@@ -111,7 +118,7 @@ def checkpointer_for(
         require("pymysql", "tidb")
         saver: type[ChatMemorySQLSaver] = _saver_class("ChatMemorySQLSaver")
         return saver(
-            mysql_kwargs(binding),
+            mysql_kwargs(binding, timeouts),
             table_prefix=binding.checkpoint_table_prefix,
             ttl_seconds=binding.ttl_seconds,
             serde=serde,
@@ -123,26 +130,35 @@ def checkpointer_for(
 
 
 async def acheckpointer_for(
-    binding: Binding, *, serde: SerializerProtocol | None = None, **options: Any
+    binding: Binding,
+    *,
+    serde: SerializerProtocol | None = None,
+    timeout: TimeoutSpec = None,
+    **options: Any,
 ) -> BaseCheckpointSaver[str]:
     """:func:`checkpointer_for` for async code (the Redis saver's async methods use redis.asyncio).
 
     A Redis Cluster's sync client reads the slot map when it is built, so that happens in a worker
     thread here rather than on the event loop.
     """
+    timeouts = Timeouts.of(timeout)
     if binding.backend is BackendKind.REDIS and binding.cluster:
-        client = await asyncio.to_thread(redis_client, binding)
-        return _build_redis_saver(binding, client, serde, options)
-    return checkpointer_for(binding, serde=serde, **options)
+        client = await asyncio.to_thread(redis_client, binding, timeouts)
+        return _build_redis_saver(binding, client, serde, options, timeouts)
+    return checkpointer_for(binding, serde=serde, timeout=timeouts, **options)
 
 
 def _build_redis_saver(
-    binding: Binding, client: Any, serde: SerializerProtocol | None, options: dict[str, Any]
+    binding: Binding,
+    client: Any,
+    serde: SerializerProtocol | None,
+    options: dict[str, Any],
+    timeouts: Timeouts,
 ) -> ChatMemoryRedisSaver:
     saver: type[ChatMemoryRedisSaver] = _saver_class("ChatMemoryRedisSaver")
     return saver(
         client,
-        aclient=async_redis_client(binding),  # no I/O until first used, on the caller's event loop
+        aclient=async_redis_client(binding, timeouts),  # no I/O until first used, on the caller's event loop
         prefix=binding.key_prefix,
         ttl_seconds=binding.ttl_seconds,
         serde=serde,

@@ -13,6 +13,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from chatmemory._connect import Timeouts, no_retry
 from chatmemory.checkpoint._common import (
     PAGE,
     SEP,
@@ -119,9 +120,16 @@ class ChatMemoryRedisSaver(Saver):
         import redis as _redis
         import redis.asyncio as _aredis
 
+        # The SDK's timeouts and no redis-py retry, as every client it builds (the URL's own
+        # socket_timeout / socket_connect_timeout query options win).
+        t = Timeouts()
         return cls(
-            _redis.Redis.from_url(url),
-            aclient=_aredis.Redis.from_url(url),
+            _redis.Redis.from_url(
+                url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
+            ),
+            aclient=_aredis.Redis.from_url(
+                url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
+            ),
             prefix=prefix,
             ttl_seconds=ttl_seconds,
             serde=serde,

@@ -20,6 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from chatmemory._connect import mysql_timeouts
 from chatmemory.checkpoint._common import (
     PAGE,
     DumpedCheckpoint,
@@ -99,6 +100,8 @@ class ChatMemorySQLSaver(Saver):
         kwargs = dict(connect_kwargs)
         kwargs.update(autocommit=True, binary_prefix=True, charset="utf8mb4")
         kwargs.setdefault("init_command", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        for name, seconds in mysql_timeouts().items():  # a blackholed server raises, never hangs
+            kwargs.setdefault(name, seconds)
         self._connect_kwargs = kwargs
         self._pool = MySQLPool(self._open, pool_size)
         self._lock = threading.Lock()

@@ -23,25 +23,42 @@ Layout (the operator's ACL for a memory grants exactly these commands on ``<key_
 
 Errors from the server (authentication, ``NOPERM``, connection) are raised as
 :class:`~chatmemory.errors.BackendError` with the redis-py exception as ``__cause__``; nothing is
-swallowed.
+swallowed. A server that cannot be reached or does not answer within the client's timeouts
+(:class:`chatmemory._connect.Timeouts`) raises :class:`~chatmemory.errors.BackendUnavailable`.
+
+Retries (redis-py's own are off, see :mod:`chatmemory._connect`): a read (``LRANGE``, ``LLEN``) is
+retried with backoff after a refused or broken connection, within the operation timeout; a timeout
+is not retried (the server had the whole timeout). A write (the turn's ``MULTI``/``EXEC``) is
+retried only when its connection could not be opened, so it was never sent; once sent it is never
+sent again, so a turn is applied at most once: a failure after sending raises
+``BackendUnavailable`` with ``applied=None`` (the turn may be in the list). ``DEL`` is idempotent
+and retried like a read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeAlias, TypeVar
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatmemory import _codec
-from chatmemory._connect import async_redis_client, redis_client, require
+from chatmemory._connect import (
+    Timeouts,
+    TimeoutSpec,
+    async_redis_client,
+    no_retry,
+    redis_client,
+    require,
+)
 from chatmemory.contract import BackendKind, Binding
-from chatmemory.errors import BackendError, BindingError
+from chatmemory.errors import BackendError, BackendUnavailable, BindingError
 
 require("redis", "redis")
 import redis  # noqa: E402  (after the MissingExtra check)
@@ -76,22 +93,90 @@ def _describe(client: object) -> str:
 
 #: What redis-py raises: its error family, and the cluster client's own (not a RedisError).
 CLIENT_ERRORS: Final = (redis.RedisError, redis.exceptions.RedisClusterException)
+#: Retries of a read (or of a write whose connection could not be opened) and their first backoff.
+RETRIES: Final = 3
+BACKOFF: Final = 0.05
+
+T = TypeVar("T")
 
 
-def _backend_error(exc: Exception, where: str, key: str) -> BackendError:
+def _is_auth(exc: BaseException) -> bool:
+    msg = str(exc)
+    return (
+        isinstance(exc, redis.AuthenticationError)
+        or "WRONGPASS" in msg
+        or "invalid username" in msg
+        or msg.startswith("NOAUTH")
+    )
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """True when redis-py failed opening the connection (``Error 111 connecting to h:p``): the
+    command was never written to a socket, so sending it again cannot apply it twice."""
+    return isinstance(exc, redis.ConnectionError) and not _is_auth(exc) and "connecting to" in str(exc)
+
+
+def _retryable(exc: BaseException, *, write: bool) -> bool:
+    """A refused or broken connection (not a timeout, not a server's refusal) that is safe to retry."""
+    if _is_auth(exc) or isinstance(exc, redis.TimeoutError):
+        return False
+    if write:
+        return _not_sent(exc)
+    return isinstance(exc, redis.ConnectionError | redis.exceptions.ClusterDownError)
+
+
+def _backoff(attempt: int) -> float:
+    """50 ms, 100 ms, 200 ms ... with +-50 % jitter (clients that failed together retry apart)."""
+    return float(BACKOFF * (2**attempt) * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+
+
+def _connection_kwargs(client: object) -> dict[str, Any]:
+    kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if kw is None:  # a cluster client keeps its nodes' settings elsewhere
+        kw = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", None) or {}
+    return dict(kw)
+
+
+def _operation_timeout(client: object) -> float:
+    """The client's operation timeout, the budget its retries stay within."""
+    value = _connection_kwargs(client).get("socket_timeout")
+    return float(value) if value else Timeouts().operation
+
+
+def _backend_error(
+    exc: Exception, where: str, key: str, *, write: bool = False, password: bool = True
+) -> BackendError:
     """A :class:`BackendError` saying what went wrong in words, with the client error as cause."""
     msg = str(exc)
-    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in msg or "invalid username" in msg:
-        text = f"{where}: authentication failed (wrong user name or password): {msg}"
-    elif isinstance(exc, redis.exceptions.NoPermissionError) or msg.startswith("NOPERM"):
-        text = f"{where}: permission denied on key {key!r} (is it outside the memory's key prefix?): {msg}"
-    elif isinstance(exc, redis.exceptions.RedisClusterException):
-        text = f"{where}: cluster unreachable: {msg}"
-    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        text = f"{where}: unreachable: {msg}"
-    else:
-        text = f"{where}: {type(exc).__name__}: {msg}"
-    return BackendError(text)
+    if _is_auth(exc):
+        if msg.startswith("NOAUTH") or not password:
+            return BackendError(
+                f"{where}: authentication failed: no password was sent (is the binding's key 'password' "
+                f"missing?): {msg}"
+            )
+        return BackendError(f"{where}: authentication failed (wrong user name or password): {msg}")
+    if "CERTIFICATE_VERIFY_FAILED" in msg or "SSL" in msg:
+        return BackendError(f"{where}: TLS handshake failed (is the binding's CA the server's?): {msg}")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or msg.startswith("NOPERM"):
+        return BackendError(
+            f"{where}: permission denied on key {key!r} (is it outside the memory's key prefix?): {msg}"
+        )
+    if isinstance(exc, redis.exceptions.RedisClusterException | redis.ConnectionError | redis.TimeoutError):
+        if isinstance(exc, redis.TimeoutError) or "timed out" in msg.lower():
+            cause = "timed out (the server accepted no connection or sent no reply in time)"
+        elif isinstance(exc, redis.exceptions.RedisClusterException):
+            cause = "cluster unreachable"
+        else:
+            cause = "connection refused or broken"
+        applied: bool | None = None
+        tail = ""
+        if write:
+            if _not_sent(exc):
+                applied, tail = False, " (the write was not sent)"
+            else:
+                tail = " (the write may or may not have been applied: read the session before resending)"
+        return BackendUnavailable(f"{where}: unreachable: {cause}: {msg}{tail}", applied=applied)
+    return BackendError(f"{where}: {type(exc).__name__}: {msg}")
 
 
 class AsyncClients:
@@ -163,6 +248,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         max_messages: int | None = None,
         async_redis_client: AsyncClient | None = None,
         async_clients: AsyncClients | None = None,
+        timeout: TimeoutSpec = None,
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
@@ -178,23 +264,34 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self.key = session_key(key_prefix, session_id)
         self._owns_client = redis_client is None
         url = redis_url or DEFAULT_URL
+        t = Timeouts.of(timeout)
+        # The URL's own socket_timeout / socket_connect_timeout query options win over these.
         self.redis_client: SyncClient = (
-            redis_client if redis_client is not None else redis.Redis.from_url(url)
+            redis_client
+            if redis_client is not None
+            else redis.Redis.from_url(
+                url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
+            )
         )
         self._async_client = async_redis_client
         #: asyncio clients, one per event loop: a connector's, or made here from the URL
         self._async_clients = async_clients
         if async_clients is None and redis_client is None and async_redis_client is None:
-            self._async_clients = AsyncClients(lambda: redis.asyncio.Redis.from_url(url))
+            self._async_clients = AsyncClients(
+                lambda: redis.asyncio.Redis.from_url(
+                    url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
+                )
+            )
         self._where = _describe(self.redis_client)
+        self._budget = _operation_timeout(self.redis_client)
+        self._password = bool(_connection_kwargs(self.redis_client).get("password"))
 
     # -- sync --------------------------------------------------------------------------------------
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's full history, oldest first (one ``LRANGE``)."""
-        with self._errors():
-            raw = self.redis_client.lrange(self.key, 0, -1)
+        raw = self._call(lambda: self.redis_client.lrange(self.key, 0, -1))
         return _codec.decode_all(raw)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -202,15 +299,17 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         docs = _codec.encode_all(list(messages))
         if not docs:
             return
-        with self._errors():
+
+        def send() -> Any:
             pipe = self.redis_client.pipeline(transaction=True)
             self._queue_add(pipe, docs)
-            pipe.execute()
+            return pipe.execute()
+
+        self._call(send, write=True)
 
     def clear(self) -> None:
         """Delete this session only (``DEL`` of its one key)."""
-        with self._errors():
-            self.redis_client.delete(self.key)
+        self._call(lambda: self.redis_client.delete(self.key))
 
     def search_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """Messages of this session whose text contains ``query`` (case-insensitive), oldest first.
@@ -222,8 +321,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
 
     def message_count(self) -> int:
         """How many messages the session holds (``LLEN``), without reading them."""
-        with self._errors():
-            return int(self.redis_client.llen(self.key))
+        return int(self._call(lambda: self.redis_client.llen(self.key)))
 
     # -- async (redis.asyncio) ---------------------------------------------------------------------
 
@@ -231,8 +329,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         client = self._aclient()
         if client is None:
             return await super().aget_messages()
-        async with self._aerrors():
-            raw = await client.lrange(self.key, 0, -1)
+        raw = await self._acall(lambda: client.lrange(self.key, 0, -1))
         return _codec.decode_all(raw)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -243,23 +340,25 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         docs = _codec.encode_all(list(messages))
         if not docs:
             return
-        async with self._aerrors():
-            # redis.asyncio's cluster *transaction* pipeline runs every queued command in a new
-            # thread and event loop (redis-py 8.1), leaving connections bound to dead loops. On a
-            # cluster the session's commands go, in order, as one plain pipeline to the slot's node:
-            # the RPUSH of a turn is still one atomic command, the TTL and the trim follow it.
-            cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        # redis.asyncio's cluster *transaction* pipeline runs every queued command in a new
+        # thread and event loop (redis-py 8.1), leaving connections bound to dead loops. On a
+        # cluster the session's commands go, in order, as one plain pipeline to the slot's node:
+        # the RPUSH of a turn is still one atomic command, the TTL and the trim follow it.
+        cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+
+        async def send() -> Any:
             pipe = client.pipeline(transaction=not cluster)
             self._queue_add(pipe, docs)
-            await pipe.execute()
+            return await pipe.execute()
+
+        await self._acall(send, write=True)
 
     async def aclear(self) -> None:
         client = self._aclient()
         if client is None:
             await super().aclear()
             return
-        async with self._aerrors():
-            await client.delete(self.key)
+        await self._acall(lambda: client.delete(self.key))
 
     async def asearch_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """Async :meth:`search_messages`."""
@@ -295,19 +394,33 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             return self._async_clients.get()
         return None
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except CLIENT_ERRORS as e:
-            raise _backend_error(e, self._where, self.key) from e
+    def _call(self, fn: Callable[[], T], *, write: bool = False) -> T:
+        """Run one command (or pipeline), retrying what is safe (see the module docstring)."""
+        deadline = time.monotonic() + self._budget
+        for attempt in range(RETRIES + 1):
+            try:
+                return fn()
+            except CLIENT_ERRORS as e:
+                delay = _backoff(attempt)
+                if attempt < RETRIES and _retryable(e, write=write) and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    continue
+                raise _backend_error(e, self._where, self.key, write=write, password=self._password) from e
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    @asynccontextmanager
-    async def _aerrors(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except CLIENT_ERRORS as e:
-            raise _backend_error(e, self._where, self.key) from e
+    async def _acall(self, fn: Callable[[], Any], *, write: bool = False) -> Any:
+        """:meth:`_call` for the asyncio client (``fn`` returns an awaitable)."""
+        deadline = time.monotonic() + self._budget
+        for attempt in range(RETRIES + 1):
+            try:
+                return await fn()
+            except CLIENT_ERRORS as e:
+                delay = _backoff(attempt)
+                if attempt < RETRIES and _retryable(e, write=write) and time.monotonic() + delay < deadline:
+                    await asyncio.sleep(delay)
+                    continue
+                raise _backend_error(e, self._where, self.key, write=write, password=self._password) from e
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _search(messages: list[BaseMessage], query: str, limit: int) -> list[dict[str, Any]]:
@@ -339,6 +452,7 @@ class RedisConnector:
         key_prefix: str | None = None,
         ttl: int | None = None,
         max_messages: int | None = None,
+        timeout: TimeoutSpec = None,
     ) -> None:
         if binding.backend is not BackendKind.REDIS:
             raise BindingError(f"not a Redis binding: {binding.backend}", key="type")
@@ -346,16 +460,18 @@ class RedisConnector:
         self.key_prefix = binding.key_prefix if key_prefix is None else key_prefix
         self.ttl = ttl if ttl is not None else binding.ttl_seconds or None
         self.max_messages = max_messages if max_messages is not None else binding.max_messages
+        self.timeouts = Timeouts.of(timeout)
         try:  # a cluster client reads the slot map here: the first I/O of the memory
-            self.client: SyncClient = redis_client(binding)
+            self.client: SyncClient = redis_client(binding, self.timeouts)
         except CLIENT_ERRORS as e:
             where = f"redis {'cluster ' if binding.cluster else ''}{binding.host}:{binding.port}"
             raise _backend_error(e, where, "") from e
-        self.async_clients = AsyncClients(lambda: async_redis_client(binding))
+        self.async_clients = AsyncClients(lambda: async_redis_client(binding, self.timeouts))
 
     @classmethod
     def from_binding(cls, binding: Binding, **options: Any) -> RedisConnector:
-        """Options: ``key_prefix``, ``ttl``, ``max_messages`` override the binding's values."""
+        """Options: ``key_prefix``, ``ttl``, ``max_messages`` override the binding's values;
+        ``timeout`` (seconds or :class:`~chatmemory._connect.Timeouts`) the clients' timeouts."""
         return cls(binding, **options)
 
     def history(self, session_id: str) -> RedisChatMessageHistory:

@@ -25,6 +25,15 @@ Time zone: each connection runs with ``time_zone = '+00:00'``, so ``create_time`
 ``earliest_time`` are UTC (LangChain's docs pass ``datetime.utcnow()``); an aware ``earliest_time``
 is converted to UTC. ``create_time`` has second precision, as in the seed's table.
 
+Timeouts and retries: every connection has a connect timeout and a read/write timeout
+(:class:`chatmemory._connect.Timeouts`, default 5 s and 10 s; ``timeout=``); a server that cannot be
+reached or does not answer in time raises :class:`~chatmemory.errors.BackendUnavailable` naming
+``host:port`` and the cause. A read (``SELECT``) is retried with backoff after a refused or lost
+connection, within the operation timeout; a timeout is not retried. A write (one ``INSERT``, in
+autocommit) is retried only when its connection could not be opened, so it was never sent: once sent
+it is never sent again (the INSERT is not idempotent: a lost reply may hide a commit), so a turn is
+stored at most once; a failure after sending raises ``BackendUnavailable`` with ``applied=None``.
+
 Async: no async MySQL driver is a dependency, so the ``a*`` methods are the base class's thread-pool
 wrappers around these (short, pooled) blocking calls.
 """
@@ -32,11 +41,13 @@ wrappers around these (short, pooled) blocking calls.
 from __future__ import annotations
 
 import contextlib
+import random
 import ssl
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -44,9 +55,17 @@ from langchain_core.messages import BaseMessage
 
 from chatmemory import sql
 from chatmemory._codec import decode_all, encode
-from chatmemory._connect import mysql_kwargs, require
+from chatmemory._connect import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT,
+    Timeouts,
+    TimeoutSpec,
+    mysql_kwargs,
+    mysql_timeouts,
+    require,
+)
 from chatmemory.contract import BackendKind, Binding
-from chatmemory.errors import BackendError, BindingError
+from chatmemory.errors import BackendError, BackendUnavailable, BindingError
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -54,9 +73,18 @@ if TYPE_CHECKING:
 __all__ = ["TiDBChatMessageHistory", "TiDBConnector"]
 
 DEFAULT_TABLE: Final = "langchain_message_store"
-#: Seconds to wait for a TCP connect and for one statement's reply.
-CONNECT_TIMEOUT: Final = 10
-READ_TIMEOUT: Final = 60
+#: Default seconds to wait for a TCP connect and for one statement's reply (``timeout=`` changes them).
+CONNECT_TIMEOUT: Final = DEFAULT_CONNECT_TIMEOUT
+READ_TIMEOUT: Final = DEFAULT_OPERATION_TIMEOUT
+#: Retries of a read (or of a write whose connection could not be opened) and their first backoff.
+RETRIES: Final = 3
+BACKOFF: Final = 0.05
+#: Client error codes of a connection that could not be opened or was lost (CR_CONN_HOST_ERROR,
+#: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED).
+_UNAVAILABLE: Final = frozenset({2003, 2006, 2013, 2055})
+_ACCESS_DENIED: Final = 1045
+
+T = TypeVar("T")
 #: Idle connections kept per pool (more may be open while busy; extras are closed on return).
 POOL_SIZE: Final = 8
 _INIT_COMMAND: Final = "SET time_zone = '+00:00'"
@@ -74,14 +102,13 @@ class _Pool:
     def __init__(self, kwargs: dict[str, Any], where: str) -> None:
         self._pymysql = require("pymysql", "tidb")
         self._kwargs = {
-            "connect_timeout": CONNECT_TIMEOUT,
-            "read_timeout": READ_TIMEOUT,
-            "write_timeout": READ_TIMEOUT,
+            **mysql_timeouts(),
             "charset": "utf8mb4",
             **kwargs,
             "autocommit": True,
             "init_command": _INIT_COMMAND,
         }
+        self._budget = float(self._kwargs["read_timeout"])
         self.where = where
         self._connections = sql.MySQLPool(self._open, POOL_SIZE)
         self._closed = False
@@ -91,22 +118,54 @@ class _Pool:
         conn: pymysql.connections.Connection[Any] = self._pymysql.connect(**self._kwargs)
         return conn
 
+    def run(self, fn: Callable[[Any], T], *, write: bool = False) -> T:
+        """``fn(cursor)`` on a live connection, retried where safe (see the module docstring)."""
+        deadline = time.monotonic() + self._budget
+        for attempt in range(RETRIES + 1):
+            sent: list[bool] = []
+            try:
+                with self.cursor(sent) as cur:
+                    return fn(cur)
+            except BackendUnavailable as e:
+                delay = BACKOFF * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
+                cause = e.__cause__
+                safe = (not write or not sent) and cause is not None and not _timed_out(cause)
+                if attempt < RETRIES and safe and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    continue
+                if write:
+                    e.applied = False if not sent else None
+                    if sent:
+                        e.args = (
+                            f"{e.args[0]} (the write may or may not have been applied: read the session "
+                            "before resending)",
+                        )
+                    else:
+                        e.args = (f"{e.args[0]} (the write was not sent)",)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @contextmanager
-    def cursor(self) -> Iterator[Any]:
-        """A cursor on a live connection; every MySQL error is raised as BackendError."""
+    def cursor(self, sent: list[bool] | None = None) -> Iterator[Any]:
+        """A cursor on a live connection; every MySQL error is raised as BackendError.
+
+        ``sent`` gets ``True`` appended once a connection is open (a statement may reach the server).
+        """
         if self._closed:
             raise BackendError(f"{self.where}: the history's connector is closed")
         err = self._pymysql.MySQLError
         conn = None
         try:
             conn = self._connections.take()
+            if sent is not None:
+                sent.append(True)
             with conn.cursor() as cur:
                 yield cur
         except err as e:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
-            raise BackendError(f"{self.where}: {_describe(e)}") from e
+            raise _error(e, self.where) from e
         except BaseException:
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -140,6 +199,39 @@ def _describe(e: BaseException) -> str:
     if len(args) >= 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return f"{type(e).__name__}: {e}"
+
+
+def _code(e: BaseException) -> int | None:
+    args: tuple[Any, ...] = tuple(getattr(e, "args", ()))
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _timed_out(e: BaseException) -> bool:
+    return "timed out" in str(e).lower()
+
+
+def _error(e: BaseException, where: str) -> BackendError:
+    """A PyMySQL error as a BackendError whose message names the cause."""
+    text = _describe(e)
+    code = _code(e)
+    if code == _ACCESS_DENIED and "using password: NO" in text:
+        return BackendError(
+            f"{where}: authentication failed: no password was sent (is the binding's key 'password' "
+            f"missing?): {text}"
+        )
+    if code == _ACCESS_DENIED:
+        return BackendError(f"{where}: authentication failed (wrong user name or password): {text}")
+    lower = text.lower()
+    if "ssl" in lower or "certificate" in lower:
+        return BackendError(f"{where}: TLS handshake failed (is the binding's CA the server's?): {text}")
+    if code in _UNAVAILABLE:
+        cause = (
+            "timed out (the server accepted no connection or sent no reply in time)"
+            if _timed_out(e)
+            else "connection refused or lost"
+        )
+        return BackendUnavailable(f"{where}: unreachable: {cause}: {text}")
+    return BackendError(f"{where}: {text}")
 
 
 def _bool(values: dict[str, list[str]], key: str) -> bool | None:
@@ -205,6 +297,8 @@ class TiDBChatMessageHistory(BaseChatMessageHistory):
         ttl_seconds: on TiDB, a new table gets a row TTL of this many seconds (rounded up to
             minutes); ignored on MySQL/MariaDB and for an existing table.
         max_messages: keep only the newest N messages of the session (trimmed on write).
+        timeout: seconds for a connect and for each reply, or ``Timeouts(connect=, operation=)``
+            (default 5 s and 10 s).
     """
 
     def __init__(
@@ -216,8 +310,10 @@ class TiDBChatMessageHistory(BaseChatMessageHistory):
         *,
         ttl_seconds: int | None = None,
         max_messages: int | None = None,
+        timeout: TimeoutSpec = None,
     ) -> None:
         kwargs, where = parse_connection_string(connection_string)
+        kwargs.update(mysql_timeouts(Timeouts.of(timeout)))
         self._setup(session_id, _Pool(kwargs, where), table_name, earliest_time, max_messages, owns_pool=True)
         self._create_table(ttl_seconds or 0)
 
@@ -275,9 +371,13 @@ class TiDBChatMessageHistory(BaseChatMessageHistory):
         params: tuple[Any, ...] = (self.session_id,)
         if self.earliest_time is not None:
             params += (_utc_naive(self.earliest_time),)
-        with self._pool.cursor() as cur:
-            cur.execute(sql.select_sql(self.table_name, since=self.earliest_time is not None), params)
-            rows = cur.fetchall()
+        statement = sql.select_sql(self.table_name, since=self.earliest_time is not None)
+
+        def read(cur: Any) -> Any:
+            cur.execute(statement, params)
+            return cur.fetchall()
+
+        rows = self._pool.run(read)
         messages = decode_all(r[0] for r in rows)
         self.cache = messages
         return messages
@@ -304,17 +404,20 @@ class TiDBChatMessageHistory(BaseChatMessageHistory):
         params: list[str] = []
         for m in messages:
             params += (self.session_id, encode(m))
-        with self._pool.cursor() as cur:
+
+        def write(cur: Any) -> None:
             cur.execute(sql.insert_sql(self.table_name, len(messages)), params)
             if self.max_messages is not None:
                 cur.execute(
                     sql.trim_sql(self.table_name), (self.session_id, self.session_id, self.max_messages - 1)
                 )
 
+        self._pool.run(write, write=True)
+
     def clear(self) -> None:
         """Delete this session's messages (other sessions in the table are untouched)."""
-        with self._pool.cursor() as cur:
-            cur.execute(sql.delete_sql(self.table_name), (self.session_id,))
+        # Idempotent (a DELETE of the session): retried like a read.
+        self._pool.run(lambda cur: cur.execute(sql.delete_sql(self.table_name), (self.session_id,)))
         self.cache = []
 
     def close(self) -> None:
@@ -328,12 +431,18 @@ class TiDBConnector:
 
     Built by :func:`chatmemory.histories.connector_for` from a binding of kind ``tidb``. Runs no DDL:
     the operator made the database and table. Options: ``earliest_time`` for every history;
+    ``timeout`` (seconds or :class:`~chatmemory._connect.Timeouts`) for its connections;
     ``create=True`` (for a binding made from a URL, without an operator) creates the table if it is
     missing, with the binding's TTL on TiDB, as a directly built history does.
     """
 
     def __init__(
-        self, binding: Binding, *, earliest_time: datetime | None = None, create: bool = False
+        self,
+        binding: Binding,
+        *,
+        earliest_time: datetime | None = None,
+        create: bool = False,
+        timeout: TimeoutSpec = None,
     ) -> None:
         if binding.backend is not BackendKind.TIDB:
             raise BindingError(f"a {binding.backend.value} binding cannot build a TiDB connector")
@@ -343,7 +452,7 @@ class TiDBConnector:
             raise BindingError(str(e), key="table") from None
         self._binding = binding
         self._earliest_time = earliest_time
-        kwargs = mysql_kwargs(binding)
+        kwargs = mysql_kwargs(binding, Timeouts.of(timeout))
         self._pool = _Pool(kwargs, f"mysql {binding.host}:{binding.port}/{binding.database}")
         if create:
             try:
