@@ -87,11 +87,11 @@ def test_passwords_never_reach_the_operator_log(
         assert new.password not in log
 
 
-def test_on_redis_the_previous_password_works_for_the_grace_period_then_stops(e2e: E2E) -> None:
-    with e2e.ready_memories(
-        "grace", ["redis7"], deletionPolicy="Delete", rotation={"gracePeriod": "8s"}
-    ) as names:
-        name = names["redis7"]
+@pytest.mark.parametrize("key", ["redis7", "tidb", "mariadb"])
+def test_the_previous_password_works_for_the_grace_period_then_stops(e2e: E2E, key: str) -> None:
+    """Redis: the user holds both passwords; TiDB/MySQL (no dual passwords): two users in turn."""
+    with e2e.ready_memories("grace", [key], deletionPolicy="Delete", rotation={"gracePeriod": "8s"}) as names:
+        name = names[key]
         old = e2e.binding(name)
         e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "g1"}}})
         m = e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "g1")
@@ -102,6 +102,12 @@ def test_on_redis_the_previous_password_works_for_the_grace_period_then_stops(e2
         wait_until(lambda: not works(old), timeout=40, what="the previous password to stop")
         m = e2e.wait_memory(name, check=lambda m: "previousCredentialsUntil" not in m["status"])
         assert works(e2e.binding(name))
+        e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "g2"}}})
+        e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "g2")
+        third = e2e.binding(name)
+        assert works(third) and works(new)  # the second rotation overlaps too
+        if key != "redis7":
+            assert third.username == old.username != new.username  # the two users in turn
 
 
 def test_scheduled_rotation_rotates_on_its_own(e2e: E2E) -> None:

@@ -370,14 +370,15 @@ def _owns(ctx: Context, memory: api.ChatMemory, target: Target) -> dict[str, boo
     held = ctx.claims.held(store, claims, memory.metadata.uid)
     legacy = memory.status.provisioned is not None and ctx.claims.unclaimed(store, claims)
     owns: dict[str, bool] = {}
-    for claim in claims:
+    for claim in claims:  # a backend may need several users (one per rotation, in turn): all of them
         mine = held[claim]
-        owns[DATA if claim.data else USER_CLAIM] = legacy or (mine is not None and not mine.adopted)
+        key = DATA if claim.data else USER_CLAIM
+        owns[key] = owns.get(key, True) and (legacy or (mine is not None and not mine.adopted))
     return owns
 
 
 def credentials(
-    ctx: Context, memory: api.ChatMemory, plan: MemoryPlan, old: api.ChatMemoryStatus, handled: str | None
+    ctx: Context, memory: api.ChatMemory, target: Target, old: api.ChatMemoryStatus, handled: str | None
 ) -> Credentials:
     """Step 3: the password in the memory's Secret (stable across reconciles), or a new one when
     there is none or a new rotation is requested. Refuses a Secret the memory does not own."""
@@ -388,11 +389,12 @@ def credentials(
             f"Secret {namespace}/{sname} already exists and does not belong to this ChatMemory: "
             "set spec.secretName to another name, or delete that Secret"
         )
-    password = secrets.existing_password(existing, plan.username)
+    users = [c.value for c in target.backend.claims(target.plan) if not c.data]  # the memory's own
+    password = secrets.existing_password(existing, users)
     if existing is None and old.binding is not None and old.binding.name != sname:
         previous = ctx.kube.read_secret(namespace, old.binding.name)  # spec.secretName changed
         if previous is not None and secrets.is_owned_by(previous, uid):
-            password = secrets.existing_password(previous, plan.username)
+            password = secrets.existing_password(previous, users)
     requested = memory.rotation_token
     rotation = requested if requested and requested != (handled or old.credentials_rotation or "") else None
     rotated = bool(password) and (rotation is not None or rotation_due(ctx, memory, old))
@@ -453,7 +455,6 @@ def unchanged_binding(current: Binding | None, target: Target) -> Binding | None
     same = (
         current.ttl_seconds == plan.ttl_seconds
         and current.max_messages == plan.max_messages
-        and current.username == plan.username
         and (current.tls, current.ca_cert, current.insecure_skip_verify)
         == (tls.enabled, tls.ca_cert, tls.insecure_skip_verify)
         and target.backend.binding_current(current, target.conn, plan)
@@ -473,7 +474,8 @@ def converge(
     """Step 4: ``ensure`` on the backend, unless a drift check finds nothing to do."""
     current = secrets.current_binding(creds.existing)
     if check_drift:
-        repaired = [d.what for d in target.backend.observe(target.conn, target.plan).drift]
+        observed = target.backend.observe(target.conn, target.plan, Prior(binding=current))
+        repaired = [d.what for d in observed.drift]
         if creds.existing is None and old.binding is not None:
             repaired.append(f"Secret {creds.secret_name} was missing")
         if repaired:
@@ -574,7 +576,7 @@ def reconcile_memory(
             status.store, status.backend = target.store.metadata.name, target.store.spec.backend
             status.ttl = format_duration(target.plan.ttl_seconds)
             admit(ctx, memory, target, old)
-            creds = credentials(ctx, memory, target.plan, old, handled)  # 3
+            creds = credentials(ctx, memory, target, old, handled)  # 3
             binding = converge(  # 4
                 target, creds, old, status.observed_generation, check_drift=check_drift, events=outcome.events
             )

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import secrets as _random
 import string
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -111,16 +111,18 @@ def password_sha256(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def existing_password(secret: Mapping[str, Any] | None, username: str) -> str:
-    """The password in an existing Secret when it belongs to ``username``; else empty.
+def existing_password(secret: Mapping[str, Any] | None, username: str | Collection[str]) -> str:
+    """The password in an existing Secret when it belongs to ``username`` (or to one of the
+    memory's users, for a backend that uses two in turn); else empty.
 
     A Secret that carries another user's credentials (the store's, on a Redis without ACLs) never
     seeds the memory's own password.
     """
     if not secret:
         return ""
+    users = {username} if isinstance(username, str) else set(username)
     data = decode_data(secret.get("data"))
-    if data.get(Key.USERNAME.value, "") != username:
+    if data.get(Key.USERNAME.value, "") not in users:
         return ""
     return data.get(Key.PASSWORD.value, "")
 

@@ -9,6 +9,7 @@ from typing import Any
 from chatmemory.contract import BackendKind, Binding
 from chatmemory_operator import reconcile
 from chatmemory_operator.backends.base import (
+    NO_PRIOR,
     Claim,
     DeletionPolicy,
     Drift,
@@ -125,7 +126,7 @@ class FakeBackend(RedisBackend):
             raise self.fail
         return StoreInfo(version="7.0.15", provider="redis", capabilities={"acl": self.acl})
 
-    def observe(self, store: RedisConnection, plan: RedisPlan) -> Observed:
+    def observe(self, store: RedisConnection, plan: RedisPlan, prior: Prior = NO_PRIOR) -> Observed:
         return Observed(exists=True, user_exists=not self.user_missing, drift=self._missing(plan))
 
     def _missing(self, plan: RedisPlan) -> tuple[Drift, ...]:

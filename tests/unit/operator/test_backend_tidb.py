@@ -183,3 +183,28 @@ def test_other_errors_of_a_user_statement_are_not_retried() -> None:
     with pytest.raises(pymysql.err.OperationalError, match="1396"):
         execute_with_fresh_privileges(cur, "ALTER USER x", ())
     assert cur.statements == ["ALTER USER x"]
+
+
+def test_rotations_with_a_grace_period_alternate_between_two_users() -> None:
+    import hashlib
+
+    from chatmemory.contract import BackendKind, Binding
+    from chatmemory_operator.backends.base import Prior
+    from chatmemory_operator.backends.tidb import alternate_user, current_user, next_user
+
+    p = plan(username="cm_" + "x" * 29)  # 32 characters: the second user stays within MySQL's limit
+    second = alternate_user(p.username)
+    assert len(second) == 32 and second != p.username
+
+    def secret(user: str, password: str) -> Binding:
+        return Binding(backend=BackendKind.TIDB, provider="tidb", username=user, password=password)
+
+    digest = hashlib.sha256(b"old").hexdigest()
+    assert next_user(p, Prior()) == p.username  # a new memory
+    assert next_user(p, Prior(binding=secret(p.username, "old"))) == p.username  # no rotation
+    starting = Prior(binding=secret(p.username, "old"), previous_password_sha256=digest)
+    assert next_user(p, starting) == second  # the Secret still holds the previous password
+    running = Prior(binding=secret(second, "new"), previous_password_sha256=digest)
+    assert next_user(p, running) == second == current_user(p, running)  # the Secret names the new user
+    back = Prior(binding=secret(second, "old"), previous_password_sha256=digest)
+    assert next_user(p, back) == p.username

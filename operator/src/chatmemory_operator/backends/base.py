@@ -257,8 +257,9 @@ class Backend(Protocol[C, P]):
         """Connect with the admin credentials; report version and capabilities."""
         ...
 
-    def observe(self, store: C, plan: P) -> Observed:
-        """Read what exists for ``plan`` without changing anything; judge what drifted."""
+    def observe(self, store: C, plan: P, prior: Prior = NO_PRIOR) -> Observed:
+        """Read what exists for ``plan`` without changing anything; judge what drifted. ``prior``
+        says which user the Secret names (a backend that alternates users during rotations)."""
         ...
 
     def ensure(self, store: C, plan: P, password: str, prior: Prior = NO_PRIOR) -> Binding:
@@ -275,7 +276,8 @@ class Backend(Protocol[C, P]):
         ...
 
     def binding_current(self, binding: Binding, store: C, plan: P) -> bool:
-        """Whether ``binding`` already says what ``ensure`` would (the backend-specific fields)."""
+        """Whether ``binding`` already says what ``ensure`` would (the backend-specific fields and
+        the user name)."""
         ...
 
     def provisioned(self, plan: P, binding: Binding) -> api.Provisioned:

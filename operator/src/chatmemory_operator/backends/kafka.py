@@ -290,7 +290,11 @@ class KafkaBackend:
             return self._describe_topic(admin, plan.topic) is not None
 
     def binding_current(self, binding: Binding, store: KafkaConnection, plan: KafkaPlan) -> bool:
-        return (binding.bootstrap_servers, binding.topic) == (store.bootstrap_servers, plan.topic)
+        return (binding.username, binding.bootstrap_servers, binding.topic) == (
+            plan.username if uses_sasl(store) else "",
+            store.bootstrap_servers,
+            plan.topic,
+        )
 
     def provisioned(self, plan: KafkaPlan, binding: Binding) -> api.Provisioned:
         return api.Provisioned(
@@ -333,7 +337,7 @@ class KafkaBackend:
             capabilities={"sasl": uses_sasl(store), "acl": acl},
         )
 
-    def observe(self, store: KafkaConnection, plan: KafkaPlan) -> Observed:
+    def observe(self, store: KafkaConnection, plan: KafkaPlan, prior: Prior = base.NO_PRIOR) -> Observed:
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
         details: dict[str, str] = {"topic": plan.topic, "security_protocol": store.security_protocol}

@@ -234,7 +234,8 @@ class RedisBackend:
             )
 
     def binding_current(self, binding: Binding, store: RedisConnection, plan: RedisPlan) -> bool:
-        return (binding.host, binding.port, binding.key_prefix, binding.cluster) == (
+        return (binding.username, binding.host, binding.port, binding.key_prefix, binding.cluster) == (
+            plan.username,
             store.host,
             store.port,
             plan.key_prefix,
@@ -276,7 +277,7 @@ class RedisBackend:
             },
         )
 
-    def observe(self, store: RedisConnection, plan: RedisPlan) -> Observed:
+    def observe(self, store: RedisConnection, plan: RedisPlan, prior: Prior = base.NO_PRIOR) -> Observed:
         key_pattern(plan.key_prefix)
         with self._errors(store):
             client = self._client(store)

@@ -20,6 +20,8 @@ the TTL clause and the identifier rule come from :mod:`chatmemory.sql`, shared w
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import ssl
 import threading
@@ -86,6 +88,34 @@ def grant_pattern(database: str) -> str:
     reads them as wildcards (a memory whose database is ``_____`` would otherwise be granted
     ``mysql.*``). ``mysql.db`` stores the escaped form, and ``SHOW GRANTS`` shows it."""
     return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
+def alternate_user(username: str) -> str:
+    """The second user of a memory, used in turn with the first across rotations (MySQL, MariaDB
+    and TiDB have no dual passwords: during a grace period the previous user keeps the previous
+    password while the Secret names the other one)."""
+    return username[: MAX_USER_LEN - 2] + "_b"
+
+
+def current_user(plan: SQLPlan, prior: Prior) -> str:
+    """The user the memory's Secret names (the first one when there is no Secret yet)."""
+    named = prior.binding.username if prior.binding is not None else ""
+    return named if named in (plan.username, alternate_user(plan.username)) else plan.username
+
+
+def next_user(plan: SQLPlan, prior: Prior) -> str:
+    """The user to set the password on: the other one when a rotation with a grace period starts
+    (the Secret still holds the previous password), else the current one."""
+    current = current_user(plan, prior)
+    binding = prior.binding
+    starting = (
+        bool(prior.previous_password_sha256)
+        and binding is not None
+        and hashlib.sha256(binding.password.encode()).hexdigest() == prior.previous_password_sha256
+    )
+    if not starting:
+        return current
+    return alternate_user(plan.username) if current == plan.username else plan.username
 
 
 def wanted_ttl(plan: SQLPlan) -> tuple[int, str, str]:
@@ -212,7 +242,8 @@ class TiDBBackend:
         )
 
     def claims(self, plan: SQLPlan) -> tuple[base.Claim, ...]:
-        return base.claims_of(plan, "database", plan.database, "spec.tidb.database")
+        second = base.Claim(base.USER_CLAIM, alternate_user(plan.username))
+        return (*base.claims_of(plan, "database", plan.database, "spec.tidb.database"), second)
 
     def exists(self, store: SQLConnection, plan: SQLPlan, claim: base.Claim) -> bool:
         validate_plan(plan)
@@ -224,12 +255,18 @@ class TiDBBackend:
             return bool(cur.fetchone()["n"])
 
     def binding_current(self, binding: Binding, store: SQLConnection, plan: SQLPlan) -> bool:
-        return bool(binding.checkpoint_table_prefix) and (
-            binding.host,
-            binding.port,
-            binding.database,
-            binding.table,
-        ) == (store.host, store.port, plan.database, plan.table)
+        users = (plan.username, alternate_user(plan.username))
+        return (
+            bool(binding.checkpoint_table_prefix)
+            and binding.username in users
+            and (
+                binding.host,
+                binding.port,
+                binding.database,
+                binding.table,
+            )
+            == (store.host, store.port, plan.database, plan.table)
+        )
 
     def provisioned(self, plan: SQLPlan, binding: Binding) -> api.Provisioned:
         return api.Provisioned(
@@ -255,7 +292,8 @@ class TiDBBackend:
             capabilities={"ttl": server.tidb, "events": server.event_scheduler, "json": True},
         )
 
-    def observe(self, store: SQLConnection, plan: SQLPlan) -> Observed:
+    def observe(self, store: SQLConnection, plan: SQLPlan, prior: Prior = base.NO_PRIOR) -> Observed:
+        plan = dataclasses.replace(plan, username=current_user(plan, prior))
         validate_plan(plan)
         with self._cursor(store) as (cur, server):
             cur.execute(
@@ -314,10 +352,15 @@ class TiDBBackend:
     def ensure(
         self, store: SQLConnection, plan: SQLPlan, password: str, prior: Prior = base.NO_PRIOR
     ) -> Binding:
+        first, second = plan.username, alternate_user(plan.username)
+        user = next_user(plan, prior)
+        idle = second if user == first else first  # keeps the previous password during a grace period
+        plan = dataclasses.replace(plan, username=user)
         validate_plan(plan)
+        validate_identifier(idle, "user name", max_len=MAX_USER_LEN)
         if not password:
             raise InvalidSpec("the memory's user needs a password")
-        db, table, user = plan.database, plan.table, plan.username
+        db, table = plan.database, plan.table
         with self._cursor(store, secrets=(password,)) as (cur, server):
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {qi(db)} CHARACTER SET utf8mb4")
             cur.execute(table_ddl(db, table, tidb=server.tidb, ttl_seconds=plan.ttl_seconds))
@@ -328,6 +371,8 @@ class TiDBBackend:
             checkpoint_prefix = self._ensure_checkpoint_tables(cur, plan, tidb=server.tidb)
             with self._accounts(store):
                 self._ensure_user(cur, plan, password, tidb=server.tidb)
+                if not prior.previous_password_sha256:  # no grace period (left): one user only
+                    self._drop_user_if_any(cur, idle)
         auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return Binding(
             backend=BackendKind.TIDB,
@@ -347,11 +392,20 @@ class TiDBBackend:
         validate_plan(plan)
         with self._cursor(store) as (cur, _server):
             with self._accounts(store):
-                cur.execute("DROP USER IF EXISTS %s@'%%'", (plan.username,))
+                for user in (plan.username, alternate_user(plan.username)):
+                    cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
             if policy is DeletionPolicy.DELETE:
                 cur.execute(f"DROP DATABASE IF EXISTS {qi(plan.database)}")
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _drop_user_if_any(cur: Any, user: str) -> None:
+        """Drop a user that exists (an account statement reloads TiDB's privilege cache: none
+        when there is nothing to drop)."""
+        cur.execute("SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s AND Host = '%%'", (user,))
+        if cur.fetchone()["n"]:
+            cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
 
     def _ensure_user(self, cur: Any, plan: SQLPlan, password: str, *, tidb: bool) -> None:
         """The memory's user with this password and exactly its grants (extras revoked)."""
