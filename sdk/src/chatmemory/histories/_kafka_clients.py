@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from chatmemory._connect import close_idle, require
-from chatmemory.errors import BackendError
+from chatmemory._connect import Timeouts, close_idle, require
+from chatmemory.errors import BackendError, BackendUnavailable
 
 #: Header of a clear marker record (its value is empty).
 CLEAR_HEADER: Final = "chatmemory-clear"
@@ -62,11 +62,36 @@ _CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
     "enable.partition.eof": True,
 }
 _CALLBACK_KEYS: Final = frozenset({"logger", "error_cb", "throttle_cb", "stats_cb", "oauth_cb"})
-_PRODUCER_ONLY: Final = ("linger.ms", "message.timeout.ms", "batch.size", "compression.type", "queue.")
+_PRODUCER_ONLY: Final = (
+    "linger.ms",
+    "message.timeout.ms",
+    "batch.size",
+    "compression.type",
+    "queue.",
+    "request.timeout.ms",
+)
 #: Most records one ``consume()`` call asks for.
 _BATCH: Final = 10_000
 #: Where a cursor read starts: the session's start, the end, or the group's committed offsets.
 CursorStart = Literal["beginning", "latest", "last_consumed"]
+
+
+def timeout_settings(timeouts: Timeouts) -> dict[str, Any]:
+    """librdkafka settings for the memory's timeouts (a user's own librdkafka settings win).
+
+    ``connect`` bounds a broker connection's setup: TCP, TLS, SASL and the ApiVersion exchange
+    (``socket.connection.setup.timeout.ms``, ``api.version.request.timeout.ms``); ``operation``
+    bounds each request (``socket.timeout.ms``, the producer's ``request.timeout.ms``) and each
+    metadata or offsets lookup the SDK makes (``KafkaClients.request_timeout``).
+    """
+    connect_ms = max(1000, round(timeouts.connect * 1000))  # librdkafka's minimum is 1 s
+    operation_ms = min(300_000, max(10, round(timeouts.operation * 1000)))
+    return {
+        "socket.connection.setup.timeout.ms": connect_ms,
+        "api.version.request.timeout.ms": min(300_000, connect_ms),
+        "socket.timeout.ms": operation_ms,
+        "request.timeout.ms": operation_ms,
+    }
 
 
 def client_settings(client_config: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +157,7 @@ class Delivery:
         self._remaining = count
         self._lock = threading.Lock()
         self.errors: list[str] = []
+        self.codes: set[Any] = set()
         self.done = threading.Event()
         self._loop = loop
         self.future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
@@ -140,6 +166,7 @@ class Delivery:
         with self._lock:
             if err is not None:
                 self.errors.append(err.str() if hasattr(err, "str") else str(err))
+                self.codes.add(err.code() if hasattr(err, "code") else None)
             self._remaining -= 1
             finished = self._remaining == 0
         if finished:
@@ -197,13 +224,42 @@ class KafkaClients:
         ck = self._ck
         self.auth_failed = code in (ck.KafkaError._AUTHENTICATION, ck.KafkaError.SASL_AUTHENTICATION_FAILED)
 
-    def fail(self, what: str, e: BaseException | str) -> BackendError:
-        """A BackendError naming the cluster, the operation and librdkafka's last reason."""
+    def fail(
+        self, what: str, e: BaseException | str, *, unavailable: bool = False, applied: bool | None = None
+    ) -> BackendError:
+        """A BackendError naming the cluster, the operation and librdkafka's last reason.
+
+        ``unavailable``: the cluster did not answer in time or could not be reached
+        (:class:`BackendUnavailable`, with ``applied`` saying whether a write may have happened).
+        """
         text = _text(e) if isinstance(e, BaseException) else e
         reason = self._last_error.pop() if self._last_error else ""  # used once: it may be stale later
         if reason and reason not in text:
             text = f"{text} ({reason})"
-        return BackendError(f"{self.where}: {what}: {text}")
+        message = f"{self.where}: {what}: {text}"
+        if unavailable or (isinstance(e, BaseException) and _code(e) in self._unavailable_codes()):
+            return BackendUnavailable(message, applied=applied)
+        return BackendError(message)
+
+    def _leader_moving_codes(self) -> frozenset[Any]:
+        """Codes a request gets while a partition's leader is moving or not known yet: retried."""
+        e = self._ck.KafkaError
+        return frozenset({e.NOT_LEADER_FOR_PARTITION, e.LEADER_NOT_AVAILABLE, e._UNKNOWN_PARTITION})
+
+    def _unavailable_codes(self) -> frozenset[Any]:
+        """librdkafka's codes for a cluster that did not answer or could not be reached."""
+        e = self._ck.KafkaError
+        return frozenset(
+            {
+                e._TRANSPORT,
+                e._ALL_BROKERS_DOWN,
+                e._TIMED_OUT,
+                e._MSG_TIMED_OUT,
+                e._RESOLVE,
+                e.REQUEST_TIMED_OUT,
+                e.NETWORK_EXCEPTION,
+            }
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -325,8 +381,15 @@ class KafkaClients:
                     break
                 except ck.KafkaException as e:
                     c.poll(0)  # serve error_cb: librdkafka's reason (refused, bad credentials)
-                    if self.auth_failed or time.monotonic() >= deadline:
+                    if self.auth_failed:
                         raise self.fail(f"reading topic {topic!r} metadata", e) from e
+                    if time.monotonic() >= deadline:
+                        raise self.fail(
+                            f"reading topic {topic!r} metadata",
+                            f"no answer within {self.request_timeout:g} s (timeout): {_text(e)}",
+                            unavailable=True,
+                            applied=False,
+                        ) from e
         t = md.topics.get(topic)
         if t is None:
             return None
@@ -434,24 +497,41 @@ class KafkaClients:
         if not delivery.done.wait(timeout):
             raise self.fail(
                 f"writing to {topic!r}",
-                f"not all messages were acknowledged within {timeout} s (they may still be delivered)",
+                f"not all messages were acknowledged within {timeout:g} s (they may still be delivered)",
+                unavailable=True,
             )
         if delivery.errors:
-            raise self.fail(f"writing to {topic!r}", "delivery failed: " + "; ".join(delivery.errors))
+            raise self.fail(
+                f"writing to {topic!r}",
+                "delivery failed: " + "; ".join(delivery.errors),
+                unavailable=bool(delivery.codes & self._unavailable_codes()),
+            )
 
     # -- reading ----------------------------------------------------------------------------------
 
     def watermarks(self, c: Any, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Each partition's low and high watermarks. A retriable answer (a leader moving, a topic
+        just recreated whose leader the client does not know yet) is asked again with backoff."""
         TopicPartition = self._ck.TopicPartition
         out: dict[int, tuple[int, int]] = {}
+        deadline = time.monotonic() + self.request_timeout
         for p in partitions:
-            try:
-                low, high = c.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=self.request_timeout, cached=False
-                )
-            except self._ck.KafkaException as e:
-                c.poll(0)
-                raise self.fail(f"reading the offsets of {topic!r} [{p}]", e) from e
+            pause = 0.05
+            while True:
+                left = max(0.1, deadline - time.monotonic())
+                try:
+                    low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=left, cached=False)
+                    break
+                except self._ck.KafkaException as e:
+                    c.poll(0)
+                    err = e.args[0] if e.args else None
+                    retriable = _code(e) in self._leader_moving_codes() or (
+                        err is not None and hasattr(err, "retriable") and err.retriable()
+                    )
+                    if not retriable or time.monotonic() + pause >= deadline:
+                        raise self.fail(f"reading the offsets of {topic!r} [{p}]", e) from e
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
             out[p] = (low, high)
         return out
 
@@ -535,7 +615,9 @@ class KafkaClients:
             deadline = time.monotonic() + max(self.request_timeout, 30.0)
             while pending:
                 if time.monotonic() > deadline:
-                    raise self.fail(f"reading {topic!r}", "timed out before the end of the partition")
+                    raise self.fail(
+                        f"reading {topic!r}", "timed out before the end of the partition", unavailable=True
+                    )
                 # ask for exactly what is left: consume() returns as soon as that many arrived
                 left = sum(end - position[p] for p, end in pending.items())
                 batch = c.consume(num_messages=max(1, min(left, _BATCH)), timeout=0.5)

@@ -31,7 +31,10 @@ keep their meaning with the consumer group ``{consumer_group_prefix}{session_id}
 offset commits.
 
 Writing: an idempotent producer with ``acks=all``; ``add_messages`` waits for every delivery report
-and raises :class:`~chatmemory.errors.BackendError` on a failure or after ``flush_timeout_seconds``.
+and raises :class:`~chatmemory.errors.BackendError` on a failure, and its subclass
+:class:`~chatmemory.errors.BackendUnavailable` after ``flush_timeout_seconds`` or when the cluster
+does not answer. ``timeout=`` (the memory's :class:`~chatmemory.memory.Timeouts`) becomes librdkafka's
+connection-setup and socket timeouts and bounds every metadata and offsets lookup.
 One producer (with a delivery thread), a small pool of reader consumers and, for the seed layout,
 an AdminClient serve every session of a connector: they live in
 :mod:`chatmemory.histories._kafka_clients`, which does all of this module's Kafka I/O.
@@ -55,17 +58,17 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatmemory._codec import decode_all, encode
-from chatmemory._connect import kafka_config
+from chatmemory._connect import Timeouts, TimeoutSpec, kafka_config
 from chatmemory.contract import BackendKind, Binding, retention_ms
 from chatmemory.errors import BindingError
 from chatmemory.histories._kafka_clients import (
     CLEAR_HEADER,
-    REQUEST_TIMEOUT,
     CursorStart,
     KafkaClients,
     client_settings,
     fold,
     merge_partitions,
+    timeout_settings,
 )
 
 __all__ = ["CLEAR_HEADER", "KafkaChatMessageHistory", "KafkaConnector", "murmur2", "partition_for"]
@@ -124,6 +127,9 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
             (``security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username=...``).
             Also ``consumer_group_prefix`` (prefix of the cursor methods' consumer groups) and
             ``max_messages`` (``messages`` returns only the newest N).
+        timeout: seconds for a broker connection's setup and for each request (or
+            ``chatmemory.memory.Timeouts(connect=, operation=)``); default 5 s and 10 s. A cluster that
+            does not answer raises :class:`~chatmemory.errors.BackendUnavailable`.
     """
 
     def __init__(
@@ -135,12 +141,20 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         partition: int = DEFAULT_PARTITION,
         *,
         topic: str | None = None,
+        timeout: TimeoutSpec = None,
         **client_config: Any,
     ) -> None:
         group_prefix = str(client_config.pop("consumer_group_prefix", "") or "")
         max_messages = client_config.pop("max_messages", None)
-        conf = {**client_settings(client_config), "bootstrap.servers": bootstrap_servers}
-        clients = KafkaClients(conf, group_prefix=group_prefix, may_create=True)
+        timeouts = Timeouts.of(timeout)
+        conf = {
+            **timeout_settings(timeouts),
+            **client_settings(client_config),
+            "bootstrap.servers": bootstrap_servers,
+        }
+        clients = KafkaClients(
+            conf, group_prefix=group_prefix, may_create=True, request_timeout=timeouts.operation
+        )
         self._setup(session_id, clients, topic, (partition, replication_factor, ttl_ms), max_messages)
         self._owns_clients = True
         self._finalizer = weakref.finalize(self, clients.close)
@@ -324,13 +338,13 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
             delivery = self._clients.produce(
                 self.topic, self._my_partition(), self._key, [None], headers=[(CLEAR_HEADER, b"1")]
             )
-            self._clients.check(delivery, self.topic, REQUEST_TIMEOUT)
+            self._clients.check(delivery, self.topic, self._clients.request_timeout)
         else:
             self._clients.delete_topic(self.topic)
 
     async def aclear(self) -> None:
         if self.shared_topic:
-            await self._aproduce([None], [(CLEAR_HEADER, b"1")], REQUEST_TIMEOUT)
+            await self._aproduce([None], [(CLEAR_HEADER, b"1")], self._clients.request_timeout)
         else:
             await asyncio.to_thread(self.clear)
 
@@ -347,7 +361,9 @@ class KafkaConnector:
     topic: the operator made it, with ``retention.ms`` from the memory's TTL. Options:
     ``create=True`` (for a binding made from a URL, without an operator) creates a missing topic
     with ``partitions`` (3), ``replication_factor`` (1) and ``retention.ms`` from the binding's TTL;
-    any other option is a librdkafka setting (dotted or with underscores).
+    ``timeout`` (seconds or ``chatmemory.memory.Timeouts``; :func:`chatmemory.connect` passes its own) bounds
+    a broker connection's setup and each request; any other option is a librdkafka setting (dotted
+    or with underscores), which wins over what ``timeout`` sets.
     """
 
     def __init__(
@@ -357,6 +373,7 @@ class KafkaConnector:
         create: bool = False,
         partitions: int = DEFAULT_PARTITION,
         replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+        timeout: TimeoutSpec = None,
         **options: Any,
     ) -> None:
         if binding.backend is not BackendKind.KAFKA:
@@ -364,8 +381,14 @@ class KafkaConnector:
         if not _TOPIC_RE.match(binding.topic):
             raise BindingError(f"topic {binding.topic!r} is not a valid Kafka topic name", key="topic")
         self._binding = binding
-        conf = {**kafka_config(binding), **client_settings(options)}
-        self._clients = KafkaClients(conf, group_prefix=binding.consumer_group_prefix, may_create=create)
+        timeouts = Timeouts.of(timeout)
+        conf = {**timeout_settings(timeouts), **kafka_config(binding), **client_settings(options)}
+        self._clients = KafkaClients(
+            conf,
+            group_prefix=binding.consumer_group_prefix,
+            may_create=create,
+            request_timeout=timeouts.operation,
+        )
         retention = retention_ms(binding.ttl_seconds) if binding.ttl_seconds else -1
         self._create = (partitions, replication_factor, retention) if create else None
 
