@@ -87,9 +87,10 @@ def test_passwords_never_reach_the_operator_log(
         assert new.password not in log
 
 
-@pytest.mark.parametrize("key", ["redis7", "tidb", "mariadb"])
+@pytest.mark.parametrize("key", ["redis7", "tidb", "mariadb", "kafka-sasl"])
 def test_the_previous_password_works_for_the_grace_period_then_stops(e2e: E2E, key: str) -> None:
-    """Redis: the user holds both passwords; TiDB/MySQL (no dual passwords): two users in turn."""
+    """Redis: the user holds both passwords; TiDB/MySQL and Kafka SCRAM (one password per user): two
+    users in turn."""
     with e2e.ready_memories("grace", [key], deletionPolicy="Delete", rotation={"gracePeriod": "8s"}) as names:
         name = names[key]
         old = e2e.binding(name)

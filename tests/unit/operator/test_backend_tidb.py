@@ -189,8 +189,7 @@ def test_rotations_with_a_grace_period_alternate_between_two_users() -> None:
     import hashlib
 
     from chatmemory.contract import BackendKind, Binding
-    from chatmemory_operator.backends.base import Prior
-    from chatmemory_operator.backends.tidb import alternate_user, current_user, next_user
+    from chatmemory_operator.backends.base import Prior, alternate_user, current_user, next_user
 
     p = plan(username="cm_" + "x" * 29)  # 32 characters: the second user stays within MySQL's limit
     second = alternate_user(p.username)

@@ -813,8 +813,8 @@ class RotationSpec(ApiModel):
                 "How long the previous password keeps working after a rotation, so that pods pick up "
                 "the new Secret first (the kubelet syncs a mounted Secret within about a minute). Default "
                 f"{DEFAULT_GRACE_PERIOD}; `0s` stops it at once. Redis keeps both passwords on the memory's "
-                "user; TiDB/MySQL/MariaDB (no dual passwords) use two users in turn, the previous one "
-                "keeping the previous password; on Kafka the previous password stops at once."
+                "user; TiDB/MySQL/MariaDB and Kafka SCRAM (one password per user) use two users in turn, "
+                "the previous one keeping the previous password until the grace period ends."
             ),
         )
     )

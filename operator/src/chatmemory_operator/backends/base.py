@@ -25,6 +25,7 @@ asks for something this server cannot do (for example decreasing partitions), an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -234,6 +235,38 @@ def presence_drift(plan: MemoryPlan, *, exists: bool, user_exists: bool, contain
     if not user_exists:
         found.append(Drift(f"user {plan.username!r} was missing", "create the user"))
     return found
+
+
+#: The longest user name every backend takes (MySQL's 32).
+MAX_USER_LEN: Final = 32
+
+
+def alternate_user(username: str) -> str:
+    """The second user of a memory, used in turn with the first across rotations by backends
+    without two passwords per user (MySQL, MariaDB, TiDB; Kafka SCRAM): during a grace period the
+    previous user keeps the previous password while the Secret names the other one."""
+    return username[: MAX_USER_LEN - 2] + "_b"
+
+
+def current_user(plan: MemoryPlan, prior: Prior) -> str:
+    """The user the memory's Secret names (the first one when there is no Secret yet)."""
+    named = prior.binding.username if prior.binding is not None else ""
+    return named if named in (plan.username, alternate_user(plan.username)) else plan.username
+
+
+def next_user(plan: MemoryPlan, prior: Prior) -> str:
+    """The user to set the password on: the other one when a rotation with a grace period starts
+    (the Secret still holds the previous password), else the current one."""
+    current = current_user(plan, prior)
+    binding = prior.binding
+    starting = (
+        bool(prior.previous_password_sha256)
+        and binding is not None
+        and hashlib.sha256(binding.password.encode()).hexdigest() == prior.previous_password_sha256
+    )
+    if not starting:
+        return current
+    return alternate_user(plan.username) if current == plan.username else plan.username
 
 
 C = TypeVar("C", bound=StoreConnection)

@@ -18,6 +18,7 @@ Called by the reconcile layer through :class:`~chatmemory_operator.backends.base
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -282,7 +283,8 @@ class KafkaBackend:
         )
 
     def claims(self, plan: KafkaPlan) -> tuple[base.Claim, ...]:
-        return base.claims_of(plan, "topic", plan.topic, "spec.kafka.topic")
+        second = base.Claim(base.USER_CLAIM, base.alternate_user(plan.username))  # rotations, in turn
+        return (*base.claims_of(plan, "topic", plan.topic, "spec.kafka.topic"), second)
 
     def exists(self, store: KafkaConnection, plan: KafkaPlan, claim: base.Claim) -> bool:
         validate_plan(plan, sasl=uses_sasl(store))
@@ -290,8 +292,8 @@ class KafkaBackend:
             return self._describe_topic(admin, plan.topic) is not None
 
     def binding_current(self, binding: Binding, store: KafkaConnection, plan: KafkaPlan) -> bool:
-        return (binding.username, binding.bootstrap_servers, binding.topic) == (
-            plan.username if uses_sasl(store) else "",
+        users = (plan.username, base.alternate_user(plan.username)) if uses_sasl(store) else ("",)
+        return binding.username in users and (binding.bootstrap_servers, binding.topic) == (
             store.bootstrap_servers,
             plan.topic,
         )
@@ -338,6 +340,7 @@ class KafkaBackend:
         )
 
     def observe(self, store: KafkaConnection, plan: KafkaPlan, prior: Prior = base.NO_PRIOR) -> Observed:
+        plan = dataclasses.replace(plan, username=base.current_user(plan, prior))
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
         details: dict[str, str] = {"topic": plan.topic, "security_protocol": store.security_protocol}
@@ -380,6 +383,9 @@ class KafkaBackend:
         self, store: KafkaConnection, plan: KafkaPlan, password: str, prior: Prior = base.NO_PRIOR
     ) -> Binding:
         sasl = uses_sasl(store)
+        first_user, second_user = plan.username, base.alternate_user(plan.username)
+        plan = dataclasses.replace(plan, username=base.next_user(plan, prior))  # SCRAM: one password
+        idle = second_user if plan.username == first_user else first_user  # the previous one, in a grace
         validate_plan(plan, sasl=sasl)
         mechanism = scram_mechanism(store.sasl_mechanism) if sasl else None
         if sasl and not password:
@@ -416,6 +422,8 @@ class KafkaBackend:
                 ).values():
                     self._wait(f)
                 self._ensure_acls(admin, plan)
+                if not prior.previous_password_sha256:  # no grace period (left): one user only
+                    self._delete_user(admin, idle)
         first = store.bootstrap_servers.split(",")[0].strip()
         host, _, port = first.rpartition(":")
         binding = Binding(
@@ -440,9 +448,8 @@ class KafkaBackend:
         validate_plan(plan, sasl=sasl)
         with self._errors(store) as admin:
             if sasl:
-                flt = self._user_filter(plan.username)
-                self._wait(admin.delete_acls([flt], request_timeout=REQUEST_TIMEOUT)[flt])
-                self._delete_credentials(admin, plan.username)
+                for user in (plan.username, base.alternate_user(plan.username)):
+                    self._delete_user(admin, user)
             if policy is DeletionPolicy.DELETE:
                 fut = admin.delete_topics([plan.topic], request_timeout=REQUEST_TIMEOUT)[plan.topic]
                 try:
@@ -452,6 +459,12 @@ class KafkaBackend:
                         raise
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _delete_user(self, admin: AdminClient, username: str) -> None:
+        """The user's ACLs and SCRAM credentials; already gone is fine."""
+        flt = self._user_filter(username)
+        self._wait(admin.delete_acls([flt], request_timeout=REQUEST_TIMEOUT)[flt])
+        self._delete_credentials(admin, username)
 
     def _refuse_impossible(
         self, admin: AdminClient, store: KafkaConnection, plan: KafkaPlan, topic: _Topic | None

@@ -21,7 +21,6 @@ the TTL clause and the identifier rule come from :mod:`chatmemory.sql`, shared w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import ssl
 import threading
@@ -55,7 +54,7 @@ from chatmemory_operator.backends._common import CONNECT_TIMEOUT, REQUEST_TIMEOU
 from chatmemory_operator.backends.base import DeletionPolicy, Drift, MemoryPlan, Observed, Prior, StoreInfo
 from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
-MAX_USER_LEN: Final = 32  # TiDB and MySQL 5.7+/8 user names
+MAX_USER_LEN: Final = base.MAX_USER_LEN  # TiDB and MySQL 5.7+/8 user names
 _SYSTEM_SCHEMAS: Final = frozenset(
     {"mysql", "information_schema", "performance_schema", "sys", "metrics_schema", "test"}
 )
@@ -88,34 +87,6 @@ def grant_pattern(database: str) -> str:
     reads them as wildcards (a memory whose database is ``_____`` would otherwise be granted
     ``mysql.*``). ``mysql.db`` stores the escaped form, and ``SHOW GRANTS`` shows it."""
     return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
-
-
-def alternate_user(username: str) -> str:
-    """The second user of a memory, used in turn with the first across rotations (MySQL, MariaDB
-    and TiDB have no dual passwords: during a grace period the previous user keeps the previous
-    password while the Secret names the other one)."""
-    return username[: MAX_USER_LEN - 2] + "_b"
-
-
-def current_user(plan: SQLPlan, prior: Prior) -> str:
-    """The user the memory's Secret names (the first one when there is no Secret yet)."""
-    named = prior.binding.username if prior.binding is not None else ""
-    return named if named in (plan.username, alternate_user(plan.username)) else plan.username
-
-
-def next_user(plan: SQLPlan, prior: Prior) -> str:
-    """The user to set the password on: the other one when a rotation with a grace period starts
-    (the Secret still holds the previous password), else the current one."""
-    current = current_user(plan, prior)
-    binding = prior.binding
-    starting = (
-        bool(prior.previous_password_sha256)
-        and binding is not None
-        and hashlib.sha256(binding.password.encode()).hexdigest() == prior.previous_password_sha256
-    )
-    if not starting:
-        return current
-    return alternate_user(plan.username) if current == plan.username else plan.username
 
 
 def wanted_ttl(plan: SQLPlan) -> tuple[int, str, str]:
@@ -242,7 +213,7 @@ class TiDBBackend:
         )
 
     def claims(self, plan: SQLPlan) -> tuple[base.Claim, ...]:
-        second = base.Claim(base.USER_CLAIM, alternate_user(plan.username))
+        second = base.Claim(base.USER_CLAIM, base.alternate_user(plan.username))
         return (*base.claims_of(plan, "database", plan.database, "spec.tidb.database"), second)
 
     def exists(self, store: SQLConnection, plan: SQLPlan, claim: base.Claim) -> bool:
@@ -255,7 +226,7 @@ class TiDBBackend:
             return bool(cur.fetchone()["n"])
 
     def binding_current(self, binding: Binding, store: SQLConnection, plan: SQLPlan) -> bool:
-        users = (plan.username, alternate_user(plan.username))
+        users = (plan.username, base.alternate_user(plan.username))
         return (
             bool(binding.checkpoint_table_prefix)
             and binding.username in users
@@ -293,7 +264,7 @@ class TiDBBackend:
         )
 
     def observe(self, store: SQLConnection, plan: SQLPlan, prior: Prior = base.NO_PRIOR) -> Observed:
-        plan = dataclasses.replace(plan, username=current_user(plan, prior))
+        plan = dataclasses.replace(plan, username=base.current_user(plan, prior))
         validate_plan(plan)
         with self._cursor(store) as (cur, server):
             cur.execute(
@@ -352,8 +323,8 @@ class TiDBBackend:
     def ensure(
         self, store: SQLConnection, plan: SQLPlan, password: str, prior: Prior = base.NO_PRIOR
     ) -> Binding:
-        first, second = plan.username, alternate_user(plan.username)
-        user = next_user(plan, prior)
+        first, second = plan.username, base.alternate_user(plan.username)
+        user = base.next_user(plan, prior)
         idle = second if user == first else first  # keeps the previous password during a grace period
         plan = dataclasses.replace(plan, username=user)
         validate_plan(plan)
@@ -392,7 +363,7 @@ class TiDBBackend:
         validate_plan(plan)
         with self._cursor(store) as (cur, _server):
             with self._accounts(store):
-                for user in (plan.username, alternate_user(plan.username)):
+                for user in (plan.username, base.alternate_user(plan.username)):
                     cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
             if policy is DeletionPolicy.DELETE:
                 cur.execute(f"DROP DATABASE IF EXISTS {qi(plan.database)}")
