@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -512,3 +514,60 @@ def kafka_roundtrip(binding: Binding, payload: bytes, *, topic: str | None = Non
     if msg is None:
         raise TimeoutError("no message read back")
     return bytes(msg.value())
+
+
+def write_turn(b: Binding, session: str, text: str) -> None:
+    """One message into ``session`` with the memory's own credentials, the raw way for each backend."""
+    if b.backend.value == "redis":
+        c = redis_for(b)
+        c.rpush(f"{b.key_prefix}{{{session}}}", text)
+        c.close()
+    elif b.backend.value == "kafka":
+        assert kafka_roundtrip(b, text.encode()) == text.encode()
+    else:
+        with mysql_for(b) as conn, conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO `{b.table}` (session_id, message) VALUES (%s, %s)", (session, f'"{text}"')
+            )
+
+
+def drop_redis_user(platform: Platform, username: str) -> None:
+    """Remove a memory's user from the platform's Redis 7 by hand (a test's cleanup)."""
+    admin = redis_admin(platform, "redis7")
+    admin.acl_deluser(username)
+    admin.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_unreachable(e2e: E2E, store: str) -> None:
+    """Point a Redis store at a port nothing listens on, and wait until it says so."""
+    e2e.patch_store(store, {"spec": {"redis": {"port": closed_port()}}})
+    e2e.wait_store(store, status="False")
+
+
+@contextlib.contextmanager
+def redis_memory(e2e: E2E, store: str, **spec: Any) -> Iterator[tuple[str, str]]:
+    """A Ready memory on the Redis 7 store ``store``: (its name, its user). Afterwards the store
+    goes, and the user with it (a test that breaks the deletion leaves it behind otherwise)."""
+    name = f"m-{uid()}"
+    e2e.create_memory(name, store, **spec)
+    username = e2e.wait_memory(name)["status"]["provisioned"]["username"]
+    try:
+        yield name, username
+    finally:
+        e2e.delete_store(store)
+        drop_redis_user(e2e.platform, username)
+
+
+def redis7_spec(e2e: E2E, redis: Mapping[str, Any] | None = None, **store: Any) -> dict[str, Any]:
+    """The session's Redis 7 store spec, with ``redis`` merged into its block and ``store`` beside it."""
+    spec = copy.deepcopy(e2e.stores["redis7"].spec)
+    spec["redis"].update(redis or {})
+    spec.update(store)
+    return spec

@@ -11,28 +11,18 @@ from tests.e2e.conftest import (
     E2E,
     STORE_KEYS,
     kafka_admin,
-    kafka_roundtrip,
     mysql_admin,
-    mysql_for,
     redis_admin,
-    redis_for,
     redis_nodes,
     uid,
+    write_turn,
 )
 
 POLICIES = ("Delete", "Retain")
 
 
 def write_something(b: Binding) -> None:
-    if b.backend.value == "redis":
-        c = redis_for(b)
-        c.rpush(f"{b.key_prefix}{{s}}", "kept?")
-        c.close()
-    elif b.backend.value == "kafka":
-        kafka_roundtrip(b, b"kept?")
-    else:
-        with mysql_for(b) as conn, conn.cursor() as cur:
-            cur.execute(f"INSERT INTO `{b.table}` (session_id, message) VALUES ('s', '{{}}')")
+    write_turn(b, "s", "kept?")
 
 
 def data_exists(e2e: E2E, key: str, b: Binding) -> bool:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import copy
-import socket
 from urllib.parse import urlsplit
 
 from kubernetes import client
 
-from tests.e2e.conftest import E2E, condition, redis_admin, uid, wait_until
+from tests.e2e.conftest import (
+    E2E,
+    closed_port,
+    condition,
+    drop_redis_user,
+    make_unreachable,
+    redis7_spec,
+    redis_memory,
+    uid,
+    wait_until,
+)
 from tests.support.operator import running_operator
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def redis_spec(e2e: E2E, **overrides: object) -> dict[str, object]:
-    spec = copy.deepcopy(e2e.stores["redis7"].spec)
-    spec["redis"].update(overrides)
-    return spec
+    return redis7_spec(e2e, redis=overrides)
 
 
 def test_a_memory_whose_store_does_not_exist_yet_becomes_ready_when_it_is_created(e2e: E2E) -> None:
@@ -71,27 +71,16 @@ def test_deleting_a_memory_completes_when_its_store_is_gone(e2e: E2E) -> None:
         e2e.delete_memory(name, timeout=30)
         assert any(ev.reason == "NothingRemoved" for ev in e2e.events(name))
     finally:
-        admin = redis_admin(e2e.platform, "redis7")
-        admin.acl_deluser(username)
-        admin.close()
+        drop_redis_user(e2e.platform, username)
 
 
 def test_a_retain_deletion_on_an_unreachable_server_gives_up_after_a_few_retries(e2e: E2E) -> None:
-    store, name = f"e2e-lost-{uid()}", f"lost-{uid()}"
+    store = f"e2e-lost-{uid()}"
     e2e.create_store(store, redis_spec(e2e))
-    e2e.create_memory(name, store, deletionPolicy="Retain")
-    m = e2e.wait_memory(name)
-    username = m["status"]["provisioned"]["username"]
-    try:
-        e2e.patch_store(store, {"spec": {"redis": {"port": closed_port()}}})
-        e2e.wait_store(store, status="False")
+    with redis_memory(e2e, store, deletionPolicy="Retain") as (name, _):
+        make_unreachable(e2e, store)
         e2e.delete_memory(name, timeout=90)
         assert any(ev.reason == "CredentialsNotRemoved" for ev in e2e.events(name))
-    finally:
-        e2e.delete_store(store)
-        admin = redis_admin(e2e.platform, "redis7")
-        admin.acl_deluser(username)
-        admin.close()
 
 
 def test_an_empty_store_ref_uses_the_default_store(e2e: E2E) -> None:

@@ -4,10 +4,7 @@ and deletions of memories that cannot reach their server but never hang."""
 from __future__ import annotations
 
 import contextlib
-import copy
-import socket
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,19 +14,18 @@ from chatmemory_operator.k8s import KubeClient, KubernetesError
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.conftest import E2E, NAMESPACE_PREFIX, condition, redis_admin, redis_for, uid, wait_until
-
-
-def redis_spec(e2e: E2E, **store: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(e2e.stores["redis7"].spec)
-    spec.update(store)
-    return spec
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.conftest import (
+    E2E,
+    NAMESPACE_PREFIX,
+    condition,
+    make_unreachable,
+    redis7_spec,
+    redis_admin,
+    redis_for,
+    redis_memory,
+    uid,
+    wait_until,
+)
 
 
 def logs_in(b: Binding) -> bool:
@@ -59,7 +55,7 @@ def test_a_namespace_that_stops_matching_the_selector_loses_its_credentials_and_
 ) -> None:
     store, name, outsider = f"sel-{uid()}", f"sel-{uid()}", f"out-{uid()}"
     selector = {"from": "Selector", "selector": {"matchLabels": {"tier": "gold"}}}
-    e2e.create_store(store, redis_spec(e2e, allowedNamespaces=selector))
+    e2e.create_store(store, redis7_spec(e2e, allowedNamespaces=selector))
     try:
         gold.create_memory(name, store, deletionPolicy="Delete")
         e2e.create_memory(outsider, store)
@@ -85,7 +81,7 @@ def test_a_namespace_that_stops_matching_the_selector_loses_its_credentials_and_
 
 def test_deleting_a_store_revokes_the_users_of_its_memories(e2e: E2E) -> None:
     store, name = f"rev-{uid()}", f"rev-{uid()}"
-    e2e.create_store(store, redis_spec(e2e))
+    e2e.create_store(store, redis7_spec(e2e))
     e2e.create_memory(name, store)
     try:
         e2e.wait_memory(name)
@@ -101,35 +97,22 @@ def test_deleting_a_store_revokes_the_users_of_its_memories(e2e: E2E) -> None:
 
 
 def test_a_retain_deletion_completes_when_the_stores_admin_secret_is_gone(e2e: E2E) -> None:
-    store, name, secret = f"nosec-{uid()}", f"nosec-{uid()}", f"admin-nosec-{uid()}"
+    store, secret = f"nosec-{uid()}", f"admin-nosec-{uid()}"
     u = urlsplit(e2e.platform["REDIS_URL"])
     e2e.create_secret(secret, {"username": u.username or "", "password": u.password or ""})
     ref = {"name": secret, "namespace": e2e.namespace}
-    e2e.create_store(
-        store, redis_spec(e2e, redis={**e2e.stores["redis7"].spec["redis"], "adminSecretRef": ref})
-    )
-    e2e.create_memory(name, store, deletionPolicy="Retain")
-    username = e2e.wait_memory(name)["status"]["provisioned"]["username"]
-    try:
+    e2e.create_store(store, redis7_spec(e2e, redis={"adminSecretRef": ref}))
+    with redis_memory(e2e, store, deletionPolicy="Retain") as (name, _):
         e2e.core.delete_namespaced_secret(secret, e2e.namespace)
         e2e.delete_memory(name, timeout=30)
         assert any(ev.reason == "CredentialsNotRemoved" for ev in e2e.events(name))
-    finally:
-        e2e.delete_store(store)
-        admin = redis_admin(e2e.platform, "redis7")
-        admin.acl_deluser(username)
-        admin.close()
 
 
 def test_force_delete_finishes_a_delete_deletion_whose_server_is_unreachable(e2e: E2E) -> None:
-    store, name = f"force-{uid()}", f"force-{uid()}"
-    e2e.create_store(store, redis_spec(e2e))
-    e2e.create_memory(name, store, deletionPolicy="Delete")
-    username = e2e.wait_memory(name)["status"]["provisioned"]["username"]
-    try:
-        spec = e2e.stores["redis7"].spec["redis"]
-        e2e.patch_store(store, {"spec": {"redis": {**spec, "port": closed_port()}}})
-        e2e.wait_store(store, status="False")
+    store = f"force-{uid()}"
+    e2e.create_store(store, redis7_spec(e2e))
+    with redis_memory(e2e, store, deletionPolicy="Delete") as (name, _):
+        make_unreachable(e2e, store)
         e2e.delete_memory(name, wait=False)
         deleting = wait_until(
             lambda: condition(e2e.memory(name)).get("reason") == "Deleting" and condition(e2e.memory(name)),
@@ -140,11 +123,6 @@ def test_force_delete_finishes_a_delete_deletion_whose_server_is_unreachable(e2e
         e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/force-delete": "true"}}})
         wait_until(lambda: e2e.memory(name) is None, timeout=60, what=f"memory {name} to go")
         assert any(ev.reason == "ForceDeleted" for ev in e2e.events(name))
-    finally:
-        e2e.delete_store(store)
-        admin = redis_admin(e2e.platform, "redis7")
-        admin.acl_deluser(username)
-        admin.close()
 
 
 def test_the_operator_never_replaces_a_secret_it_did_not_read(e2e: E2E) -> None:

@@ -30,6 +30,7 @@ from tests.e2e.conftest import (
     redis_for,
     uid,
     wait_until,
+    write_turn,
 )
 
 KEYS = ("redis7", "kafka-sasl", "tidb", "mariadb")
@@ -52,15 +53,7 @@ class Tenants:
 
 
 def write_victim_data(b: Binding) -> None:
-    if b.backend.value == "redis":
-        c = redis_for(b)
-        c.rpush(f"{b.key_prefix}{{s1}}", "secret")
-        c.close()
-    elif b.backend.value == "kafka":
-        assert kafka_roundtrip(b, b"secret") == b"secret"
-    else:
-        with mysql_for(b) as conn, conn.cursor() as cur:
-            cur.execute(f"INSERT INTO `{b.table}` (session_id, message) VALUES ('s1', '\"secret\"')")
+    write_turn(b, "s1", "secret")
 
 
 def victim_data_intact(b: Binding) -> bool:
