@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import queue
+import random
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -96,6 +98,17 @@ class Timeouts:
 #: What ``timeout=`` accepts.
 TimeoutSpec: TypeAlias = "float | Timeouts | None"
 
+#: A retry's first backoff and the longest one (exponential in between, +-50 % jitter).
+RETRY_BACKOFF: Final = 0.05
+RETRY_BACKOFF_CAP: Final = 1.0
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): 50 ms, 100 ms, ... 1 s, jittered so that
+    clients that failed together do not retry together. Callers stop retrying when the next wait
+    would end past their operation timeout, so a server that stays down costs about one timeout."""
+    return float(min(RETRY_BACKOFF_CAP, RETRY_BACKOFF * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+
 
 def ca_context(binding: Binding) -> ssl.SSLContext:
     """The TLS context of a binding; a ``ca.crt`` that is not a PEM certificate raises BindingError."""
@@ -126,6 +139,9 @@ def redis_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str
         "socket_connect_timeout": t.connect,
         "socket_timeout": t.operation,
     }
+    if binding.source is not None:  # each new connection asks the Secret (rotation)
+        del kwargs["username"], kwargs["password"]
+        kwargs["credential_provider"] = _FollowedCredentials(binding)
     if binding.tls:
         kwargs["ssl"] = True
         if binding.ca_cert:
@@ -135,6 +151,30 @@ def redis_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str
             kwargs["ssl_cert_reqs"] = "none"
             kwargs["ssl_check_hostname"] = False
     return kwargs
+
+
+class _FollowedCredentials:
+    """redis-py's credential provider for a binding with a source: asked on every new connection."""
+
+    def __init__(self, binding: Binding) -> None:
+        self._binding = binding
+
+    def get_credentials(self) -> tuple[str, str] | tuple[str]:
+        username, password = self._binding.credentials()
+        return (username, password) if username else (password,)
+
+    async def get_credentials_async(self) -> tuple[str, str] | tuple[str]:
+        return self.get_credentials()
+
+
+def live_mysql_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """PyMySQL ``connect`` arguments for a new connection: the user and password the binding's
+    source holds now (see :func:`mysql_kwargs`), for the pools' openers."""
+    out = dict(kwargs)
+    binding = out.pop("binding", None)
+    if binding is not None:
+        out["user"], out["password"] = binding.credentials()
+    return out
 
 
 def no_retry(asyncio: bool = False) -> Any:
@@ -217,4 +257,6 @@ def mysql_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str
     }
     if binding.tls:
         kwargs["ssl"] = ca_context(binding)
+    if binding.source is not None:  # openers pass these through live_mysql_kwargs (rotation)
+        kwargs["binding"] = binding
     return kwargs

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from chatmemory.errors import BindingError
 
@@ -94,6 +94,12 @@ def _parse_bool(value: str) -> bool:
     if v in _BOOL_FALSE:
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+class CredentialSource(Protocol):
+    """Reads a memory's current user name and password again (see :mod:`chatmemory.loaders`)."""
+
+    def credentials(self) -> tuple[str, str]: ...
 
 
 class Binding(BaseModel):
@@ -178,6 +184,24 @@ class Binding(BaseModel):
             else:
                 out[key.value] = str(value)
         return out
+
+    #: Where the binding can be read again (a mounted Secret, the Kubernetes API), so clients pick
+    #: up rotated credentials; None for a binding that cannot change (variables, a URL, a literal).
+    _source: CredentialSource | None = PrivateAttr(default=None)
+
+    def with_source(self, source: CredentialSource | None) -> Binding:
+        """This binding, its credentials followed through ``source`` on every new connection."""
+        copy = self.model_copy()
+        copy._source = source
+        return copy
+
+    @property
+    def source(self) -> CredentialSource | None:
+        return self._source
+
+    def credentials(self) -> tuple[str, str]:
+        """(user name, password) as the binding's source says now; the binding's own without one."""
+        return self._source.credentials() if self._source is not None else (self.username, self.password)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, str], *, source: str) -> Binding:

@@ -25,9 +25,12 @@ writes anything.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,10 +89,60 @@ def load_binding(
     raise err
 
 
+#: Seconds a re-read binding is trusted before a new connection reads its source again.
+RELOAD_INTERVAL: Final = 2.0
+
+
+class BindingSource:
+    """Reads a memory's binding again from where it came from (a mounted Secret directory or the
+    Kubernetes API), at most every ``interval`` seconds: the credentials a new connection uses.
+
+    Clients ask it on each new connection (redis-py's credential provider, the MySQL pools'
+    opener), so a rotated password reaches them once the kubelet has updated the mounted Secret,
+    without a restart. A failed read keeps the last good binding. Thread-safe.
+    """
+
+    def __init__(
+        self, load: Callable[[], Binding], first: Binding, *, interval: float = RELOAD_INTERVAL
+    ) -> None:
+        self._load = load
+        self._binding = first
+        self._read_at = time.monotonic()
+        self.interval = interval
+        self._lock = threading.Lock()
+
+    def latest(self) -> Binding:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.interval:
+                self._read_at = time.monotonic()
+                with contextlib.suppress(BindingError, OSError):  # else the last good one, tried again later
+                    self._binding = self._load()
+            return self._binding
+
+    def credentials(self) -> tuple[str, str]:
+        b = self.latest()
+        return b.username, b.password
+
+
 def read_directory(directory: Path) -> dict[str, str]:
-    """Every visible file of a mounted Secret as text (Kubernetes' ``..data`` links are skipped)."""
+    """Every visible file of a mounted Secret as text (Kubernetes' ``..data`` links are skipped).
+
+    The kubelet updates a Secret volume by swapping the ``..data`` link to a new timestamped
+    directory at once; the files are read from the directory that link names, so a read never
+    mixes two versions (a user name of one rotation with the password of another).
+    """
+    data = directory / "..data"
+    if data.is_symlink():
+        try:
+            return _read_files(data.resolve(strict=True), directory)
+        except (OSError, BindingError):
+            return _read_files(data.resolve(strict=True), directory)  # swapped while reading: once more
+    return _read_files(directory, directory)
+
+
+def _read_files(snapshot: Path, directory: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    for entry in sorted(directory.iterdir()):
+    for entry in sorted(snapshot.iterdir()):
         if entry.name.startswith(".") or not entry.is_file():
             continue
         try:

@@ -33,7 +33,7 @@ from chatmemory._connect import Timeouts, TimeoutSpec
 from chatmemory.contract import BINDING_TYPES, CONTRACT_VERSION, BackendKind, Binding, Key
 from chatmemory.errors import BindingError, MissingExtra, NotSupported
 from chatmemory.histories import Connector, connector_for
-from chatmemory.loaders import load_binding
+from chatmemory.loaders import BindingSource, load_binding
 
 
 class ChatMemory:
@@ -122,8 +122,16 @@ def connect(
 
     ``timeout``: seconds for a connect and for each reply (or ``Timeouts(connect=, operation=)``);
     default 5 s and 10 s. A server that does not answer raises ``BackendUnavailable``.
+
+    A binding read from a mounted Secret or the Kubernetes API is followed: each new Redis or
+    MySQL connection takes the credentials the Secret holds then (read again at most every 2 s),
+    so a rotated password needs no restart. Variables (``CHATMEMORY_*``) cannot change in a running
+    pod: mount the Secret instead.
     """
     binding, source = load_binding(name, path=path, namespace=namespace)
+    if source.startswith(("dir:", "secret:")):
+        reload = BindingSource(lambda: load_binding(name, path=path, namespace=namespace)[0], binding)
+        binding = binding.with_source(reload)
     return ChatMemory(binding, source=source, timeout=timeout)
 
 

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatmemory._connect import mysql_timeouts
+from chatmemory._connect import live_mysql_kwargs, mysql_timeouts
 from chatmemory.checkpoint._common import (
     PAGE,
     DumpedCheckpoint,
@@ -112,7 +112,7 @@ class ChatMemorySQLSaver(Saver):
         import pymysql
 
         try:
-            return pymysql.connect(**self._connect_kwargs)
+            return pymysql.connect(**live_mysql_kwargs(self._connect_kwargs))
         except pymysql.MySQLError as e:
             raise BackendError(f"cannot connect to the checkpoint database: {_describe(e)}") from e
 

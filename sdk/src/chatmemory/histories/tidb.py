@@ -41,7 +41,7 @@ wrappers around these (short, pooled) blocking calls.
 from __future__ import annotations
 
 import contextlib
-import random
+import itertools
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +60,8 @@ from chatmemory._connect import (
     DEFAULT_OPERATION_TIMEOUT,
     Timeouts,
     TimeoutSpec,
+    backoff,
+    live_mysql_kwargs,
     mysql_kwargs,
     mysql_timeouts,
     require,
@@ -76,9 +78,6 @@ DEFAULT_TABLE: Final = "langchain_message_store"
 #: Default seconds to wait for a TCP connect and for one statement's reply (``timeout=`` changes them).
 CONNECT_TIMEOUT: Final = DEFAULT_CONNECT_TIMEOUT
 READ_TIMEOUT: Final = DEFAULT_OPERATION_TIMEOUT
-#: Retries of a read (or of a write whose connection could not be opened) and their first backoff.
-RETRIES: Final = 3
-BACKOFF: Final = 0.05
 #: Client error codes of a connection that could not be opened or was lost (CR_CONN_HOST_ERROR,
 #: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED).
 _UNAVAILABLE: Final = frozenset({2003, 2006, 2013, 2055})
@@ -115,22 +114,22 @@ class _Pool:
         self._server_version: str | None = None
 
     def _open(self) -> pymysql.connections.Connection[Any]:
-        conn: pymysql.connections.Connection[Any] = self._pymysql.connect(**self._kwargs)
+        conn: pymysql.connections.Connection[Any] = self._pymysql.connect(**live_mysql_kwargs(self._kwargs))
         return conn
 
     def run(self, fn: Callable[[Any], T], *, write: bool = False) -> T:
         """``fn(cursor)`` on a live connection, retried where safe (see the module docstring)."""
         deadline = time.monotonic() + self._budget
-        for attempt in range(RETRIES + 1):
+        for attempt in itertools.count():
             sent: list[bool] = []
             try:
                 with self.cursor(sent) as cur:
                     return fn(cur)
             except BackendUnavailable as e:
-                delay = BACKOFF * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
+                delay = backoff(attempt)
                 cause = e.__cause__
                 safe = (not write or not sent) and cause is not None and not _timed_out(cause)
-                if attempt < RETRIES and safe and time.monotonic() + delay < deadline:
+                if safe and time.monotonic() + delay < deadline:
                     time.sleep(delay)
                     continue
                 if write:
