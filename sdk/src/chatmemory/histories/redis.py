@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
 
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 
 from chatmemory import _codec
 from chatmemory._connect import (
@@ -71,6 +73,8 @@ SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
 AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 DEFAULT_URL: Final = "redis://localhost:6379"
+#: langchain_redis's default ``index_name``: passing it warns about nothing
+LANGCHAIN_REDIS_INDEX: Final = "idx:chat_history"
 
 
 def session_key(key_prefix: str, session_id: str) -> str:
@@ -223,9 +227,12 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         key_prefix: Prepended to ``{session_id}``. ``""`` reads and writes the Memorystore layout
             (the session id is the key).
         ttl: Seconds the session lives after its last write (sliding); ``None`` keeps it forever.
-        index_name: Accepted for compatibility with ``langchain_redis``. The search module cannot
-            index a LIST, so :meth:`search_messages` scans the session (one ``LRANGE``, no ``FT.*``).
+        index_name: Accepted for compatibility with ``langchain_redis`` (a name other than its
+            default ``idx:chat_history`` warns). The search module cannot index a LIST, so
+            :meth:`search_messages` scans the session (one ``LRANGE``, no ``FT.*``).
         redis_client: A ``redis.Redis`` or ``redis.cluster.RedisCluster`` you own (never closed here).
+        overwrite_index: Accepted for compatibility with ``langchain_redis``; ``True`` warns (there
+            is no index to overwrite).
         max_messages: Keep only the newest ``max_messages`` messages (trimmed on write).
         async_redis_client: The ``redis.asyncio`` twin used by the ``a*`` methods (yours, never
             closed here). When not given, one is built from ``redis_url`` per event loop; with only
@@ -234,33 +241,51 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         async_clients: Per-event-loop asyncio clients shared with other histories (what
             :class:`RedisConnector` passes: one set per memory); used when ``async_redis_client``
             is not given.
+        **kwargs: redis-py connection options for the clients built from ``redis_url`` (as
+            ``langchain_redis`` passes them to ``Redis.from_url``); they win over ``timeout``.
+            With ``redis_client`` they are ignored, with a warning.
+
+    The arguments up to ``overwrite_index`` are positional in ``langchain_redis``'s order
+    (``session_id, redis_url, key_prefix, ttl, index_name, redis_client, overwrite_index``); the
+    ones after it are keyword-only.
     """
 
     def __init__(
         self,
         session_id: str,
         redis_url: str | None = None,
-        *,
         key_prefix: str = "chat:",
         ttl: int | None = None,
         index_name: str | None = None,
         redis_client: SyncClient | None = None,
+        overwrite_index: bool = False,
+        *,
         max_messages: int | None = None,
         async_redis_client: AsyncClient | None = None,
         async_clients: AsyncClients | None = None,
         timeout: TimeoutSpec = None,
+        **kwargs: Any,
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
         if ttl is not None and ttl <= 0:
-            raise ValueError("ttl must be a positive number of seconds or None")
+            # langchain-redis treats 0 as "no expiry" and a negative TTL as "expire every message
+            # at once" (EXPIRE <0 deletes the key: nothing is kept). Both are refused here.
+            raise ValueError(
+                f"ttl must be a positive number of seconds or None (got {ttl!r}); "
+                "pass None to keep the session forever"
+            )
         if max_messages is not None and max_messages < 1:
             raise ValueError("max_messages must be at least 1 or None")
         self.session_id = session_id
         self.key_prefix = key_prefix
         self.ttl = ttl
         self.index_name = index_name
+        self.overwrite_index = overwrite_index
         self.max_messages = max_messages
+        _warn_unused(
+            index_name=index_name, overwrite_index=overwrite_index, kwargs=kwargs, client=redis_client
+        )
         self.key = session_key(key_prefix, session_id)
         self._owns_client = redis_client is None
         url = redis_url or DEFAULT_URL
@@ -270,7 +295,13 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             redis_client
             if redis_client is not None
             else redis.Redis.from_url(
-                url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
+                url,
+                **{
+                    "retry": no_retry(),
+                    "socket_connect_timeout": t.connect,
+                    "socket_timeout": t.operation,
+                    **kwargs,  # redis-py options, as langchain-redis passes them: yours win
+                },
             )
         )
         self._async_client = async_redis_client
@@ -279,9 +310,17 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         if async_clients is None and redis_client is None and async_redis_client is None:
             self._async_clients = AsyncClients(
                 lambda: redis.asyncio.Redis.from_url(
-                    url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
+                    url,
+                    **{
+                        "retry": no_retry(True),
+                        "socket_connect_timeout": t.connect,
+                        "socket_timeout": t.operation,
+                        **kwargs,
+                    },
                 )
             )
+        if kwargs and redis_client is None:
+            _check_options(self.redis_client)
         self._where = _describe(self.redis_client)
         self._budget = _operation_timeout(self.redis_client)
         self._password = bool(_connection_kwargs(self.redis_client).get("password"))
@@ -312,16 +351,54 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self._call(lambda: self.redis_client.delete(self.key))
 
     def search_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        """Messages of this session whose text contains ``query`` (case-insensitive), oldest first.
+        """Messages of this session matching any word of ``query`` (case-insensitive), oldest first.
 
-        Each result is ``{"type", "content", "id", "name", "index", "data"}`` where ``index`` is the
-        message's position in the session and ``data`` its full dict form.
+        A message matches when one of its words is one of the query's words or a suffixed form of it
+        (see :func:`_search` for how this mirrors ``langchain_redis``). Each result has
+        langchain-redis's keys ``content``, ``additional_kwargs``, ``type`` (and ``tool_call_id``,
+        ``status`` for a tool message) plus ``id``, ``name``, ``index`` (the message's position in
+        the session) and ``data`` (its full dict form). An empty query or ``limit=0`` returns
+        ``[]`` without a round trip.
         """
+        if not _searchable(query, limit):
+            return []
         return _search(self.messages, query, limit)
 
     def message_count(self) -> int:
         """How many messages the session holds (``LLEN``), without reading them."""
         return int(self._call(lambda: self.redis_client.llen(self.key)))
+
+    @property
+    def id(self) -> str:
+        """The session id (``langchain_redis``'s ``id``)."""
+        return self.session_id
+
+    def __len__(self) -> int:
+        """How many messages the session holds (one ``LLEN``), as ``len()`` does in ``langchain_redis``."""
+        return self.message_count()
+
+    def __bool__(self) -> bool:
+        # Without this, ``__len__`` would make an empty history falsy (and ``if history:`` cost an
+        # LLEN). langchain-redis's history has the same ``__len__`` and the same trap; an object
+        # that exists is true here.
+        return True
+
+    def delete(self) -> None:
+        """Delete this session (``DEL`` of its key), like :meth:`clear`, with a warning.
+
+        ``langchain_redis``'s ``delete()`` drops its search index *and every session under its
+        prefix*. There is no index here, and finding the other sessions' keys would need ``SCAN``,
+        which the memory's ACL user may not run (it would list every tenant's keys on the server);
+        dropping them is an operator's job (delete the ``ChatMemory``), so only this session goes.
+        """
+        warnings.warn(
+            "RedisChatMessageHistory.delete() deletes this session only: chatmemory keeps no "
+            "search index and does not drop other sessions (langchain_redis's delete() drops all "
+            "of them); use clear() to say so explicitly",
+            UserWarning,
+            stacklevel=2,
+        )
+        self.clear()
 
     # -- async (redis.asyncio) ---------------------------------------------------------------------
 
@@ -362,6 +439,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
 
     async def asearch_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """Async :meth:`search_messages`."""
+        if not _searchable(query, limit):
+            return []
         return _search(await self.aget_messages(), query, limit)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -423,18 +502,103 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+_WORD = re.compile(r"\w+")
+
+
+def _terms(text: str) -> list[str]:
+    """The words of ``text``, case-folded (RediSearch's default tokenizer splits on punctuation)."""
+    return _WORD.findall(text.casefold())
+
+
+#: (suffix, replacement) a word loses before words are compared, tried in order: a light stand-in
+#: for RediSearch's Snowball stemmer (``learned``, ``learning``, ``learns`` -> ``learn``;
+#: ``stories`` -> ``story``), never leaving fewer than 3 letters.
+_SUFFIXES: Final = (("ies", "y"), ("ing", ""), ("ed", ""), ("s", ""))
+
+
+def _stem(word: str) -> str:
+    for suffix, repl in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 3:
+            return word[: len(word) - len(suffix)] + repl
+    return word
+
+
+def _searchable(query: Any, limit: int) -> bool:
+    """False when a search can only find nothing (no round trip then); a negative limit raises."""
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more (got {limit})")
+    return bool(query) and isinstance(query, str) and limit > 0 and bool(_terms(query))
+
+
 def _search(messages: list[BaseMessage], query: str, limit: int) -> list[dict[str, Any]]:
-    needle = query.casefold()
+    """``langchain_redis``'s ``search_messages`` matching, over a list instead of an index.
+
+    langchain-redis sends RedisVL's ``TextQuery``: the query split into words, lower-cased, joined
+    with ``|`` (any word matches), no stopwords, matched against whole indexed words with stemming
+    (``learned`` finds ``learning``; ``par`` does not find ``Paris``). Here a message matches when
+    one of the query's words equals one of its words (case-insensitive) once both lose a common
+    English suffix (:func:`_stem`, lighter than Snowball: ``making`` does not find ``make``).
+    Empty or non-text query: ``[]``; ``limit`` 0: ``[]``; a negative ``limit`` is refused
+    (langchain-redis's server refuses it too). Results are oldest first (langchain-redis: by score).
+    """
+    if not _searchable(query, limit):
+        return []
+    wanted = {_stem(t) for t in _terms(query)}
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if len(out) >= limit:
             break
-        if needle in m.text.casefold():
-            data = m.model_dump()
-            out.append(
-                {"type": m.type, "content": m.text, "id": m.id, "name": m.name, "index": i, "data": data}
-            )
+        if not wanted.isdisjoint(_stem(w) for w in _terms(m.text)):
+            out.append(_found(m, i))
     return out
+
+
+def _found(m: BaseMessage, index: int) -> dict[str, Any]:
+    """A search result: langchain-redis's keys (``content``, ``additional_kwargs``, ``type`` and,
+    for a tool message, ``tool_call_id`` and ``status``) plus ours (``id``, ``name``, ``index``, ``data``)."""
+    found: dict[str, Any] = {
+        "type": m.type,
+        "content": m.text,
+        "additional_kwargs": m.additional_kwargs,
+        "id": m.id,
+        "name": m.name,
+        "index": index,
+        "data": m.model_dump(),
+    }
+    if isinstance(m, ToolMessage):
+        found["tool_call_id"] = m.tool_call_id
+        found["status"] = m.status
+    return found
+
+
+def _check_options(client: Any) -> None:
+    """Raise ``TypeError`` now for a connection option redis-py does not know (a misspelt keyword
+    argument would otherwise fail on the first command): builds one connection object, no I/O."""
+    pool = client.connection_pool
+    pool.connection_class(**pool.connection_kwargs)
+
+
+def _warn_unused(
+    *, index_name: str | None, overwrite_index: bool, kwargs: dict[str, Any], client: Any
+) -> None:
+    """Warn about ``langchain_redis`` arguments that change nothing in this layout."""
+    if index_name is not None and index_name != LANGCHAIN_REDIS_INDEX:
+        warnings.warn(
+            f"index_name={index_name!r} is ignored: chatmemory keeps each session in one Redis LIST and "
+            "creates no search index (search_messages reads the session)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if overwrite_index:
+        warnings.warn(
+            "overwrite_index=True is ignored: chatmemory creates no search index", UserWarning, stacklevel=3
+        )
+    if kwargs and client is not None:
+        warnings.warn(
+            f"{sorted(kwargs)} ignored: they are redis-py connection options, and redis_client was given",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class RedisConnector:
