@@ -245,7 +245,7 @@ def _add(ctx: Ctx, rows: list[Row], boot: str, topics: list[str]) -> None:
                 st["community KafkaChatMessageHistory"],
                 None,
                 "info (where the time goes)",
-                note="chatmemory with its default linger.ms=1 lowered to 0",
+                note="chatmemory with its default linger.ms=5 (sent at once by its flush) lowered to 0",
             )
         )
     rows.append(

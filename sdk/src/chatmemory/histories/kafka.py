@@ -34,7 +34,10 @@ Writing: an idempotent producer with ``acks=all``; ``add_messages`` waits for ev
 and raises :class:`~chatmemory.errors.BackendError` on a failure, and its subclass
 :class:`~chatmemory.errors.BackendUnavailable` after ``flush_timeout_seconds`` or when the cluster
 does not answer. ``timeout=`` (the memory's :class:`~chatmemory.memory.Timeouts`) becomes librdkafka's
-connection-setup and socket timeouts and bounds every metadata and offsets lookup.
+connection-setup and socket timeouts and bounds every metadata and offsets lookup. A turn leaves
+in one Produce request without waiting out ``linger.ms`` (5): its messages are queued together,
+then the writer flushes, and librdkafka sends lingering messages at once during a flush (see
+:meth:`~chatmemory.histories._kafka_clients.KafkaClients.wait`).
 One producer (with a delivery thread), a small pool of reader consumers and, for the seed layout,
 an AdminClient serve every session of a connector: they live in
 :mod:`chatmemory.histories._kafka_clients`, which does all of this module's Kafka I/O.
@@ -324,9 +327,13 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         if self._clients.cached_partitions(self.topic) is None:
             await asyncio.to_thread(self._partition_count)  # metadata (and topic creation) when stale
         loop = asyncio.get_running_loop()
-        delivery = self._clients.produce(
-            self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop
-        )
+        while True:  # the turn lock is held by a flush for at most a slice: wait without blocking
+            delivery = self._clients.try_produce(
+                self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop
+            )
+            if delivery is not None:
+                break
+            await asyncio.sleep(0.0002)
         assert delivery.future is not None
         with contextlib.suppress(TimeoutError):  # check() below raises, naming the timeout
             await asyncio.wait_for(asyncio.shield(delivery.future), timeout)
