@@ -136,11 +136,8 @@ def connect(
 
 
 def _connector(binding: Binding, timeouts: Timeouts, options: dict[str, Any]) -> Connector:
-    """The binding's connector with the memory's timeouts, for connectors that take ``timeout``.
-
-    A connector without a ``timeout`` parameter (the Kafka one, for now: librdkafka has its own
-    settings) gets none rather than an unknown option.
-    """
+    """The binding's connector with the memory's timeouts, for connectors that take ``timeout``
+    (all of ours do; a connector without the parameter gets none rather than an unknown option)."""
     module, cls = _CONNECTORS[binding.backend]
     params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
     if "timeout" in params:

@@ -123,7 +123,8 @@ def uses_sasl(store: KafkaConnection) -> bool:
 
 
 def with_partition_history(binding: Binding, prior: Prior, plan: KafkaPlan) -> Binding:
-    """Record in the binding every partition count the topic has had (``partition_history``).
+    """Record in the binding every partition count the topic has had (``partition_history``), the
+    current one included.
 
     Growing a topic moves a session's key to another partition; the SDK reads the partitions the
     key mapped to under each count, so a session's older messages stay in its history. The counts
@@ -135,8 +136,8 @@ def with_partition_history(binding: Binding, prior: Prior, plan: KafkaPlan) -> B
         counts.update(current.partition_counts)
         if prior.provisioned is not None and prior.provisioned.partitions:
             counts.add(prior.provisioned.partitions)
-    if len(counts) == 1:
-        return binding
+    # written even before the topic ever grew ("3"): a client started after a growth with a Secret
+    # from before it then still knows the count its sessions were written under
     return binding.model_copy(update={"partition_history": ",".join(str(n) for n in sorted(counts))})
 
 
