@@ -4,6 +4,10 @@ server (``BackendUnavailable``), on Redis 7 (ACL and TLS) and on TiDB and MariaD
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,6 +16,7 @@ import pytest
 from chatmemory import Binding, ChatMemory
 from chatmemory.contract import BackendKind
 from chatmemory.errors import BackendError, BackendUnavailable, BindingError
+from chatmemory.sql import table_ddl
 from langchain_core.messages import HumanMessage
 
 from tests.integration.sdk.conftest import redis_binding, uid
@@ -137,3 +142,99 @@ def test_redis_a_ca_that_did_not_sign_the_server(platform: Platform) -> None:
             assert not isinstance(error, BackendUnavailable)
             assert "TLS handshake failed" in str(error)
             assert "certificate verify failed" in str(error)
+
+
+# -- a server that is down for a moment ------------------------------------------------------------
+
+
+class LateProxy:
+    """A TCP proxy to ``upstream`` on a port that refuses connections for ``down`` seconds (a server
+    restarting), then forwards every connection."""
+
+    def __init__(self, upstream: tuple[str, int], down: float) -> None:
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self.upstream = upstream
+        self.accepted = 0
+        self.sockets: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(down,), daemon=True)
+        self._thread.start()
+
+    def _run(self, down: float) -> None:
+        time.sleep(down)
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        listener.close()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_redis_turn_during_a_short_outage_is_stored_once(platform: Platform) -> None:
+    real = redis_binding(platform, "REDIS_URL", f"cmtest:{uid()}:")
+    proxy = LateProxy((real.host, real.port), down=1.0)
+    try:
+        binding = real.model_copy(update={"host": "127.0.0.1", "port": proxy.port})
+        with ChatMemory(binding, timeout=5) as memory:
+            history = memory.history(f"s-{uid()}")
+            start = time.monotonic()
+            history.add_messages([HumanMessage("during the outage")])  # refused, retried, sent once
+            assert time.monotonic() - start >= 0.9
+            assert [m.text for m in history.messages] == ["during the outage"]
+            history.clear()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("server", SQL_SERVERS)
+def test_a_sql_turn_during_a_short_outage_is_stored_once(platform: Platform, server: str) -> None:
+    database = f"cmtest_{uid()}"
+    admin = sql_binding(platform, server)
+    with ChatMemory(admin) as setup, setup.connector._pool.cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute(f"CREATE DATABASE `{database}`")
+        cur.execute(table_ddl(database, "messages", tidb=False, ttl_seconds=0))
+    proxy = LateProxy((admin.host, admin.port), down=1.0)
+    try:
+        binding = admin.model_copy(
+            update={"host": "127.0.0.1", "port": proxy.port, "database": database, "table": "messages"}
+        )
+        with ChatMemory(binding, timeout=5) as memory:
+            history = memory.history(f"s-{uid()}")
+            start = time.monotonic()
+            history.add_messages([HumanMessage("during the outage")])  # refused, retried, sent once
+            assert time.monotonic() - start >= 0.9
+            assert [m.text for m in history.messages] == ["during the outage"]
+    finally:
+        proxy.close()
+        with ChatMemory(admin) as setup, setup.connector._pool.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")

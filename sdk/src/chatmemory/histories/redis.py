@@ -38,7 +38,7 @@ and retried like a read.
 from __future__ import annotations
 
 import asyncio
-import random
+import itertools
 import re
 import threading
 import time
@@ -55,6 +55,7 @@ from chatmemory._connect import (
     Timeouts,
     TimeoutSpec,
     async_redis_client,
+    backoff,
     no_retry,
     redis_client,
     require,
@@ -97,10 +98,6 @@ def _describe(client: object) -> str:
 
 #: What redis-py raises: its error family, and the cluster client's own (not a RedisError).
 CLIENT_ERRORS: Final = (redis.RedisError, redis.exceptions.RedisClusterException)
-#: Retries of a read (or of a write whose connection could not be opened) and their first backoff.
-RETRIES: Final = 3
-BACKOFF: Final = 0.05
-
 T = TypeVar("T")
 
 
@@ -114,6 +111,12 @@ def _is_auth(exc: BaseException) -> bool:
     )
 
 
+def _is_tls(exc: BaseException) -> bool:
+    """A TLS failure (a certificate the binding's CA did not sign, a protocol mismatch): permanent."""
+    msg = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in msg or "SSL" in msg
+
+
 def _not_sent(exc: BaseException) -> bool:
     """True when redis-py failed opening the connection (``Error 111 connecting to h:p``): the
     command was never written to a socket, so sending it again cannot apply it twice."""
@@ -122,16 +125,11 @@ def _not_sent(exc: BaseException) -> bool:
 
 def _retryable(exc: BaseException, *, write: bool) -> bool:
     """A refused or broken connection (not a timeout, not a server's refusal) that is safe to retry."""
-    if _is_auth(exc) or isinstance(exc, redis.TimeoutError):
+    if _is_auth(exc) or _is_tls(exc) or isinstance(exc, redis.TimeoutError):
         return False
     if write:
         return _not_sent(exc)
     return isinstance(exc, redis.ConnectionError | redis.exceptions.ClusterDownError)
-
-
-def _backoff(attempt: int) -> float:
-    """50 ms, 100 ms, 200 ms ... with +-50 % jitter (clients that failed together retry apart)."""
-    return float(BACKOFF * (2**attempt) * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
 
 
 def _connection_kwargs(client: object) -> dict[str, Any]:
@@ -159,7 +157,7 @@ def _backend_error(
                 f"missing?): {msg}"
             )
         return BackendError(f"{where}: authentication failed (wrong user name or password): {msg}")
-    if "CERTIFICATE_VERIFY_FAILED" in msg or "SSL" in msg:
+    if _is_tls(exc):
         return BackendError(f"{where}: TLS handshake failed (is the binding's CA the server's?): {msg}")
     if isinstance(exc, redis.exceptions.NoPermissionError) or msg.startswith("NOPERM"):
         return BackendError(
@@ -476,12 +474,12 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     def _call(self, fn: Callable[[], T], *, write: bool = False) -> T:
         """Run one command (or pipeline), retrying what is safe (see the module docstring)."""
         deadline = time.monotonic() + self._budget
-        for attempt in range(RETRIES + 1):
+        for attempt in itertools.count():
             try:
                 return fn()
             except CLIENT_ERRORS as e:
-                delay = _backoff(attempt)
-                if attempt < RETRIES and _retryable(e, write=write) and time.monotonic() + delay < deadline:
+                delay = backoff(attempt)
+                if _retryable(e, write=write) and time.monotonic() + delay < deadline:
                     time.sleep(delay)
                     continue
                 raise _backend_error(e, self._where, self.key, write=write, password=self._password) from e
@@ -490,12 +488,12 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     async def _acall(self, fn: Callable[[], Any], *, write: bool = False) -> Any:
         """:meth:`_call` for the asyncio client (``fn`` returns an awaitable)."""
         deadline = time.monotonic() + self._budget
-        for attempt in range(RETRIES + 1):
+        for attempt in itertools.count():
             try:
                 return await fn()
             except CLIENT_ERRORS as e:
-                delay = _backoff(attempt)
-                if attempt < RETRIES and _retryable(e, write=write) and time.monotonic() + delay < deadline:
+                delay = backoff(attempt)
+                if _retryable(e, write=write) and time.monotonic() + delay < deadline:
                     await asyncio.sleep(delay)
                     continue
                 raise _backend_error(e, self._where, self.key, write=write, password=self._password) from e
