@@ -101,6 +101,9 @@ class CredentialSource(Protocol):
 
     def credentials(self) -> tuple[str, str]: ...
 
+    def refresh(self) -> None:
+        """Read the source again at the next :meth:`credentials` (the server refused the last ones)."""
+
 
 class Binding(BaseModel):
     """One ChatMemory's connection details: what the operator writes and the SDK reads."""

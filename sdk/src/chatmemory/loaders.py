@@ -123,6 +123,11 @@ class BindingSource:
         b = self.latest()
         return b.username, b.password
 
+    def refresh(self) -> None:
+        """The server refused the credentials: read the source again on the next connection."""
+        with self._lock:
+            self._read_at = float("-inf")
+
 
 def read_directory(directory: Path) -> dict[str, str]:
     """Every visible file of a mounted Secret as text (Kubernetes' ``..data`` links are skipped).

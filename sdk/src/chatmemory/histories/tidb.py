@@ -66,7 +66,7 @@ from chatmemory._connect import (
     mysql_timeouts,
     require,
 )
-from chatmemory.contract import BackendKind, Binding
+from chatmemory.contract import BackendKind, Binding, CredentialSource
 from chatmemory.errors import BackendError, BackendUnavailable, BindingError
 
 if TYPE_CHECKING:
@@ -118,8 +118,14 @@ class _Pool:
         return conn
 
     def run(self, fn: Callable[[Any], T], *, write: bool = False) -> T:
-        """``fn(cursor)`` on a live connection, retried where safe (see the module docstring)."""
+        """``fn(cursor)`` on a live connection, retried where safe (see the module docstring).
+
+        A memory that follows its Secret retries once after the server refused its credentials or
+        a privilege (a rotation: the previous user's grace period ended): the pool's connections go,
+        the Secret is read again, and the statement, which the server did not run, is sent again.
+        """
         deadline = time.monotonic() + self._budget
+        refreshed = False
         for attempt in itertools.count():
             sent: list[bool] = []
             try:
@@ -142,7 +148,19 @@ class _Pool:
                     else:
                         e.args = (f"{e.args[0]} (the write was not sent)",)
                 raise
+            except BackendError as e:
+                source = self._source()
+                if refreshed or source is None or not _denied(e):
+                    raise
+                refreshed = True
+                source.refresh()
+                self._connections.close()  # the idle ones too: they speak for the previous user
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _source(self) -> CredentialSource | None:
+        """Where the memory's credentials are read again, when it follows its Secret."""
+        binding = self._kwargs.get("binding")
+        return binding.source if isinstance(binding, Binding) else None
 
     @contextmanager
     def cursor(self, sent: list[bool] | None = None) -> Iterator[Any]:
@@ -203,6 +221,16 @@ def _describe(e: BaseException) -> str:
 def _code(e: BaseException) -> int | None:
     args: tuple[Any, ...] = tuple(getattr(e, "args", ()))
     return args[0] if args and isinstance(args[0], int) else None
+
+
+#: MySQL's refusals of a user or a privilege: access denied (1044, 1045), a command or a column
+#: denied (1142, 1143), a privilege needed (1227).
+_DENIED: Final = frozenset({1044, 1045, 1142, 1143, 1227})
+
+
+def _denied(e: BackendError) -> bool:
+    cause = e.__cause__
+    return cause is not None and _code(cause) in _DENIED
 
 
 def _timed_out(e: BaseException) -> bool:
