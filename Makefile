@@ -13,7 +13,7 @@ PLATFORM := python3 scripts/localplatform.py
 export CHATMEMORY_PLATFORM_ENV ?= $(CURDIR)/.platform/env
 PYTEST_ARGS ?=
 
-.PHONY: help demo test bench lint check format crds platform-build platform-up platform-down platform-status venv
+.PHONY: help demo test test-faults bench lint check format crds platform-build platform-up platform-down platform-status venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,7 +64,17 @@ test: venv  ## every check: lint, types, unit, integration and e2e tests on real
 	fi; \
 	trap 'if [ $$started = 1 ]; then $(PLATFORM) down; fi' EXIT; \
 	$(MAKE) --no-print-directory lint && \
-	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests -m "not faults" $(PYTEST_ARGS)
+
+# make test-faults: the slow fault tier (servers paused, connections killed under load, about two
+# minutes); not in make test, which stays within about 12 minutes warm. .ci/run runs both.
+test-faults: venv  ## the fault tier: a paused server, rotations under load with network blips
+	@started=0; \
+	if [ "$(CHATMEMORY_PLATFORM_ENV)" = "$(CURDIR)/.platform/env" ] && ! $(PLATFORM) status -q; then \
+	  $(PLATFORM) up || exit 1; started=1; \
+	fi; \
+	trap 'if [ $$started = 1 ]; then $(PLATFORM) down; fi' EXIT; \
+	$(VENV)/bin/pytest tests -m faults $(PYTEST_ARGS)
 
 demo: venv  ## the main job: platform up, operator, one ChatMemory per backend, a conversation each
 	@started=0; \

@@ -22,6 +22,8 @@ import redis
 
 from tests.e2e.conftest import E2E, condition, uid, wait_until
 
+pytestmark = pytest.mark.faults
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -73,9 +75,7 @@ def test_a_paused_server_stalls_only_its_own_memories(
         calm = time.monotonic() - started
         for name in paused:
             m = e2e.wait_memory(name, status="False", reason="BackendUnavailable", timeout=45)
-            assert (
-                "timed out" in condition(m)["message"].lower() or "timeout" in condition(m)["message"].lower()
-            )
+            assert f"store '{store}'" in condition(m)["message"]  # says which server does not answer
         print(f"other stores' memories Ready {calm:.1f} s after the creates, with one store paused")
     finally:
         os.kill(proc.pid, signal.SIGCONT)

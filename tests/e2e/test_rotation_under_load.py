@@ -23,6 +23,8 @@ from langchain_core.messages import HumanMessage
 from tests.e2e.conftest import E2E, mysql_admin, mysql_for, redis_admin, redis_for, wait_until
 from tests.integration.sdk.test_follow_secret import MountedSecret
 
+pytestmark = pytest.mark.faults
+
 
 def logs_in(b: Binding) -> bool:
     try:
