@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import queue
@@ -25,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from chatmemory._connect import Timeouts, close_idle, require
 from chatmemory.errors import BackendError, BackendUnavailable
@@ -195,6 +196,17 @@ class Delivery:
     def _resolve(self) -> None:
         if self.future is not None and not self.future.done():
             self.future.set_result(None)
+
+
+class Turn(NamedTuple):
+    """A turn's records for one partition of a topic, queued together (see :meth:`KafkaClients.produce`)."""
+
+    topic: str
+    partition: int
+    key: bytes
+    values: Sequence[bytes | None]
+    headers: list[tuple[str, bytes]] | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # async writes: the loop awaiting the delivery
 
 
 class KafkaClients:
@@ -489,84 +501,52 @@ class KafkaClients:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def produce(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes,
-        values: Sequence[bytes | None],
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> Delivery:
-        """Queue records (in order) to one partition; the returned delivery tracks their reports."""
+    def produce(self, turn: Turn) -> Delivery:
+        """Queue a turn's records (in order) to one partition; the delivery tracks their reports."""
         producer = self.producer()
         with self._turn_lock:
-            return self._queue(producer, topic, partition, key, values, headers, loop)
+            return self._queue(producer, turn)
 
-    def try_produce(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes,
-        values: Sequence[bytes | None],
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> Delivery | None:
+    def try_produce(self, turn: Turn) -> Delivery | None:
         """:meth:`produce`, or None at once while a flush runs (an event loop must not block)."""
         producer = self.producer()
         if not self._turn_lock.acquire(blocking=False):
             return None
         try:
-            return self._queue(producer, topic, partition, key, values, headers, loop)
+            return self._queue(producer, turn)
         finally:
             self._turn_lock.release()
 
-    def _queue(
-        self,
-        producer: Any,
-        topic: str,
-        partition: int,
-        key: bytes,
-        values: Sequence[bytes | None],
-        headers: list[tuple[str, bytes]] | None,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> Delivery:
+    def _queue(self, producer: Any, turn: Turn) -> Delivery:
         """Queue a turn's records, under the turn lock: no flush() runs meanwhile, so linger.ms
         holds them together and they leave in one Produce request."""
-        delivery = Delivery(len(values), loop)
+        values = turn.values
+        delivery = Delivery(len(values), turn.loop)
+        send = functools.partial(
+            producer.produce,
+            turn.topic,
+            key=turn.key,
+            partition=turn.partition,
+            headers=turn.headers,
+            on_delivery=delivery,
+        )
         for i, value in enumerate(values):
             try:
                 try:
-                    producer.produce(
-                        topic,
-                        value=value,
-                        key=key,
-                        partition=partition,
-                        headers=headers,
-                        on_delivery=delivery,
-                    )
+                    send(value=value)
                 except self._ck.KafkaException as e:
                     if i or _code(e) != self._ck.KafkaError._UNKNOWN_PARTITION:
                         raise
                     # the topic grew and the producer's metadata is older than ours: refresh it, retry
-                    producer.list_topics(topic, timeout=self.request_timeout)
-                    producer.produce(
-                        topic,
-                        value=value,
-                        key=key,
-                        partition=partition,
-                        headers=headers,
-                        on_delivery=delivery,
-                    )
+                    producer.list_topics(turn.topic, timeout=self.request_timeout)
+                    send(value=value)
             except (BufferError, self._ck.KafkaException) as e:
                 raise self.fail(
-                    f"queueing message {i + 1} of {len(values)} to {topic!r}"
+                    f"queueing message {i + 1} of {len(values)} to {turn.topic!r}"
                     + (" (the earlier ones may still be delivered)" if i else ""),
                     e,
                 ) from e
-        if loop is not None:  # the delivery thread flushes until the reports are in
+        if turn.loop is not None:  # the delivery thread flushes until the reports are in
             with self._lock:
                 self._async_pending += 1
             delivery.when_done(self._async_done)

@@ -68,6 +68,7 @@ from chatmemory.histories._kafka_clients import (
     CLEAR_HEADER,
     CursorStart,
     KafkaClients,
+    Turn,
     client_settings,
     fold,
     merge_partitions,
@@ -309,7 +310,7 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         if not messages:
             return
         values = [encode(m).encode("utf-8") for m in messages]
-        delivery = self._clients.produce(self.topic, self._my_partition(), self._key, values)
+        delivery = self._clients.produce(Turn(self.topic, self._my_partition(), self._key, values))
         self._clients.check(delivery, self.topic, flush_timeout_seconds)
 
     async def aadd_messages(
@@ -329,7 +330,7 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         loop = asyncio.get_running_loop()
         while True:  # the turn lock is held by a flush for at most a slice: wait without blocking
             delivery = self._clients.try_produce(
-                self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop
+                Turn(self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop)
             )
             if delivery is not None:
                 break
@@ -343,7 +344,7 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         """Forget the session: a clear marker on a shared topic; the seed layout deletes its topic."""
         if self.shared_topic:
             delivery = self._clients.produce(
-                self.topic, self._my_partition(), self._key, [None], headers=[(CLEAR_HEADER, b"1")]
+                Turn(self.topic, self._my_partition(), self._key, [None], headers=[(CLEAR_HEADER, b"1")])
             )
             self._clients.check(delivery, self.topic, self._clients.request_timeout)
         else:
