@@ -58,6 +58,8 @@ _PRODUCER_FIXED: Final[dict[str, Any]] = {
 _PRODUCER_DEFAULTS: Final[dict[str, Any]] = {"linger.ms": 5, "message.timeout.ms": 30000}
 #: Longest single flush() of a waiting writer or of the delivery thread (seconds).
 _FLUSH_SLICE: Final = 0.01
+#: Pause of the delivery thread between its flush slices, for writers waiting to queue a turn.
+_YIELD: Final = 0.001
 _CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
     "fetch.wait.max.ms": 10,  # an idle partition answers fast: reads end at the high watermark
     # a cold read scans a whole partition: fewer, larger fetches (librdkafka's default is 1 MiB)
@@ -329,6 +331,7 @@ class KafkaClients:
             if self._async_pending and len(producer):
                 with self._turn_lock:
                     producer.flush(_FLUSH_SLICE)
+                time.sleep(_YIELD)  # let writers waiting for the turn lock queue their turns
                 continue
             self._wake.wait(0.5)
             self._wake.clear()
@@ -507,16 +510,6 @@ class KafkaClients:
         with self._turn_lock:
             return self._queue(producer, turn)
 
-    def try_produce(self, turn: Turn) -> Delivery | None:
-        """:meth:`produce`, or None at once while a flush runs (an event loop must not block)."""
-        producer = self.producer()
-        if not self._turn_lock.acquire(blocking=False):
-            return None
-        try:
-            return self._queue(producer, turn)
-        finally:
-            self._turn_lock.release()
-
     def _queue(self, producer: Any, turn: Turn) -> Delivery:
         """Queue a turn's records, under the turn lock: no flush() runs meanwhile, so linger.ms
         holds them together and they leave in one Produce request."""
@@ -585,11 +578,14 @@ class KafkaClients:
                 self._sync_waiting -= 1
         return delivery.done.is_set()
 
-    def check(self, delivery: Delivery, topic: str, timeout: float | None) -> None:
+    def check(self, delivery: Delivery, topic: str, timeout: float | None, *, waited: float = 0.0) -> None:
+        """Raise unless every message of ``delivery`` was acknowledged (waiting up to ``timeout``;
+        ``waited``: seconds the caller already waited, for the message)."""
         if not self.wait(delivery, timeout):
             raise self.fail(
                 f"writing to {topic!r}",
-                f"not all messages were acknowledged within {timeout:g} s (they may still be delivered)",
+                f"not all messages were acknowledged within {(timeout or 0) + waited:g} s (they may "
+                "still be delivered)",
                 unavailable=True,
             )
         if delivery.errors:

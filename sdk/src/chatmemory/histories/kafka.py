@@ -328,17 +328,14 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         if self._clients.cached_partitions(self.topic) is None:
             await asyncio.to_thread(self._partition_count)  # metadata (and topic creation) when stale
         loop = asyncio.get_running_loop()
-        while True:  # the turn lock is held by a flush for at most a slice: wait without blocking
-            delivery = self._clients.try_produce(
-                Turn(self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop)
-            )
-            if delivery is not None:
-                break
-            await asyncio.sleep(0.0002)
+        turn = Turn(self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop)
+        # queueing waits for the turn lock (a flush holds it for at most a slice): in a thread, so
+        # the event loop never spins for it; the delivery itself is awaited without a thread
+        delivery = await asyncio.to_thread(self._clients.produce, turn)
         assert delivery.future is not None
         with contextlib.suppress(TimeoutError):  # check() below raises, naming the timeout
             await asyncio.wait_for(asyncio.shield(delivery.future), timeout)
-        self._clients.check(delivery, self.topic, 0)
+        self._clients.check(delivery, self.topic, 0, waited=timeout)
 
     def clear(self) -> None:
         """Forget the session: a clear marker on a shared topic; the seed layout deletes its topic."""
