@@ -7,6 +7,7 @@ primary of the cluster), so the tests can run against servers shared with other 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -158,3 +159,29 @@ def make_memory(
     yield make
     for m in made:
         m.close()
+
+
+@pytest.fixture
+def bootstrap(platform: Platform) -> str:
+    return platform["KAFKA_BOOTSTRAP"]
+
+
+def three_partition_topic(bootstrap: str, what: str) -> Iterator[str]:
+    """A fresh 3-partition topic on the platform's Kafka (for a fixture), deleted afterwards."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    name = f"cm.sdk.{what}.{uuid.uuid4().hex[:10]}"
+    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(timeout=30)
+    yield name
+    with contextlib.suppress(KafkaException):
+        admin.delete_topics([name], operation_timeout=30)[name].result(timeout=35)
+
+
+def without_key(binding: Binding, key: str, directory: Path) -> Path:
+    """The binding as mounted files, but for ``key`` (a Secret someone edited by hand)."""
+    for name, value in binding.to_secret_data().items():
+        if name != key:
+            (directory / name).write_text(value)
+    return directory

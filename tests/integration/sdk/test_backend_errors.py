@@ -19,7 +19,7 @@ from chatmemory.errors import BackendError, BackendUnavailable, BindingError
 from chatmemory.sql import table_ddl
 from langchain_core.messages import HumanMessage
 
-from tests.integration.sdk.conftest import redis_binding, uid
+from tests.integration.sdk.conftest import redis_binding, uid, without_key
 from tests.support.platform import Platform
 
 BAD_PEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
@@ -47,10 +47,7 @@ def test_redis_wrong_password(platform: Platform) -> None:
 
 def test_redis_missing_password_key(platform: Platform, tmp_path: Path) -> None:
     binding = redis_binding(platform, "REDIS_URL", f"cmtest:{uid()}:")
-    for key, value in binding.to_secret_data().items():
-        if key != "password":
-            (tmp_path / key).write_text(value)
-    with chatmemory.connect(path=tmp_path) as memory:
+    with chatmemory.connect(path=without_key(binding, "password", tmp_path)) as memory:
         for error in write_and_read(memory):
             assert "authentication failed" in str(error)
             assert "'password'" in str(error)
@@ -103,10 +100,7 @@ def test_sql_wrong_password(platform: Platform, server: str) -> None:
 
 def test_sql_missing_password_key(platform: Platform, tmp_path: Path) -> None:
     binding = sql_binding(platform, "MARIADB_URL")  # TiDB's root has no password to leave out
-    for key, value in binding.to_secret_data().items():
-        if key != "password":
-            (tmp_path / key).write_text(value)
-    with chatmemory.connect(path=tmp_path) as memory:
+    with chatmemory.connect(path=without_key(binding, "password", tmp_path)) as memory:
         for error in write_and_read(memory):
             assert "no password was sent" in str(error)
             assert "'password'" in str(error)

@@ -9,20 +9,17 @@ The broker is the platform's Kafka; the AdminClient grows the topic as the opera
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from chatmemory.contract import Binding
 from chatmemory.histories import _kafka_clients
 from chatmemory.histories.kafka import KafkaConnector, partition_for
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 from langchain_core.messages import AIMessage, HumanMessage
 
-from tests.support.platform import Platform
+from tests.integration.sdk.conftest import three_partition_topic
 
 #: A session whose partition under 3 partitions differs from its partition under 5.
 SESSION = next(
@@ -33,18 +30,8 @@ SESSION = next(
 
 
 @pytest.fixture
-def bootstrap(platform: Platform) -> str:
-    return platform["KAFKA_BOOTSTRAP"]
-
-
-@pytest.fixture
 def topic(bootstrap: str) -> Iterator[str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    name = f"cm.sdk.grow.{uuid.uuid4().hex[:10]}"
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(timeout=30)
-    yield name
-    with contextlib.suppress(KafkaException):
-        admin.delete_topics([name], operation_timeout=30)[name].result(timeout=35)
+    yield from three_partition_topic(bootstrap, "grow")
 
 
 def binding(bootstrap: str, topic: str, partition_history: str = "") -> Binding:

@@ -8,37 +8,23 @@ Produce-request figures are measured by ``measure_kafka_turn.py`` next to this f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from chatmemory.histories.kafka import KafkaChatMessageHistory
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from langchain_core.messages import AIMessage, HumanMessage
 
-from tests.support.platform import Platform
+from tests.integration.sdk.conftest import three_partition_topic
 
 LINGER_MS = 1000
 FAST = 0.5  # seconds: half the linger
 
 
 @pytest.fixture
-def bootstrap(platform: Platform) -> str:
-    return platform["KAFKA_BOOTSTRAP"]
-
-
-@pytest.fixture
 def topic(bootstrap: str) -> Iterator[str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    name = f"cm.sdk.flush.{uuid.uuid4().hex[:10]}"
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(timeout=30)
-    yield name
-    with contextlib.suppress(KafkaException):
-        admin.delete_topics([name], operation_timeout=30)[name].result(timeout=35)
+    yield from three_partition_topic(bootstrap, "flush")
 
 
 def turn(i: int) -> list[HumanMessage | AIMessage]:

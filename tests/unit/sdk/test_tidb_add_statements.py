@@ -11,9 +11,11 @@ from typing import Any
 
 import pymysql
 import pytest
-from chatmemory.contract import BackendKind, Binding
+from chatmemory.contract import Binding
 from chatmemory.histories.tidb import TiDBConnector
 from langchain_core.messages import AIMessage, HumanMessage
+
+from tests.unit.sdk.test_tidb_history import tidb_binding
 
 
 class _Cursor:
@@ -57,18 +59,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[dict[str, Any
 
 
 def binding(**overrides: object) -> Binding:
-    fields: dict[str, object] = {
-        "backend": BackendKind.TIDB,
-        "provider": "tidb",
-        "host": "127.0.0.1",
-        "port": 1,
-        "username": "u",
-        "password": "p",
-        "database": "cm_db",
-        "table": "messages",
-    }
-    fields.update(overrides)
-    return Binding.model_validate(fields)
+    return tidb_binding(**overrides)
 
 
 def test_an_add_without_max_messages_is_one_insert(sent: tuple[list[str], list[dict[str, Any]]]) -> None:
