@@ -226,6 +226,11 @@ async def memory_deleted(
     logger.info("deleted: %s", "; ".join(ev.message for ev in events))
 
 
+def force_deleted(body: Mapping[str, Any]) -> bool:
+    """The admin's ``chatmemory.io/force-delete: "true"``: finish a deletion now."""
+    return (body.get("metadata", {}).get("annotations") or {}).get(api.FORCE_DELETE_ANNOTATION) == "true"
+
+
 async def deletion_failed(
     body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, error: ReconcileError
 ) -> list[reconcile.Event]:
@@ -234,7 +239,7 @@ async def deletion_failed(
     annotation; under ``Retain`` when the error cannot pass (a store or its Secret gone, a spec
     the server refuses) or after a few retries; under ``Delete`` (the data matters) only when the
     spec can never work."""
-    forced = (body.get("metadata", {}).get("annotations") or {}).get(api.FORCE_DELETE_ANNOTATION) == "true"
+    forced = force_deleted(body)
     retain = (body.get("spec", {}).get("deletionPolicy") or "Retain") == api.DeletionPolicy.RETAIN.value
     final = not error.temporary or (retain and isinstance(error, SecretNotFound))
     if not (forced or final or (retain and retry >= CONFIG.retain_delete_retries)):
@@ -338,9 +343,7 @@ async def store_deleted(body: kopf.Body, memo: Any, retry: int, logger: Logger, 
     try:
         events = await asyncio.to_thread(reconcile.delete_store, _ctx(memo), api.to_plain(body))
     except ReconcileError as e:
-        forced = (body.get("metadata", {}).get("annotations") or {}).get(
-            api.FORCE_DELETE_ANNOTATION
-        ) == "true"
+        forced = force_deleted(body)
         if not (forced or not e.temporary or retry >= CONFIG.retain_delete_retries):
             raise kopf.TemporaryError(f"{e.reason}: {e}", delay=CONFIG.retry_backoff(retry)) from None
         message = f"the memories' users were not removed ({e}); remove them by hand"

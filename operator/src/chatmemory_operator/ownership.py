@@ -164,17 +164,22 @@ class Claims:
 
     def held(self, store: str, claims: Iterable[Claim], uid: str) -> dict[Claim, Held | None]:
         """Which of ``claims`` ``uid`` holds (None: another memory holds it, or nobody does)."""
+        return self.holdings(store, claims, uid)[0]
+
+    def holdings(
+        self, store: str, claims: Iterable[Claim], uid: str
+    ) -> tuple[dict[Claim, Held | None], bool]:
+        """:meth:`held`, and whether nobody holds any of ``claims`` (a memory provisioned before
+        claims existed), from one read of each Lease."""
         out: dict[Claim, Held | None] = {}
+        nobody = True
         for claim in claims:
             lease = self._kube.get_lease(self.namespace, lease_name(store, claim))
+            nobody = nobody and lease is None
             mine = lease is not None and _holder_uid(lease) == uid
             adopted = mine and _annotations(lease or {}).get(ADOPTED_ANNOTATION) == "true"
             out[claim] = Held(claim, adopted) if mine else None
-        return out
-
-    def unclaimed(self, store: str, claims: Iterable[Claim]) -> bool:
-        """Whether nobody holds any of ``claims`` (memories provisioned before claims existed)."""
-        return all(self._kube.get_lease(self.namespace, lease_name(store, c)) is None for c in claims)
+        return out, nobody
 
     def release(self, uid: str) -> None:
         """Drop every claim ``uid`` holds (its memory is deleted)."""

@@ -367,8 +367,8 @@ def _owns(ctx: Context, memory: api.ChatMemory, target: Target) -> dict[str, boo
     only when it did not adopt it); a memory provisioned before claims existed holds what nobody
     has claimed since."""
     store, claims = target.store.metadata.name, target.backend.claims(target.plan)
-    held = ctx.claims.held(store, claims, memory.metadata.uid)
-    legacy = memory.status.provisioned is not None and ctx.claims.unclaimed(store, claims)
+    held, nobody = ctx.claims.holdings(store, claims, memory.metadata.uid)
+    legacy = memory.status.provisioned is not None and nobody
     owns: dict[str, bool] = {}
     for claim in claims:  # a backend may need several users (one per rotation, in turn): all of them
         mine = held[claim]

@@ -17,6 +17,7 @@ from chatmemory import Binding, ChatMemory
 from chatmemory.contract import BackendKind
 from chatmemory.errors import BackendError, BackendUnavailable, BindingError
 from chatmemory.sql import table_ddl
+from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import HumanMessage
 
 from tests.integration.sdk.conftest import redis_binding, uid, without_key
@@ -194,18 +195,23 @@ class LateProxy:
             s.close()
 
 
+def stored_once_through_the_outage(memory: ChatMemory) -> BaseChatMessageHistory:
+    """A turn written while the proxy refuses connections: retried, and stored exactly once."""
+    history = memory.history(f"s-{uid()}")
+    start = time.monotonic()
+    history.add_messages([HumanMessage("during the outage")])  # refused, retried, sent once
+    assert time.monotonic() - start >= 0.9
+    assert [m.text for m in history.messages] == ["during the outage"]
+    return history
+
+
 def test_a_redis_turn_during_a_short_outage_is_stored_once(platform: Platform) -> None:
     real = redis_binding(platform, "REDIS_URL", f"cmtest:{uid()}:")
     proxy = LateProxy((real.host, real.port), down=1.0)
     try:
         binding = real.model_copy(update={"host": "127.0.0.1", "port": proxy.port})
         with ChatMemory(binding, timeout=5) as memory:
-            history = memory.history(f"s-{uid()}")
-            start = time.monotonic()
-            history.add_messages([HumanMessage("during the outage")])  # refused, retried, sent once
-            assert time.monotonic() - start >= 0.9
-            assert [m.text for m in history.messages] == ["during the outage"]
-            history.clear()
+            stored_once_through_the_outage(memory).clear()
     finally:
         proxy.close()
 
@@ -223,11 +229,7 @@ def test_a_sql_turn_during_a_short_outage_is_stored_once(platform: Platform, ser
             update={"host": "127.0.0.1", "port": proxy.port, "database": database, "table": "messages"}
         )
         with ChatMemory(binding, timeout=5) as memory:
-            history = memory.history(f"s-{uid()}")
-            start = time.monotonic()
-            history.add_messages([HumanMessage("during the outage")])  # refused, retried, sent once
-            assert time.monotonic() - start >= 0.9
-            assert [m.text for m in history.messages] == ["during the outage"]
+            stored_once_through_the_outage(memory)
     finally:
         proxy.close()
         with ChatMemory(admin) as setup, setup.connector._pool.cursor() as cur:  # type: ignore[attr-defined]
