@@ -80,3 +80,28 @@ def test_partitions_and_replication_must_be_positive() -> None:
         validate_plan(plan(partitions=0), sasl=False)
     with pytest.raises(InvalidSpec, match="replication"):
         validate_plan(plan(replication_factor=0), sasl=False)
+
+
+def test_partitions_beyond_the_stores_limit_are_refused_naming_the_field() -> None:
+    from chatmemory_operator.api import v1alpha1 as api
+    from chatmemory_operator.backends.base import MemoryPlan
+    from chatmemory_operator.backends.kafka import KafkaBackend
+    from chatmemory_operator.errors import LimitExceeded
+
+    store = api.ChatMemoryStore.from_body(
+        {"metadata": {"name": "k"}, "spec": {"kafka": {"bootstrapServers": "b:9092"}}}
+    )
+    common = MemoryPlan(namespace="ns", name="m", uid="u", ttl_seconds=60, max_messages=None, username="x")
+
+    def memory(partitions: int) -> api.ChatMemory:
+        body = {"metadata": {"name": "m", "namespace": "ns"}, "spec": {"kafka": {"partitions": partitions}}}
+        return api.ChatMemory.from_body(body)
+
+    assert KafkaBackend().plan(common, memory(64), store).partitions == 64  # the default limit
+    with pytest.raises(LimitExceeded, match=r"spec\.kafka\.partitions.*maxPartitions 64"):
+        KafkaBackend().plan(common, memory(65), store)
+    limited = store.model_copy(
+        update={"spec": store.spec.model_copy(update={"limits": api.StoreLimits(max_partitions=8)})}
+    )
+    with pytest.raises(LimitExceeded, match="maxPartitions 8"):
+        KafkaBackend().plan(common, memory(9), limited)
