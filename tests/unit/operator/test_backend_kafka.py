@@ -105,3 +105,36 @@ def test_partitions_beyond_the_stores_limit_are_refused_naming_the_field() -> No
     )
     with pytest.raises(LimitExceeded, match="maxPartitions 8"):
         KafkaBackend().plan(common, memory(9), limited)
+
+
+class _SlowMetadataAdmin:
+    """describe_configs answers UNKNOWN_TOPIC_OR_PART a few times, as just after CreateTopics."""
+
+    def __init__(self, unknown_times: int) -> None:
+        self.unknown_times = unknown_times
+        self.calls = 0
+
+    def describe_configs(self, resources: list[object], request_timeout: float) -> dict[object, object]:
+        from concurrent.futures import Future
+
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.calls += 1
+        fut: Future[object] = Future()
+        if self.calls <= self.unknown_times:
+            fut.set_exception(KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)))
+        else:
+            fut.set_result({})
+        return {resources[0]: fut}
+
+
+def test_a_new_topics_configs_are_read_after_its_metadata_settles() -> None:
+    from chatmemory_operator.backends.kafka import KafkaBackend
+    from confluent_kafka import KafkaException
+
+    admin = _SlowMetadataAdmin(unknown_times=2)
+    assert KafkaBackend()._topic_config(admin, "cm.ns.m", settle=True) == {}  # type: ignore[arg-type]
+    assert admin.calls == 3
+    # an existing topic that is unknown is an error at once, not a wait
+    with pytest.raises(KafkaException):
+        KafkaBackend()._topic_config(_SlowMetadataAdmin(unknown_times=1), "cm.ns.m")  # type: ignore[arg-type]

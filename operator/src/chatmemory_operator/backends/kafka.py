@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 _TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 #: Seconds the reachability probe waits before the store is declared unavailable.
 PROBE_TIMEOUT: Final = CONNECT_TIMEOUT + 2
+SETTLE_TIMEOUT: Final = 10.0  # a new topic's metadata reaches every broker well within this
 #: PBKDF2 iterations of the SCRAM credential (Kafka's minimum is 4096).
 SCRAM_ITERATIONS: Final = 8192
 TOPIC_OPERATIONS: Final = (AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE)
@@ -394,6 +396,7 @@ class KafkaBackend:
         with self._errors(store, secrets=(password,)) as admin:
             topic = self._describe_topic(admin, plan.topic)
             self._refuse_impossible(admin, store, plan, topic)
+            created = topic is None
             if topic is None:
                 topic = self._create_topic(admin, plan)
             if plan.partitions > topic.partitions:
@@ -402,7 +405,7 @@ class KafkaBackend:
                 )[plan.topic]
                 self._wait(fut)
             want = topic_configs(plan.ttl_seconds)
-            current = self._topic_config(admin, plan.topic)
+            current = self._topic_config(admin, plan.topic, settle=created)
             changed = {k: v for k, v in want.items() if current.get(k) != v}
             if changed:
                 res = ConfigResource(
@@ -522,10 +525,24 @@ class KafkaBackend:
         partitions = desc.partitions
         return _Topic(len(partitions), len(partitions[0].replicas) if partitions else 0)
 
-    def _topic_config(self, admin: AdminClient, topic: str) -> dict[str, str]:
+    def _topic_config(self, admin: AdminClient, topic: str, settle: bool = False) -> dict[str, str]:
+        """The topic's configs; ``settle`` waits out a just-created topic's metadata propagation.
+
+        A broker other than the controller may answer UNKNOWN_TOPIC_OR_PART for a moment after
+        CreateTopics returned (seen on KRaft under load), so a new topic gets a few short retries.
+        """
         res = ConfigResource(ResourceType.TOPIC, topic)
-        cfg = self._wait(admin.describe_configs([res], request_timeout=REQUEST_TIMEOUT)[res])
-        return {k: str(v.value) for k, v in cfg.items()}
+        delay = 0.05
+        deadline = time.monotonic() + (SETTLE_TIMEOUT if settle else 0)
+        while True:
+            try:
+                cfg = self._wait(admin.describe_configs([res], request_timeout=REQUEST_TIMEOUT)[res])
+                return {k: str(v.value) for k, v in cfg.items()}
+            except KafkaException as e:
+                if _code(e) != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     @staticmethod
     def _user_filter(username: str | None) -> AclBindingFilter:
