@@ -128,7 +128,8 @@ def test_redis_history_rejects_empty_session_ids_and_bad_settings() -> None:
     with pytest.raises(ValueError, match="session_id"):
         RedisChatMessageHistory("", redis_url="redis://127.0.0.1:1")
     with pytest.raises(ValueError, match="ttl"):
-        RedisChatMessageHistory("s", redis_url="redis://127.0.0.1:1", ttl=0)
+        RedisChatMessageHistory("s", redis_url="redis://127.0.0.1:1", ttl=-1)
+    assert RedisChatMessageHistory("s", redis_url="redis://127.0.0.1:1", ttl=0).ttl is None
     with pytest.raises(ValueError, match="max_messages"):
         RedisChatMessageHistory("s", redis_url="redis://127.0.0.1:1", max_messages=0)
 

@@ -266,13 +266,15 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
-        if ttl is not None and ttl <= 0:
-            # langchain-redis treats 0 as "no expiry" and a negative TTL as "expire every message
-            # at once" (EXPIRE <0 deletes the key: nothing is kept). Both are refused here.
+        if ttl is not None and ttl < 0:
+            # langchain-redis sends EXPIRE <negative>, which deletes the key at once: every message
+            # added is lost. That is never what a caller means, so it is refused here.
             raise ValueError(
-                f"ttl must be a positive number of seconds or None (got {ttl!r}); "
-                "pass None to keep the session forever"
+                f"ttl must be a positive number of seconds, 0 or None (got {ttl!r}); "
+                "0 and None keep the session forever"
             )
+        if ttl == 0:
+            ttl = None  # langchain-redis's "no expiry"
         if max_messages is not None and max_messages < 1:
             raise ValueError("max_messages must be at least 1 or None")
         self.session_id = session_id
