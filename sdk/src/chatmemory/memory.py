@@ -10,7 +10,8 @@ passed as ``get_session_history`` to ``RunnableWithMessageHistory``::
     chain = RunnableWithMessageHistory(model, memory.history)
 
 ``memory.checkpointer()`` gives the LangGraph checkpointer of the same memory
-(:mod:`chatmemory.checkpoint`, the ``langgraph`` extra).
+(:mod:`chatmemory.checkpoint`, the ``langgraph`` extra), and ``memory.store()`` its long-term
+store, a LangGraph ``BaseStore`` (:mod:`chatmemory.store`, same extra).
 
 ``timeout=`` (seconds, or :class:`Timeouts` for the connect and the operation timeouts apart) sets
 the timeouts of every client the memory builds, its checkpointers' included; default 5 s to connect
@@ -81,6 +82,24 @@ class ChatMemory:
         if self.timeouts != Timeouts():  # the defaults are checkpointer_for's own
             kwargs.setdefault("timeout", self.timeouts)
         return await _checkpoint_function("acheckpointer_for")(self.binding, **kwargs)
+
+    def store(self, index: Any = None, ttl: Any = None, **kwargs: Any) -> Any:
+        """A LangGraph ``BaseStore`` on the same memory: long-term memory across threads.
+
+        ``index``: LangGraph's ``IndexConfig`` (``dims``, ``embed``, ``fields``) for semantic search;
+        ``ttl``: its ``TTLConfig`` (``default_ttl`` in minutes, ``refresh_on_read``). Redis and
+        TiDB/MySQL memories serve it; a Kafka memory raises ``NotSupported``.
+        """
+        if self.timeouts != Timeouts():  # the defaults are store_for's own
+            kwargs.setdefault("timeout", self.timeouts)
+        return _lazy_function("chatmemory.store", "store_for")(self.binding, index=index, ttl=ttl, **kwargs)
+
+    async def astore(self, index: Any = None, ttl: Any = None, **kwargs: Any) -> Any:
+        """:meth:`store` for async code (its ``a*`` methods are native asyncio on Redis)."""
+        if self.timeouts != Timeouts():
+            kwargs.setdefault("timeout", self.timeouts)
+        function = _lazy_function("chatmemory.store", "astore_for")
+        return await function(self.binding, index=index, ttl=ttl, **kwargs)
 
     def close(self) -> None:
         """Close the memory's clients; histories from it stop working."""
@@ -272,17 +291,24 @@ def _url_timeouts(rest: dict[str, Any]) -> Timeouts:
 
 def _checkpoint_function(name: str) -> Any:
     """``chatmemory.checkpoint.<name>``, imported on first use (the ``langgraph`` extra)."""
+    return _lazy_function("chatmemory.checkpoint", name)
+
+
+def _lazy_function(module_name: str, name: str) -> Any:
+    """``<module_name>.<name>``, imported on first use: the module needs the ``langgraph`` extra."""
+    what = {"chatmemory.checkpoint": "LangGraph checkpointer", "chatmemory.store": "LangGraph store"}
+    label = what.get(module_name, module_name)
     try:
-        module: ModuleType = importlib.import_module("chatmemory.checkpoint")
+        module: ModuleType = importlib.import_module(module_name)
     except MissingExtra:
         raise
     except ImportError as e:
         if e.name and e.name.startswith("chatmemory"):
-            raise NotSupported(f"this chatmemory build has no LangGraph checkpointer: {e}") from e
+            raise NotSupported(f"this chatmemory build has no {label}: {e}") from e
         raise MissingExtra("langgraph", e.name or "langgraph-checkpoint") from e
     function = getattr(module, name, None)
     if function is None:
-        raise NotSupported(f"chatmemory.checkpoint has no {name}(): no LangGraph checkpointer in this build")
+        raise NotSupported(f"{module_name} has no {name}(): no {label} in this build")
     return function
 
 

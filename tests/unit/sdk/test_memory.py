@@ -124,6 +124,43 @@ async def test_acheckpointer_delegates_to_the_checkpoint_module(monkeypatch: pyt
     assert calls == [("sync", {"x": 1}), ("async", {"y": 2})]
 
 
+async def test_store_and_astore_delegate_to_the_store_module_with_the_memorys_timeouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    calls: list[tuple[str, object]] = []
+    fake = types.ModuleType("chatmemory.store")
+
+    def store_for(binding: object, **kw: object) -> str:
+        calls.append(("sync", kw))
+        return "store"
+
+    async def astore_for(binding: object, **kw: object) -> str:
+        calls.append(("async", kw))
+        return "astore"
+
+    fake.store_for = store_for  # type: ignore[attr-defined]
+    fake.astore_for = astore_for  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "chatmemory.store", fake)
+    with chatmemory.connect_url("redis://127.0.0.1:1?timeout=2") as memory:
+        assert memory.store(index={"dims": 3}) == "store"
+        assert await memory.astore(ttl={"default_ttl": 1}) == "astore"
+    timeouts = memory.timeouts
+    assert calls == [
+        ("sync", {"index": {"dims": 3}, "ttl": None, "timeout": timeouts}),
+        ("async", {"index": None, "ttl": {"default_ttl": 1}, "timeout": timeouts}),
+    ]
+
+
+def test_a_store_module_without_the_function_is_not_supported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    monkeypatch.setitem(sys.modules, "chatmemory.store", types.ModuleType("chatmemory.store"))
+    with chatmemory.connect_url("redis://127.0.0.1:1") as memory, pytest.raises(NotSupported, match="store"):
+        memory.store()
+
+
 def test_redis_history_rejects_empty_session_ids_and_bad_settings() -> None:
     with pytest.raises(ValueError, match="session_id"):
         RedisChatMessageHistory("", redis_url="redis://127.0.0.1:1")
