@@ -9,8 +9,10 @@ import pytest
 import redis
 from chatmemory.contract import Binding
 from confluent_kafka.admin import AdminClient
+from kubernetes import client
 
-from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for, wait_until
+from tests.e2e.conftest import E2E, kafka_conf_for, mysql_for, redis_for, uid, wait_until
+from tests.support.operator import running_operator
 
 KEYS = ("redis7", "cluster", "kafka-sasl", "tidb", "mariadb")
 
@@ -124,3 +126,44 @@ def test_scheduled_rotation_rotates_on_its_own(e2e: E2E) -> None:
             assert works(e2e.binding(name))
             wait_until(lambda b=before[key]: not works(b), timeout=20, what="the old password to stop")
             assert any(ev.reason == "CredentialsRotated" for ev in e2e.events(name))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("key", ["redis7", "tidb"])
+def test_an_operator_restart_during_the_grace_period_keeps_the_new_password_and_ends_the_old(
+    e2e: E2E, key: str
+) -> None:
+    """The grace state lives in the Secret's annotations, not in the process: an operator stopped
+    right after a rotation, and a new one started, neither rotates again (the new password stays)
+    nor forgets to end the previous one."""
+    namespace = f"cmr-e2e-{uid()}"
+    e2e.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    mine = E2E(e2e.platform, e2e.api, namespace, e2e.operator)
+    env = {"CHATMEMORY_STORE_SECRET_NAMESPACES": e2e.namespace}
+    name = f"restart-{key}-{uid()}"
+    try:
+        with running_operator(e2e.platform, namespaces="cmr-e2e-*", env=env) as first:
+            mine.operator = first
+            mine.create_memory(
+                name, e2e.stores[key].name, deletionPolicy="Delete", rotation={"gracePeriod": "15s"}
+            )
+            mine.wait_memory(name, timeout=90)
+            old = mine.binding(name)
+            mine.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": "r1"}}})
+            m = mine.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == "r1")
+            until = m["status"]["previousCredentialsUntil"]
+            new = mine.binding(name)
+        assert new.password != old.password
+        assert works(new) and works(old)  # no operator running: both still work
+        with running_operator(e2e.platform, namespaces="cmr-e2e-*", env=env) as second:
+            mine.operator = second
+            wait_until(lambda: not works(old), timeout=60, what="the previous credentials to end")
+            m = mine.wait_memory(name, check=lambda m: "previousCredentialsUntil" not in m["status"])
+            assert m["status"]["credentialsRotation"] == "r1" and m["status"]["rotatedAt"]
+            after = mine.binding(name)
+            assert (after.username, after.password) == (new.username, new.password)  # not rotated again
+            assert works(after)
+            assert until  # the first operator had published when the old credentials end
+            mine.delete_memory(name)
+    finally:
+        e2e.core.delete_namespace(namespace)
