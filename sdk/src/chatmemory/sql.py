@@ -26,18 +26,36 @@ that saw an error is closed, never reused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import math
 import queue
 import re
 import select
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+
+from chatmemory._connect import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT,
+    asyncmy_kwargs,
+    backoff,
+    live_mysql_kwargs,
+    require,
+)
+from chatmemory.contract import Binding, CredentialSource
+from chatmemory.errors import BackendError, BackendUnavailable
 
 if TYPE_CHECKING:
     import pymysql.connections
+
+T = TypeVar("T")
 
 _IDENT: Final = re.compile(r"^[A-Za-z0-9_]+$")
 #: Longest database or table name on TiDB, MySQL and MariaDB.
@@ -273,3 +291,288 @@ class MySQLPool:
         except Exception:  # noqa: BLE001 - any failure means: open a new one
             return False
         return True
+
+
+# -- errors, shared by the sync and async paths ------------------------------------------------------
+
+#: Client error codes of a connection that could not be opened or was lost (CR_CONN_HOST_ERROR,
+#: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED).
+UNAVAILABLE_CODES: Final = frozenset({2003, 2006, 2013, 2055})
+#: MySQL's refusals of a user or a privilege: access denied (1044, 1045), a command or a column
+#: denied (1142, 1143), a privilege needed (1227). A memory that follows its Secret re-reads it
+#: after one of these (a rotation: the previous user's grace period ended) and retries once.
+DENIED_CODES: Final = frozenset({1044, 1045, 1142, 1143, 1227})
+_ACCESS_DENIED: Final = 1045
+
+
+def describe_error(e: BaseException) -> str:
+    """A MySQL driver error (PyMySQL or asyncmy) as ``(code) message`` text."""
+    args: tuple[Any, ...] = tuple(getattr(e, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return f"{type(e).__name__}: {e}"
+
+
+def error_code(e: BaseException) -> int | None:
+    """The MySQL error code of a driver error, if it has one."""
+    args: tuple[Any, ...] = tuple(getattr(e, "args", ()))
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def denied(e: BackendError) -> bool:
+    """True when the server refused the user or a privilege (see :data:`DENIED_CODES`)."""
+    cause = e.__cause__
+    return cause is not None and error_code(cause) in DENIED_CODES
+
+
+def timed_out(e: BaseException) -> bool:
+    """True for a driver error caused by a timeout (a connect or a reply not in time)."""
+    text = str(e).lower()
+    return "timed out" in text or "read timeout" in text or isinstance(e.__cause__, TimeoutError)
+
+
+def mysql_error(e: BaseException, where: str) -> BackendError:
+    """A driver error as the SDK's error, naming ``where`` and the cause (never the password)."""
+    text = describe_error(e)
+    code = error_code(e)
+    if code == _ACCESS_DENIED and "using password: NO" in text:
+        return BackendError(
+            f"{where}: authentication failed: no password was sent (is the binding's key 'password' "
+            f"missing?): {text}"
+        )
+    if code == _ACCESS_DENIED:
+        return BackendError(f"{where}: authentication failed (wrong user name or password): {text}")
+    lower = text.lower()
+    if "ssl" in lower or "certificate" in lower:
+        return BackendError(f"{where}: TLS handshake failed (is the binding's CA the server's?): {text}")
+    if code in UNAVAILABLE_CODES:
+        cause = (
+            "timed out (the server accepted no connection or sent no reply in time)"
+            if timed_out(e)
+            else "connection refused or lost"
+        )
+        return BackendUnavailable(f"{where}: unreachable: {cause}: {text}")
+    return BackendError(f"{where}: {text}")
+
+
+# -- the asyncio pool --------------------------------------------------------------------------------
+
+#: Connections an :class:`AsyncMySQLPool` keeps open at most, per event loop (more callers wait).
+ASYNC_POOL_SIZE: Final = 16
+
+
+@dataclass
+class _LoopConnections:
+    """One event loop's share of an :class:`AsyncMySQLPool`: its idle connections and its limit."""
+
+    slots: asyncio.Semaphore
+    idle: list[tuple[Any, float, int]] = field(default_factory=list)  # (connection, last use, generation)
+
+
+class AsyncMySQLPool:
+    """Native asyncio connections to TiDB, MySQL or MariaDB (asyncmy): no thread is ever used.
+
+    ``kwargs`` are PyMySQL ``connect`` arguments, as :func:`chatmemory._connect.mysql_kwargs` builds
+    them from a binding (TLS context, timeouts, and ``binding`` when the credentials follow the
+    Secret) or a history parses them from a URL; ``where`` names the server in errors (the password
+    never appears in them). Each event loop gets its own connections (an asyncio connection belongs
+    to the loop that opened it), at most ``size`` open at once; more callers wait their turn.
+
+    Timeouts: a new connection must be open and authenticated within ``connect_timeout +
+    read_timeout``; each reply within ``read_timeout`` (asyncmy's own timer). Either raises
+    :class:`~chatmemory.errors.BackendUnavailable`. Reuse follows :class:`MySQLPool`: a connection
+    the server closed is dropped, one idle for ``ping_after`` seconds is pinged, one that saw an
+    error or a cancellation is closed. :meth:`run` adds the retry rules of the sync history.
+    """
+
+    def __init__(
+        self,
+        kwargs: Mapping[str, Any],
+        where: str,
+        *,
+        size: int = ASYNC_POOL_SIZE,
+        ping_after: float = PING_AFTER,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1 (got {size})")
+        self._asyncmy = require("asyncmy", "tidb")
+        self._kwargs = dict(kwargs)
+        self.where = where
+        self.size = size
+        self._ping_after = ping_after
+        connect = float(self._kwargs.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
+        self._operation = float(self._kwargs.get("read_timeout") or DEFAULT_OPERATION_TIMEOUT)
+        self._kwargs["read_timeout"] = self._operation
+        self._open_within = connect + self._operation
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped when the credentials are re-read: older connections go
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _mine(self) -> _LoopConnections:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            mine = self._loops.get(loop)
+            if mine is None:
+                mine = self._loops[loop] = _LoopConnections(asyncio.Semaphore(self.size))
+            return mine
+
+    async def _open(self) -> Any:
+        args = asyncmy_kwargs(live_mysql_kwargs(self._kwargs))
+        try:
+            async with asyncio.timeout(self._open_within):
+                return await self._asyncmy.connect(**args)
+        except TimeoutError as e:
+            raise BackendUnavailable(
+                f"{self.where}: unreachable: timed out (the server accepted no connection or sent no "
+                f"reply within {self._open_within:g} s)"
+            ) from e
+        except self._asyncmy.errors.MySQLError as e:
+            raise mysql_error(e, self.where) from e
+        except OSError as e:
+            raise BackendUnavailable(f"{self.where}: unreachable: connection refused or lost: {e}") from e
+
+    async def _reusable(self, conn: Any, idle_for: float, generation: int) -> bool:
+        if generation != self._generation or not conn.connected or getattr(conn, "_stream_broken", False):
+            return False
+        if idle_for < self._ping_after:
+            return True
+        try:
+            await conn.ping(reconnect=False)
+        except Exception:  # noqa: BLE001 - any failure means: open a new one
+            return False
+        return True
+
+    @asynccontextmanager
+    async def connection(self, opened: list[bool] | None = None) -> AsyncIterator[Any]:
+        """A live connection for one unit of work; closed, not pooled, if the work raised.
+
+        Driver errors are raised as :class:`~chatmemory.errors.BackendError` (``BackendUnavailable``
+        for a refused, lost or timed-out connection), with the driver's error as ``__cause__``.
+        ``opened`` gets ``True`` appended once a connection is open (a statement may reach the server).
+        """
+        if self._closed:
+            raise BackendError(f"{self.where}: the connection pool is closed")
+        mine = self._mine()
+        async with mine.slots:
+            conn = None
+            while mine.idle:
+                candidate, last, generation = mine.idle.pop()
+                if await self._reusable(candidate, time.monotonic() - last, generation):
+                    conn = candidate
+                    break
+                candidate.close()
+            generation = self._generation
+            if conn is None:
+                conn = await self._open()
+            if opened is not None:
+                opened.append(True)
+            try:
+                yield conn
+            except self._asyncmy.errors.MySQLError as e:
+                conn.close()
+                raise mysql_error(e, self.where) from e
+            except BaseException:
+                conn.close()  # state unknown after an error or a cancellation: never reuse it
+                raise
+            if self._closed or generation != self._generation:
+                await _quit(conn)
+            else:
+                mine.idle.append((conn, time.monotonic(), generation))
+
+    async def run(self, fn: Callable[[Any], Awaitable[T]], *, write: bool = False) -> T:
+        """``await fn(cursor)`` on a live connection, retried where it is safe.
+
+        A read (``write=False``, or a statement safe to repeat) is retried with backoff after a
+        refused or lost connection, within the operation timeout; a timeout is not retried. A write
+        is retried only when its connection could not be opened (it was never sent); otherwise the
+        :class:`~chatmemory.errors.BackendUnavailable` says ``applied=None``. When the server refuses
+        the credentials or a privilege and they follow a Secret, the Secret is read again, the
+        pool's connections go, and the call (which the server did not run) is made once more.
+        """
+        deadline = time.monotonic() + self._operation
+        refreshed = False
+        for attempt in itertools.count():
+            opened: list[bool] = []
+            try:
+                async with self.connection(opened) as conn, conn.cursor() as cur:
+                    return await fn(cur)
+            except BackendUnavailable as e:
+                delay = backoff(attempt)
+                cause = e.__cause__
+                safe = (not write or not opened) and cause is not None and not timed_out(cause)
+                if safe and time.monotonic() + delay < deadline:
+                    await asyncio.sleep(delay)
+                    continue
+                if write:
+                    e.applied = False if not opened else None
+                    e.args = (
+                        f"{e.args[0]} (the write may or may not have been applied: read the session "
+                        "before resending)"
+                        if opened
+                        else f"{e.args[0]} (the write was not sent)",
+                    )
+                raise
+            except BackendError as e:
+                source = self._source()
+                if refreshed or source is None or not denied(e):
+                    raise
+                refreshed = True
+                source.refresh()
+                await self.forget_connections()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _source(self) -> CredentialSource | None:
+        binding = self._kwargs.get("binding")
+        return binding.source if isinstance(binding, Binding) else None
+
+    async def forget_connections(self) -> None:
+        """Close the idle connections and retire the busy ones (after the credentials changed)."""
+        self._generation += 1
+        await self._close_idle()
+
+    async def _close_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            loops = list(self._loops.items())
+        for owner, mine in loops:
+            idle, mine.idle = mine.idle, []
+            for conn, _, _ in idle:
+                if owner is loop:
+                    await _quit(conn)
+                else:
+                    with contextlib.suppress(Exception):  # another loop's: close the transport only
+                        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection without a goodbye (busy ones are closed when returned)."""
+        self._closed = True
+        with self._lock:
+            loops = list(self._loops.values())
+        for mine in loops:
+            idle, mine.idle = mine.idle, []
+            for conn, _, _ in idle:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    async def aclose(self) -> None:
+        """Close every idle connection, saying goodbye (COM_QUIT) on the running loop's."""
+        self._closed = True
+        await self._close_idle()
+
+
+async def _quit(conn: Any) -> None:
+    """Close a connection politely, within a second; a peer that does not read is cut off."""
+    try:
+        async with asyncio.timeout(1.0):
+            await conn.ensure_closed()
+    except Exception:  # noqa: BLE001, S110 - closing: nothing to report
+        pass
+    finally:
+        conn.close()
