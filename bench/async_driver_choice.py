@@ -28,8 +28,8 @@ from bench.env import ROOT, env_path, mysql_params, read_env
 
 SESSIONS = 100
 TABLE = "msgs"
-INSERT = f"INSERT INTO {TABLE} (session_id, message) VALUES (%s, %s), (%s, %s)"  # noqa: S608
-SELECT = f"SELECT message FROM {TABLE} WHERE session_id = %s ORDER BY id"  # noqa: S608
+INSERT = f"INSERT INTO {TABLE} (session_id, message) VALUES (%s, %s), (%s, %s)"
+SELECT = f"SELECT message FROM {TABLE} WHERE session_id = %s ORDER BY id"
 MSG = json.dumps({"type": "human", "data": {"content": "x" * 200, "type": "human"}})
 
 
@@ -142,7 +142,9 @@ def measure(params: dict[str, Any], runs: int, pool_size: int) -> dict[str, floa
     try:
         for name, make in (("aiomysql", _aiomysql_pool), ("asyncmy", _asyncmy_pool)):
             if importlib.util.find_spec(name) is None:
-                print(f"  ({name} is not installed: `uv run --with {name} python -m bench.async_driver_choice`)")
+                print(
+                    f"  ({name} is not installed: uv run --with {name} python -m bench.async_driver_choice)"
+                )
                 continue
             pool, close = loop.run_until_complete(make(params, pool_size))
 
@@ -185,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         proxied = {**direct, "host": "127.0.0.1", "port": port}
         for label, params in (("direct (loopback)", direct), ("delay proxy", proxied)):
             rtt = _rtt(params)
-            print(f"\n{label}: SELECT 1 RTT {rtt * 1e3:.2f} ms; {SESSIONS} sessions x 1 turn, {args.runs} runs")
+            print(
+                f"\n{label}: SELECT 1 RTT {rtt * 1e3:.2f} ms; {SESSIONS} sessions x 1 turn, runs {args.runs}"
+            )
             res = measure(params, args.runs, args.pool)
             sync = res["PyMySQL sync (one after another)"]
             for name, t in res.items():
