@@ -36,11 +36,13 @@ from chatmemory.checkpoint._common import (
 )
 from chatmemory.checkpoint.redis import (
     INDEX_GRACE_SECONDS,
+    WRITES_WINDOW,
     Batch,
     Op,
     ThreadKeys,
     glob_escape,
     index_key,
+    latest_field,
     thread_keys,
     thread_of_key,
 )
@@ -219,7 +221,9 @@ class ChatMemoryRedisSaver(Saver):
         member = ns + SEP + cid
         record = pack(ctype.encode(), cdata, mtype.encode(), mdata, (addr.checkpoint_id or "").encode())
         cmds: builtins.list[Command] = [
-            ("HSET", keys.cp, member, record),
+            # The record, and its copy under the namespace's "latest" field (read by get_tuple
+            # without an id in the same round trip as the lookup of the latest id).
+            ("HSET", keys.cp, member, record, latest_field(ns), pack(cid.encode()) + record),
             ("ZADD", keys.cx, 0, member),
         ]
         blob_args: builtins.list[Any] = []
@@ -262,15 +266,28 @@ class ChatMemoryRedisSaver(Saver):
         keys = thread_keys(self.prefix, addr.thread_id)
         ns = addr.checkpoint_ns
         cid = addr.checkpoint_id
-        if cid is None:
-            (latest,) = yield Batch(
-                [("ZRANGE", keys.cx, f"({ns}\x01", f"[{ns}{SEP}", "BYLEX", "REV", "LIMIT", 0, 1)]
-            )
-            found = _members(latest)
-            if not found:
-                return None
-            cid = found[0].split(SEP)[1]
-        tuples = yield from self._load_op(addr.thread_id, [ns + SEP + cid], prefetch_writes=True)
+        if cid is not None:
+            tuples = yield from self._load_op(addr.thread_id, [ns + SEP + cid], prefetch_writes=True)
+            return tuples[0] if tuples else None
+        # The latest: its id, the copy of its record ``put`` keeps under the namespace's latest
+        # field, and the newest pending-write fields of the namespace, in one round trip; the
+        # blobs and the writes' values in a second. A stale copy (a later put won the race, or
+        # the thread was written before the copy existed) or more than WRITES_WINDOW writes on the
+        # latest checkpoint cost a third round trip, never a wrong answer.
+        hi, lo = f"({ns}\x01", f"[{ns}{SEP}"
+        latest, (copy,), window = yield Batch(
+            [
+                ("ZRANGE", keys.cx, hi, lo, "BYLEX", "REV", "LIMIT", 0, 1),
+                ("HMGET", keys.cp, latest_field(ns)),
+                ("ZRANGE", keys.wx, hi, lo, "BYLEX", "REV", "LIMIT", 0, WRITES_WINDOW),
+            ]
+        )
+        found = _members(latest)
+        if not found:
+            return None
+        member = found[0]
+        first = _prefetched(member, copy, _members(window))
+        tuples = yield from self._load_op(addr.thread_id, [member], prefetch_writes=True, first=first)
         return tuples[0] if tuples else None
 
     def _list_sources_op(self, q: Listing) -> Op[Sequence[str | None]]:
@@ -318,16 +335,24 @@ class ChatMemoryRedisSaver(Saver):
         prefetch_writes: bool = False,
         filter: dict[str, Any] | None = None,
         before_id: str | None = None,
+        first: tuple[builtins.list[Any], builtins.list[Any]] | None = None,
     ) -> Op[builtins.list[CheckpointTuple]]:
-        """Checkpoint tuples for ``<ns>\\0<id>`` members, in the given order (missing ones skipped)."""
+        """Checkpoint tuples for ``<ns>\\0<id>`` members, in the given order (missing ones skipped).
+
+        ``first``: the replies of the first round trip (the records, and with ``prefetch_writes``
+        the write ranges), when the caller already holds them.
+        """
         if not members:
             return []
         keys = thread_keys(self.prefix, thread_id)
-        cmds: builtins.list[tuple[Any, ...]] = [("HMGET", keys.cp, *members)]
-        if prefetch_writes:
-            cmds += [_write_range(keys, m) for m in members]
-        replies = yield Batch(cmds)
-        records, write_ranges = replies[0], replies[1:]
+        if first is None:
+            cmds: builtins.list[tuple[Any, ...]] = [("HMGET", keys.cp, *members)]
+            if prefetch_writes:
+                cmds += [_write_range(keys, m) for m in members]
+            replies = yield Batch(cmds)
+            records, write_ranges = replies[0], replies[1:]
+        else:
+            records, write_ranges = first
         loaded: builtins.list[tuple[str, str, Checkpoint, CheckpointMetadata, str | None]] = []
         kept: builtins.list[int] = []
         for i, (member, raw) in enumerate(zip(members, records, strict=True)):
@@ -440,10 +465,18 @@ class ChatMemoryRedisSaver(Saver):
         if not run_entries:
             return
         members = sorted({e.split(SEP, 1)[1] for e in run_entries})
-        ranges = yield Batch([_write_range(keys, m) for m in members])
+        namespaces = sorted({m.split(SEP)[0] for m in members})
+        *ranges, copies = yield Batch(
+            [
+                *(_write_range(keys, m) for m in members),
+                ("HMGET", keys.cp, *(latest_field(n) for n in namespaces)),
+            ]
+        )
         write_fields = [f for r in ranges for f in _members(r)]
+        gone = set(members)
+        stale = [latest_field(n) for n, c in zip(namespaces, copies, strict=True) if _copy_of(n, c) in gone]
         cmds: builtins.list[tuple[Any, ...]] = [
-            ("HDEL", keys.cp, *members),
+            ("HDEL", keys.cp, *members, *stale),
             ("ZREM", keys.cx, *members),
             ("ZREM", keys.rx, *run_entries),
         ]
@@ -467,7 +500,9 @@ class ChatMemoryRedisSaver(Saver):
         latest: dict[str, str] = {}
         for m in members:  # text order: the last member of a namespace is its newest checkpoint
             latest[m.split(SEP)[0]] = m
-        (records,) = yield Batch([("HMGET", keys.cp, *latest.values())])
+        records, copies = yield Batch(
+            [("HMGET", keys.cp, *latest.values()), ("HMGET", keys.cp, *map(latest_field, latest))]
+        )
         keep_ns: set[str] = set()  # namespaces left whole (DeltaChannel chains)
         keep_members: set[str] = set()
         keep_blobs: set[str] = set()
@@ -490,12 +525,20 @@ class ChatMemoryRedisSaver(Saver):
             return member.split(SEP)[0] not in keep_ns and member not in keep_members
 
         drop = [m for m in members if dropped(m)]
+        # A copy of a dropped checkpoint (puts out of id order) goes with it.
+        drop_copies = [
+            latest_field(ns)
+            for ns, c in zip(latest, copies, strict=True)
+            if (copied := _copy_of(ns, c)) and dropped(copied)
+        ]
         drop_writes = [f for f in _members(wx) if dropped(SEP.join(f.split(SEP)[:2]))]
         drop_runs = [e for e in _members(rx) if dropped(e.split(SEP, 1)[1])]
         drop_blobs = [f for f in _members(bl) if f.split(SEP)[0] not in keep_ns and f not in keep_blobs]
         cmds: builtins.list[tuple[Any, ...]] = []
+        if drop or drop_copies:
+            cmds.append(("HDEL", keys.cp, *drop, *drop_copies))
         if drop:
-            cmds += [("HDEL", keys.cp, *drop), ("ZREM", keys.cx, *drop)]
+            cmds.append(("ZREM", keys.cx, *drop))
         if drop_writes:
             cmds += [("HDEL", keys.wr, *drop_writes), ("ZREM", keys.wx, *drop_writes)]
         if drop_runs:
@@ -629,6 +672,29 @@ async def _acluster_transaction(
         if isinstance(reply, Exception):
             raise reply
     return list(replies)
+
+
+def _prefetched(
+    member: str, copy: bytes | None, window: builtins.list[str]
+) -> tuple[builtins.list[Any], builtins.list[Any]] | None:
+    """The latest checkpoint's record and write fields from the first round trip of a "latest"
+    read (as :meth:`ChatMemoryRedisSaver._load_op` would read them), or None when that round trip
+    cannot tell: the copy is of another checkpoint, or the window may have cut its writes short."""
+    header = pack(member.split(SEP)[1].encode())
+    if copy is None or not copy.startswith(header):
+        return None
+    prefix = member + SEP
+    # ``window`` is newest first: it holds every write of ``member`` when it was not full or
+    # reached below them (fields of newer ids, from a put racing this read, are skipped).
+    if len(window) >= WRITES_WINDOW and window[-1] >= prefix:
+        return None
+    mine = [f for f in reversed(window) if f.startswith(prefix)]
+    return [copy[len(header) :]], [mine]
+
+
+def _copy_of(ns: str, copy: bytes | None) -> str | None:
+    """The member (``<ns>\\0<id>``) whose record a namespace's latest field holds, if any."""
+    return None if copy is None else ns + SEP + unpack(copy)[0].decode()
 
 
 def _write_range(keys: ThreadKeys, member: str) -> tuple[Any, ...]:

@@ -5,6 +5,7 @@ redis-py client. No module (RedisJSON, RediSearch) and no script is needed: a th
 all sharing the hash tag ``{<thread_id>}`` so that a thread lives in one cluster slot::
 
     <prefix>{<thread>}:cp   HASH  "<ns>\\0<checkpoint_id>"                -> checkpoint record
+                                  "<ns>\\0" -> the id and record of the namespace's last put
     <prefix>{<thread>}:cx   ZSET  "<ns>\\0<checkpoint_id>"                 (score 0: ordered by text)
     <prefix>{<thread>}:bl   HASH  "<ns>\\0<channel>\\0<version>"            -> channel value
     <prefix>{<thread>}:wr   HASH  "<ns>\\0<checkpoint_id>\\0<task>\\0<idx>"  -> pending write
@@ -22,10 +23,15 @@ writes included. On a standalone server the same ``MULTI`` adds the thread to th
 (``ZADD GT``), drops entries older than ``ttl`` + :data:`INDEX_GRACE_SECONDS` and refreshes the
 index's own expiry; on a cluster these go to the index's slot in a round trip just before the
 write. ``delete_thread`` is one ``UNLINK`` (and ``ZREM`` from the index: in the same ``MULTI``, or
-right after on a cluster). Reads take two round trips (three for "latest"). Only
-``delete_for_runs`` and listing without a thread (``list(None)``) look across threads, by reading
-the index: the memory's user needs no ``SCAN`` (which an ACL cannot confine to a prefix: it lists
-every key of the server).
+right after on a cluster). ``get_tuple`` takes two round trips, "latest" included: ``put`` copies
+the record under the namespace's ``"<ns>\\0"`` field of ``cp``, so the first round trip reads the
+latest id, that copy and the newest :data:`WRITES_WINDOW` pending-write fields of the namespace
+together (pipelined, no script); a copy that does not match the latest id (a thread written before
+the copy existed, or puts racing out of id order) or a latest checkpoint with more pending writes
+than the window costs one more round trip, never a wrong answer. ``delete_for_runs`` and ``prune``
+drop a copy whose checkpoint they delete. Only ``delete_for_runs`` and listing without a thread
+(``list(None)``) look across threads, by reading the index: the memory's user needs no ``SCAN``
+(which an ACL cannot confine to a prefix: it lists every key of the server).
 
 The saver (``chatmemory.checkpoint._redis_saver``) is written once, as *operations* that yield
 batches of commands and receive their replies; a sync driver (``redis.Redis`` / ``RedisCluster``)
@@ -47,11 +53,13 @@ __all__ = [
     "EXTRA_REDIS_COMMANDS",
     "INDEX_GRACE_SECONDS",
     "REDIS_COMMANDS",
+    "WRITES_WINDOW",
     "Batch",
     "ThreadKeys",
     "escape_thread",
     "glob_escape",
     "index_key",
+    "latest_field",
     "thread_keys",
     "thread_of_key",
     "unescape_thread",
@@ -89,6 +97,10 @@ _SUFFIXES: Final = ("cp", "cx", "bl", "wr", "wx", "rx")
 #: An index entry outlives its thread's expiry by this much before it is dropped: the entries'
 #: scores come from the writers' clocks, which may differ from the server's (and each other's).
 INDEX_GRACE_SECONDS: Final = 600
+
+#: Pending-write fields of a namespace read, newest first, beside the latest checkpoint's id: enough
+#: for the writes of any checkpoint with fewer than this many (more cost one more round trip).
+WRITES_WINDOW: Final = 32
 
 T = TypeVar("T")
 
@@ -139,6 +151,11 @@ class ThreadKeys:
 def thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
     base = f"{prefix}{{{escape_thread(thread_id)}}}:"
     return ThreadKeys(*(base + s for s in _SUFFIXES))
+
+
+def latest_field(ns: str) -> str:
+    """The field of ``cp`` holding a copy of the namespace's last put (its id, then its record)."""
+    return ns + "\0"
 
 
 def index_key(prefix: str) -> str:
