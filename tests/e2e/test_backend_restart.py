@@ -7,58 +7,13 @@ ACL user too: the operator's drift check puts it back, and the memory is Ready a
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.e2e.conftest import E2E, condition, uid, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisProcess:
-    """A throwaway redis-server with an ``admin`` user, stoppable and restartable on one port."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port, self.password, self.workdir = free_port(), uuid.uuid4().hex, workdir
-        self.cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", str(workdir), "--user", "default", "off",
-                    "--user", "admin", "on", f">{self.password}", "~*", "&*", "+@all"]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, username="admin", password=self.password, socket_timeout=5)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with self.client() as c:
-                    c.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-            self.proc = None
+from tests.support.servers import RedisProcess
 
 
 @pytest.fixture
