@@ -81,6 +81,7 @@ class Key(enum.StrEnum):
     DATABASE = "database"
     TABLE = "table"
     CHECKPOINT_TABLE_PREFIX = "checkpoint_table_prefix"
+    STORE_TABLE_PREFIX = "store_table_prefix"
 
 
 _BOOL_TRUE = {"true", "1", "yes"}
@@ -142,6 +143,11 @@ class Binding(BaseModel):
     database: str = ""
     table: str = ""
     checkpoint_table_prefix: str = ""
+    store_table_prefix: str = Field(
+        default="",
+        description="Prefix of the LangGraph store's tables (<prefix>store_items, <prefix>store_vectors); "
+        "empty when the operator that wrote the Secret predates the store.",
+    )
 
     @field_validator("contract_version")
     @classmethod

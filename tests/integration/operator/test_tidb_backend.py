@@ -20,6 +20,8 @@ import pytest
 from chatmemory.checkpoint.sql import DEFAULT_TABLE_PREFIX as CP
 from chatmemory.checkpoint.sql import checkpoint_table_names
 from chatmemory.contract import Binding
+from chatmemory.store.sql import DEFAULT_TABLE_PREFIX as STORE
+from chatmemory.store.sql import store_event_name, store_table_names
 from chatmemory_operator.backends.base import DeletionPolicy, MemoryPlan, StoreConnection
 from chatmemory_operator.backends.tidb import EVENT_NAME, TiDBBackend, grant_pattern
 from chatmemory_operator.errors import BackendUnavailable
@@ -98,14 +100,15 @@ def mysql_code(call: Any) -> int:
 
 
 def expected_grants(p: MemoryPlan) -> list[str]:
-    """Data rights on the memory's database, plus UPDATE on the checkpointer's tables only."""
+    """Data rights on the memory's database, plus UPDATE on the checkpointer's and the store's
+    tables only."""
     return sorted(
         [
             f"GRANT SELECT,INSERT,DELETE ON '{grant_pattern(p.database)}'.* TO '{p.username}'@'%'",
             f"GRANT USAGE ON *.* TO '{p.username}'@'%'",
             *(
                 f"GRANT UPDATE ON '{p.database}'.'{t}' TO '{p.username}'@'%'"
-                for t in checkpoint_table_names(CP)
+                for t in (*checkpoint_table_names(CP), *store_table_names(STORE))
             ),
         ]
     )
@@ -122,7 +125,12 @@ def test_check_reports_provider_and_ttl_mechanism(
     info = backend.check(sql_store(platform, key))
     assert info.provider == provider
     assert info.version
-    assert info.capabilities == {"ttl": provider == "tidb", "events": provider != "tidb", "json": True}
+    assert info.capabilities == {
+        "ttl": provider == "tidb",
+        "events": provider != "tidb",
+        "json": True,
+        "vector": provider == "tidb",  # TiDB 8.5 on the platform: VECTOR, ranked in SQL
+    }
 
 
 def test_ensure_twice_converges_to_one_database_table_user_and_grant(
@@ -138,7 +146,9 @@ def test_ensure_twice_converges_to_one_database_table_user_and_grant(
     tables = rows(
         store, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (p.database,)
     )
-    assert sorted(t["TABLE_NAME"] for t in tables) == sorted([p.table, *checkpoint_table_names(CP)])
+    assert sorted(t["TABLE_NAME"] for t in tables) == sorted(
+        [p.table, *checkpoint_table_names(CP), *store_table_names(STORE)]
+    )
     ddl = create_table(store, p)
     for column in (
         "`id` bigint",
@@ -159,8 +169,9 @@ def test_ensure_twice_converges_to_one_database_table_user_and_grant(
             "ORDER BY EVENT_NAME",
             (p.database,),
         )
-        assert events == [  # the messages' expiry and the checkpointer's
+        assert events == [  # the messages' expiry, the checkpointer's and the store's
             {"EVENT_NAME": f"{CP}checkpoint_ttl", "STATUS": "ENABLED"},
+            {"EVENT_NAME": store_event_name(STORE), "STATUS": "ENABLED"},
             {"EVENT_NAME": "chatmemory_ttl", "STATUS": "ENABLED"},
         ]
     assert user_count(store, p) == 1
@@ -171,6 +182,7 @@ def test_ensure_twice_converges_to_one_database_table_user_and_grant(
     assert observed.details["ttl_mechanism"] == ("ttl_clause" if tidb(store) else "event")
     assert first.uri == f"mysql://{p.username}:pw-1@{store.host}:{store.port}/{p.database}"
     assert (first.database, first.table, first.ttl_seconds) == (p.database, p.table, 3600)
+    assert first.store_table_prefix == STORE
 
 
 def test_memory_user_reads_and_writes_its_table_and_is_denied_elsewhere(
@@ -401,3 +413,111 @@ def test_a_database_named_with_grant_wildcards_grants_that_database_only(
             with pytest.raises(pymysql.MySQLError) as denied:
                 cur.execute(probe)
             assert denied.value.args[0] in (1142, 1044, 1105), denied.value.args
+
+
+# -- the LangGraph store's tables (issue 17) --------------------------------------------------------
+
+
+def store_ddl(store: StoreConnection, p: MemoryPlan, table: str) -> str:
+    return str(rows(store, f"SHOW CREATE TABLE `{p.database}`.`{table}`")[0]["Create Table"])
+
+
+def test_store_tables_hold_vectors_of_any_dimension_and_expire_on_the_server(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    """TiDB: a dimension-free VECTOR column and the row TTL on expires_at; MariaDB: float32 bytes
+    and the store's EVENT. The memory's user inserts vectors of two dimensions without any DDL."""
+    p = plan()
+    memories.append(p)
+    b = backend.ensure(store, p, "pw")
+    items, vectors = store_table_names(b.store_table_prefix)
+    for table in (items, vectors):
+        ddl = store_ddl(store, p, table)
+        assert "`expires_at` timestamp(6) NULL" in ddl
+        if tidb(store):
+            assert "TTL=`expires_at` + INTERVAL 0 MINUTE" in ddl and "TTL_ENABLE='ON'" in ddl
+        else:
+            assert "KEY `expires_idx` (`expires_at`)" in ddl
+    assert "PRIMARY KEY (`namespace`,`key`)" in store_ddl(store, p, items)
+    vector_ddl = store_ddl(store, p, vectors)
+    assert ("`embedding` vector NOT NULL" if tidb(store) else "`embedding` mediumblob NOT NULL") in vector_ddl
+    if not tidb(store):
+        event = rows(
+            store,
+            "SELECT STATUS, EVENT_DEFINITION FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = %s",
+            (p.database, store_event_name(STORE)),
+        )
+        assert event[0]["STATUS"] == "ENABLED"
+        assert all(
+            f"`{t}` WHERE `expires_at` <= NOW(6)" in event[0]["EVENT_DEFINITION"] for t in (items, vectors)
+        )
+    with as_memory(b) as conn, conn.cursor() as cur:
+        for dims in (3, 5):
+            embedding = "[" + ",".join(["0.5"] * dims) + "]" if tidb(store) else b"\0" * (4 * dims)
+            cur.execute(
+                f"INSERT INTO `{vectors}` (namespace, `key`, field, embedding) VALUES (%s, %s, '$', %s)",
+                ("ns", f"k{dims}", embedding),
+            )
+        cur.execute(f"SELECT COUNT(*) AS n FROM `{vectors}`")
+        assert cur.fetchone()["n"] == 2
+
+
+def test_memory_user_upserts_its_store_tables_and_may_not_alter_them(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p = plan()
+    memories.append(p)
+    b = backend.ensure(store, p, "pw")
+    items, _vectors = store_table_names(b.store_table_prefix)
+    upsert = (
+        f"INSERT INTO `{items}` (namespace, `key`, value) VALUES ('ns', 'k', %s) "
+        "ON DUPLICATE KEY UPDATE value = VALUES(value)"
+    )
+    with as_memory(b) as conn, conn.cursor() as cur:
+        cur.execute(upsert, ('{"v": 1}',))
+        cur.execute(upsert, ('{"v": 2}',))
+        cur.execute(f"SELECT value FROM `{items}`")
+        assert [r["value"] for r in cur.fetchall()] == [b'{"v": 2}']
+        assert mysql_code(lambda: cur.execute(f"ALTER TABLE `{items}` ADD COLUMN x INT")) in DENIED
+        assert mysql_code(lambda: cur.execute(f"DROP TABLE `{items}`")) in DENIED
+        assert mysql_code(lambda: cur.execute(f"CREATE TABLE `{STORE}store_vectors_1536` (id INT)")) in DENIED
+
+
+def test_a_dropped_store_table_or_its_expiry_is_drift_and_comes_back(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    p = plan()
+    memories.append(p)
+    backend.ensure(store, p, "pw")
+    assert backend.observe(store, p).drift == ()
+    items, vectors = store_table_names(STORE)
+    rows(store, f"DROP TABLE `{p.database}`.`{vectors}`")
+    observed = backend.observe(store, p)
+    assert observed.details["store_tables"] == f"missing {vectors}"
+    assert any("store" in d.what for d in observed.drift)
+    backend.ensure(store, p, "pw")
+    assert backend.observe(store, p).drift == ()
+    assert "`embedding`" in store_ddl(store, p, vectors)
+
+    if tidb(store):
+        rows(store, f"ALTER TABLE `{p.database}`.`{items}` REMOVE TTL")
+        assert backend.observe(store, p).details["store_tables"] == f"the row TTL of {items} was changed"
+    else:
+        rows(store, f"DROP EVENT `{p.database}`.`{store_event_name(STORE)}`")
+        assert backend.observe(store, p).details["store_tables"] == "the expiry event was changed or dropped"
+    backend.ensure(store, p, "pw")
+    assert backend.observe(store, p).drift == ()
+    if tidb(store):
+        assert "TTL=`expires_at` + INTERVAL 0 MINUTE" in store_ddl(store, p, items)
+
+
+def test_a_binding_without_the_store_table_prefix_is_rewritten(
+    backend: TiDBBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    """A Secret written by an operator from before the store: the next reconcile runs ensure."""
+    p = plan()
+    memories.append(p)
+    b = backend.ensure(store, p, "pw")
+    assert backend.binding_current(b, store, p)
+    assert not backend.binding_current(b.model_copy(update={"store_table_prefix": ""}), store, p)

@@ -1,14 +1,17 @@
 """Pure parts of the TiDB backend: identifier rules, TTL clause and its parsing, DDL, EVENT body,
-and the retry around TiDB's privilege cache (a scripted cursor; the race itself is reproduced
-in tests/integration/operator/test_tidb_backend.py)."""
+the store's vector rule and table grants, and the retry around TiDB's privilege cache (a
+scripted cursor; the race itself is reproduced in tests/integration/operator/test_tidb_backend.py)."""
 
 from __future__ import annotations
 
 import pymysql
 import pytest
+from chatmemory.contract import BackendKind, Binding
 from chatmemory_operator.backends.tidb import (
     PRIVILEGE_RELOADS,
+    SQLConnection,
     SQLPlan,
+    TiDBBackend,
     event_body,
     execute_with_fresh_privileges,
     parse_ttl,
@@ -17,6 +20,7 @@ from chatmemory_operator.backends.tidb import (
     table_ddl,
     ttl_clause,
     ttl_interval,
+    update_tables,
     validate_identifier,
     validate_plan,
 )
@@ -146,6 +150,55 @@ def test_server_flavour_comes_from_version(version: str, provider: str, short: s
     server = server_from_version(version, "ON")
     assert (server.provider, server.version) == (provider, short)
     assert server.event_scheduler is (provider != "tidb")
+
+
+@pytest.mark.parametrize(
+    ("version", "vector"),
+    [
+        ("8.0.11-TiDB-v8.5.0-chatmemory-e4e814fdc0af", True),
+        ("8.0.11-TiDB-v8.4.0", True),
+        ("8.0.11-TiDB-v7.5.2", False),  # no VECTOR type before 8.4: the store ranks in the SDK
+        ("10.11.19-MariaDB-0+deb12u1", False),
+        ("8.4.3", False),
+    ],
+)
+def test_only_tidb_8_4_and_later_keep_store_embeddings_as_vector(version: str, vector: bool) -> None:
+    assert server_from_version(version, "ON").vector is vector
+
+
+def _tidb_binding(**overrides: object) -> Binding:
+    fields: dict[str, object] = {
+        "backend": BackendKind.TIDB,
+        "provider": "tidb",
+        "host": "db",
+        "port": 4000,
+        "username": "cm_user",
+        "password": "pw",
+        "database": "cm_db",
+        "table": "messages",
+        "checkpoint_table_prefix": "chatmemory_",
+        "store_table_prefix": "chatmemory_",
+    }
+    fields.update(overrides)
+    return Binding(**fields)  # type: ignore[arg-type]
+
+
+def test_a_binding_from_before_the_store_is_not_current_so_the_store_tables_get_made() -> None:
+    store = SQLConnection(name="s", host="db", port=4000)
+    backend = TiDBBackend()
+    assert backend.binding_current(_tidb_binding(), store, plan())
+    assert not backend.binding_current(_tidb_binding(store_table_prefix=""), store, plan())
+
+
+def test_the_memory_user_may_update_the_checkpoint_and_store_tables_only() -> None:
+    assert update_tables(plan()) == (
+        "chatmemory_checkpoints",
+        "chatmemory_checkpoint_blobs",
+        "chatmemory_checkpoint_writes",
+        "chatmemory_store_items",
+        "chatmemory_store_vectors",
+    )
+    assert update_tables(plan(store_table_prefix="cm2_"))[-2:] == ("cm2_store_items", "cm2_store_vectors")
 
 
 class _Cursor:

@@ -9,8 +9,12 @@ Called by the reconcile layer through :class:`~chatmemory_operator.backends.base
   ``AUTO_ID_CACHE 1`` and TiDB's row ``TTL`` clause on TiDB;
 - on MySQL/MariaDB, where there is no TTL clause, an EVENT ``chatmemory_ttl`` in the memory's
   database that deletes expired rows every minute;
-- a user ``'<user>'@'%'`` with ``SELECT, INSERT, DELETE`` on ``<db>.*`` and nothing else (extra
-  grants found on the user are revoked).
+- the LangGraph checkpointer's three tables and the LangGraph store's two
+  (:mod:`chatmemory.checkpoint.sql`, :mod:`chatmemory.store.sql`), each with its expiry: TiDB's
+  row TTL, or on MySQL/MariaDB one EVENT per feature;
+- a user ``'<user>'@'%'`` with ``SELECT, INSERT, DELETE`` on ``<db>.*``, ``UPDATE`` on the
+  checkpoint and store tables only (upserts), and nothing else (extra grants found on the user
+  are revoked).
 
 ``Delete`` drops the database and the user; ``Retain`` drops the user only (the table keeps its
 TTL clause or event, so retained rows still expire). Identifiers are validated strictly and
@@ -45,6 +49,7 @@ from chatmemory.sql import (  # defined once in the SDK; re-exported here for ca
     ttl_clause,
     ttl_interval,
 )
+from chatmemory.store import sql as store_sql
 from pymysql.cursors import DictCursor
 
 from chatmemory_operator import naming
@@ -59,7 +64,8 @@ _SYSTEM_SCHEMAS: Final = frozenset(
     {"mysql", "information_schema", "performance_schema", "sys", "metrics_schema", "test"}
 )
 #: The only privileges a memory's user holds on its own database; the message table stays
-#: append-only. The LangGraph checkpointer upserts, so it also gets UPDATE on its own three tables.
+#: append-only. The LangGraph checkpointer and store upsert, so the user also gets UPDATE on their
+#: own tables (three and two), and only there.
 GRANTS: Final[tuple[str, ...]] = ("SELECT", "INSERT", "DELETE")
 TABLE_GRANT: Final = "UPDATE"
 _GRANT_COLUMNS: Final = frozenset(f"{p.capitalize()}_priv" for p in GRANTS)
@@ -80,6 +86,7 @@ class SQLPlan(MemoryPlan):
     database: str
     table: str = naming.DEFAULT_TABLE
     checkpoint_table_prefix: str = ""
+    store_table_prefix: str = ""
 
 
 def grant_pattern(database: str) -> str:
@@ -124,6 +131,7 @@ class _Server:
     provider: str  # tidb, mariadb, mysql
     version: str
     event_scheduler: bool
+    vector: bool = False  # embeddings as VECTOR, ranked in SQL (chatmemory.store.sql.vector_in_sql)
 
     @property
     def tidb(self) -> bool:
@@ -134,7 +142,7 @@ def server_from_version(version: str, event_scheduler: str = "") -> _Server:
     """Provider and a short version from ``SELECT VERSION()`` (TiDB: ``8.0.11-TiDB-v8.5.0-...``)."""
     if "tidb" in version.lower():
         m = re.search(r"TiDB-(v[0-9][^-\s]*)", version)
-        return _Server("tidb", m.group(1) if m else version, False)
+        return _Server("tidb", m.group(1) if m else version, False, store_sql.vector_in_sql(version))
     provider = "mariadb" if "mariadb" in version.lower() else "mysql"
     return _Server(provider, version.split("-")[0], event_scheduler.upper() in ("ON", "1"))
 
@@ -229,6 +237,7 @@ class TiDBBackend:
         users = (plan.username, base.alternate_user(plan.username))
         return (
             bool(binding.checkpoint_table_prefix)
+            and binding.store_table_prefix == _store_prefix(plan)
             and binding.username in users
             and (
                 binding.host,
@@ -260,7 +269,12 @@ class TiDBBackend:
         return StoreInfo(
             version=server.version,
             provider=server.provider,
-            capabilities={"ttl": server.tidb, "events": server.event_scheduler, "json": True},
+            capabilities={
+                "ttl": server.tidb,
+                "events": server.event_scheduler,
+                "json": True,
+                "vector": server.vector,
+            },
         )
 
     def observe(self, store: SQLConnection, plan: SQLPlan, prior: Prior = base.NO_PRIOR) -> Observed:
@@ -283,7 +297,7 @@ class TiDBBackend:
                 "table": plan.table,
             }
             if user_exists:
-                ok, extras, missing = self._grant_state(cur, plan, _checkpoint_tables(plan))
+                ok, extras, missing = self._grant_state(cur, plan, update_tables(plan))
                 complete = ok and not missing
                 details["grants"] = "ok" if complete and not extras else ("extra" if extras else "missing")
             if server.tidb:
@@ -300,6 +314,7 @@ class TiDBBackend:
                 if event is not None:
                     details["ttl_seconds"] = str(event[0])
                     details["ttl_enabled"] = str(event[1]).lower()
+            details["store_tables"] = self._store_state(cur, plan, server)
         return Observed(
             exists=table_exists,
             user_exists=user_exists,
@@ -318,6 +333,9 @@ class TiDBBackend:
         seen = (details.get("ttl_seconds"), details.get("ttl_enabled"))
         if (exists or not tidb) and seen != (str(expiry), "true"):
             found.append(Drift("the expiry was changed", "reset the expiry"))
+        store = details.get("store_tables", "ok")
+        if store != "ok":
+            found.append(Drift(f"the LangGraph store's tables: {store}", "recreate them and their expiry"))
         return tuple(found)
 
     def ensure(
@@ -340,6 +358,7 @@ class TiDBBackend:
             else:
                 self._ensure_event(cur, plan)
             checkpoint_prefix = self._ensure_checkpoint_tables(cur, plan, tidb=server.tidb)
+            store_prefix = self._ensure_store_tables(cur, plan, server)
             with self._accounts(store):
                 self._ensure_user(cur, plan, password, tidb=server.tidb)
                 if not prior.previous_password_sha256:  # no grace period (left): one user only
@@ -357,6 +376,7 @@ class TiDBBackend:
             database=db,
             table=table,
             checkpoint_table_prefix=checkpoint_prefix,
+            store_table_prefix=store_prefix,
         )
 
     def delete(self, store: SQLConnection, plan: SQLPlan, policy: DeletionPolicy) -> None:
@@ -383,7 +403,7 @@ class TiDBBackend:
         db, user = plan.database, plan.username
         cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password))
         execute_with_fresh_privileges(cur, "ALTER USER %s@'%%' IDENTIFIED BY %s", (user, password))
-        ok, extras, missing = self._grant_state(cur, plan, _checkpoint_tables(plan))
+        ok, extras, missing = self._grant_state(cur, plan, update_tables(plan))
         for stmt in extras:
             cur.execute(stmt, (user,))
         if not ok or extras:
@@ -439,6 +459,53 @@ class TiDBBackend:
             for stmt in checkpoint_sql.checkpoint_ttl_event_sql(db, prefix, ttl):
                 cur.execute(stmt)
         return prefix
+
+    @staticmethod
+    def _ensure_store_tables(cur: Any, plan: SQLPlan, server: _Server) -> str:
+        """The LangGraph store's two tables (DDL from the SDK) with their expiry; the prefix used.
+
+        The SDK's store runs no DDL when built from a binding. The embedding column is a
+        dimension-free VECTOR where the server has one (:func:`chatmemory.store.sql.vector_in_sql`),
+        so the memory's user never needs CREATE whatever dimensions its application embeds with.
+        Expiry: TiDB's row TTL on ``expires_at`` (altered only when missing or changed), or the
+        store's EVENT on MySQL/MariaDB (recreated only when missing, changed or disabled).
+        """
+        prefix = _store_prefix(plan)
+        db = plan.database
+        ddl = store_sql.store_table_ddl(prefix, tidb=server.tidb, vector_type=server.vector, database=db)
+        for stmt in ddl:
+            cur.execute(stmt)
+        if server.tidb:
+            names = store_sql.store_table_names(prefix)
+            alters = store_sql.store_ttl_alter_sql(prefix, database=db)
+            for table, alter in zip(names, alters, strict=True):
+                cur.execute(f"SHOW CREATE TABLE {qi(db)}.{qi(table)}")
+                if not store_sql.store_ttl_current(_second_column(cur.fetchone())):
+                    cur.execute(alter)
+        elif not _store_event_current(cur, plan):
+            for stmt in store_sql.store_ttl_event_sql(db, prefix):
+                cur.execute(stmt)
+        return prefix
+
+    @staticmethod
+    def _store_state(cur: Any, plan: SQLPlan, server: _Server) -> str:
+        """``ok``, or what is wrong with the store's tables: missing, or their expiry changed."""
+        names = store_sql.store_table_names(_store_prefix(plan))
+        cur.execute(
+            "SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME IN (%s, %s)",
+            (plan.database, *names),
+        )
+        found = {str(r["t"]) for r in cur.fetchall()}
+        if found != set(names):
+            return "missing " + ", ".join(n for n in names if n not in found)
+        if server.tidb:
+            for table in names:
+                cur.execute(f"SHOW CREATE TABLE {qi(plan.database)}.{qi(table)}")
+                if not store_sql.store_ttl_current(_second_column(cur.fetchone())):
+                    return f"the row TTL of {table} was changed"
+            return "ok"
+        return "ok" if _store_event_current(cur, plan) else "the expiry event was changed or dropped"
 
     @staticmethod
     def _event(cur: Any, plan: SQLPlan) -> tuple[int, bool] | None:
@@ -610,6 +677,31 @@ def _grants_cached(cur: Any, user: str, database: str) -> bool:
     on_database = f" ON {qi(grant_pattern(database))}.* TO "
     # one column per row, named "Grants for <user>@%"
     return any(on_database in str(value) for row in cur.fetchall() for value in row.values())
+
+
+def _store_event_current(cur: Any, plan: SQLPlan) -> bool:
+    """Whether the store's expiry EVENT exists, is enabled and deletes from both tables."""
+    prefix = _store_prefix(plan)
+    cur.execute(
+        "SELECT EVENT_DEFINITION AS body, STATUS AS status FROM information_schema.EVENTS "
+        "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = %s",
+        (plan.database, store_sql.store_event_name(prefix)),
+    )
+    row = cur.fetchone()
+    if row is None or str(row["status"]).upper() != "ENABLED":
+        return False
+    body = str(row["body"] or "").replace(" ", "")
+    wanted = store_sql.store_ttl_event_sql(plan.database, prefix)[-1].replace(" ", "")
+    return bool(body) and wanted.endswith("DO" + body)
+
+
+def _store_prefix(plan: SQLPlan) -> str:
+    return plan.store_table_prefix or store_sql.DEFAULT_TABLE_PREFIX
+
+
+def update_tables(plan: SQLPlan) -> tuple[str, ...]:
+    """The tables the memory's user may UPDATE: the checkpointer's and the store's."""
+    return (*_checkpoint_tables(plan), *store_sql.store_table_names(_store_prefix(plan)))
 
 
 def _checkpoint_prefix(plan: SQLPlan) -> str:
