@@ -29,6 +29,7 @@ AREAS = {
     "agent": "bench.agent",
     "async": "bench.async_turns",
     "checkpoint": "bench.checkpoint",
+    "store": "bench.store",
     "operator": "bench.operator_scale",
 }
 
