@@ -11,6 +11,22 @@ Reads use ``assign()`` with explicit offsets and no group state; one fetch loop 
 fetch`) serves the cold read of one session's partition and the seed layout's read of every
 partition. The loop is the hot path of a cold read (it scans every session's records in the
 partition), so its per-record work is two calls (``error()``, ``key()``) and one comparison.
+
+**Following a rotated Secret** (a SASL memory connected from a mounted Secret or the API, whose
+binding has a source): Kafka SCRAM rotates by switching the *user* (``<user>`` and ``<user>_b`` in
+turn), and a broker connection stays authenticated as whoever opened it, so new credentials need
+new connections. Every write and read asks the source (at most every 2 s it reads the Secret
+again); when the user or password changed, the producer is replaced for the next turns and the
+previous one *drains*: given the new credentials (``set_sasl_credentials``, used on its next
+connection), it delivers what it already holds itself, so a message queued or in flight there keeps
+its producer id and sequence number and the idempotent producer never writes it twice. Readers
+and the admin client built with the old credentials are closed. When the server refuses the
+credentials anyway (the Secret changed after the grace period ended, or the kubelet was late): a
+failed authentication (``error_cb``) makes the source be read again and the producers get the new
+credentials while the turn waits; a read refused (authentication or authorization) is retried once;
+a turn whose every message the broker refused by authorization (nothing was appended) is sent once
+more on a new producer, but only when no connection was lost while it was outstanding (an earlier
+attempt might have been appended: then the error says the write may have been applied).
 """
 
 from __future__ import annotations
@@ -26,9 +42,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from chatmemory._connect import Timeouts, close_idle, require
+from chatmemory.contract import CredentialSource
 from chatmemory.errors import BackendError, BackendUnavailable
 
 #: Header of a clear marker record (its value is empty).
@@ -82,6 +99,7 @@ _PRODUCER_ONLY: Final = (
 _BATCH: Final = 10_000
 #: Where a cursor read starts: the session's start, the end, or the group's committed offsets.
 CursorStart = Literal["beginning", "latest", "last_consumed"]
+T = TypeVar("T")
 
 
 def timeout_settings(timeouts: Timeouts) -> dict[str, Any]:
@@ -161,7 +179,21 @@ class _SessionCache:
 class Delivery:
     """Delivery reports of one ``add_messages`` call: a threading event and, in async, a future."""
 
-    def __init__(self, count: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        producer: Any = None,
+        losses: int = 0,
+        generation: int = 0,
+    ) -> None:
+        self.count = count
+        #: the producer holding the turn (the writer flushes it) and its clients' connection losses
+        #: when the turn was queued (see :meth:`KafkaClients.refused`)
+        self.producer = producer
+        self.losses = losses
+        self.generation = generation
         self._remaining = count
         self._lock = threading.Lock()
         self.errors: list[str] = []
@@ -225,7 +257,10 @@ class KafkaClients:
         group_prefix: str,
         may_create: bool,
         request_timeout: float = REQUEST_TIMEOUT,
+        follow: CredentialSource | None = None,
     ) -> None:
+        """``follow``: where the SASL user name and password are read again (a rotated Secret; see
+        the module docstring); None keeps those of ``conf``."""
         self._ck = require("confluent_kafka", "kafka")
         # ours reports the reason; librdkafka's own log lines go to Python logging, not stderr
         self._conf = {"logger": _LIBRDKAFKA_LOG, **{k: v for k, v in conf.items() if k != "error_cb"}}
@@ -252,6 +287,18 @@ class KafkaClients:
         self._last_error: list[str] = []
         #: librdkafka reported bad credentials: waiting longer will not help
         self.auth_failed = False
+        self._follow = follow
+        self._credentials = (str(conf.get("sasl.username", "")), str(conf.get("sasl.password", "")))
+        #: bumped when the credentials change: readers of an older generation are closed
+        self._generation = 0
+        #: refusals of the credentials seen (authentication, authorization), and lost connections
+        self._refusals = 0
+        self._losses = 0
+        #: error_cb saw a failed authentication: read the source again (see _renew_if_refused)
+        self._renew_wanted = False
+        #: the live producer's retirement flag, and replaced producers still delivering what they hold
+        self._retired = threading.Event()
+        self._draining: list[Any] = []
 
     # -- error reporting ----------------------------------------------------------------------------
 
@@ -260,6 +307,11 @@ class KafkaClients:
         code = err.code() if hasattr(err, "code") else None
         ck = self._ck
         self.auth_failed = code in (ck.KafkaError._AUTHENTICATION, ck.KafkaError.SASL_AUTHENTICATION_FAILED)
+        if self.auth_failed or code in self._refused_codes():
+            self._refusals += 1
+            self._renew_wanted = self._follow is not None
+        if code in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
+            self._losses += 1
 
     def fail(
         self, what: str, e: BaseException | str, *, unavailable: bool = False, applied: bool | None = None
@@ -274,6 +326,8 @@ class KafkaClients:
         if reason and reason not in text:
             text = f"{text} ({reason})"
         message = f"{self.where}: {what}: {text}"
+        if isinstance(e, BaseException) and _code(e) in self._refused_codes():
+            self._refusals += 1
         if unavailable or (isinstance(e, BaseException) and _code(e) in self._unavailable_codes()):
             return BackendUnavailable(message, applied=applied)
         return BackendError(message)
@@ -282,6 +336,19 @@ class KafkaClients:
         """Codes a request gets while a partition's leader is moving or not known yet: retried."""
         e = self._ck.KafkaError
         return frozenset({e.NOT_LEADER_FOR_PARTITION, e.LEADER_NOT_AVAILABLE, e._UNKNOWN_PARTITION})
+
+    def _refused_codes(self) -> frozenset[Any]:
+        """The broker refused the client's user: its credentials, or a right they no longer have."""
+        e = self._ck.KafkaError
+        return frozenset(
+            {
+                e._AUTHENTICATION,
+                e.SASL_AUTHENTICATION_FAILED,
+                e.TOPIC_AUTHORIZATION_FAILED,
+                e.GROUP_AUTHORIZATION_FAILED,
+                e.CLUSTER_AUTHORIZATION_FAILED,
+            }
+        )
 
     def _unavailable_codes(self) -> frozenset[Any]:
         """librdkafka's codes for a cluster that did not answer or could not be reached."""
@@ -313,21 +380,130 @@ class KafkaClients:
                     self._producer = self._ck.Producer(conf)
                 except (self._ck.KafkaException, ValueError, TypeError) as e:
                     raise self.fail("bad producer settings", e) from e
+                self._retired = threading.Event()
                 self._poller = threading.Thread(
-                    target=self._serve, args=(self._producer,), name="chatmemory-kafka-delivery", daemon=True
+                    target=self._serve,
+                    args=(self._producer, self._retired),
+                    name="chatmemory-kafka-delivery",
+                    daemon=True,
                 )
                 self._poller.start()
             return self._producer
 
-    def _serve(self, producer: Any) -> None:
+    # -- following a rotated Secret (see the module docstring) --------------------------------------
+
+    def follow_credentials(self, *, reread: bool = False) -> bool:
+        """Take the credentials the source holds now (``reread``: read it again at once, the
+        server refused the current ones); True when they changed and the clients were renewed."""
+        if self._follow is None:
+            return False
+        if reread:
+            self._follow.refresh()
+        creds = self._follow.credentials()
+        if creds == self._credentials:
+            return False
+        with self._turn_lock, self._lock:  # no turn is being queued on the producer replaced here
+            if creds == self._credentials or self._closed:
+                return False
+            self._credentials = creds
+            self._conf["sasl.username"], self._conf["sasl.password"] = creds
+            self._generation += 1
+            old, self._producer = self._producer, None
+            if old is not None:
+                self._retired.set()
+                self._draining.append(old)
+            self._draining = [p for p in self._draining if len(p)]
+            draining = list(self._draining)
+            self._admin = None
+        for producer in draining:  # what they hold leaves on their next connection, as the new user
+            with contextlib.suppress(Exception):
+                producer.set_sasl_credentials(*creds)
+        close_idle(self._readers)
+        self._wake.set()
+        return True
+
+    def _renew_if_refused(self) -> None:
+        """error_cb saw a failed authentication: the Secret may hold new credentials already."""
+        if self._renew_wanted:
+            self._renew_wanted = False
+            self.follow_credentials(reread=True)
+
+    def refusals(self) -> int:
+        """How many refusals of the credentials were seen (to tell whether a failure was one)."""
+        return self._refusals
+
+    def refused(self, delivery: Delivery) -> bool:
+        """The broker refused every message of ``delivery`` by authorization, so none was appended,
+        and no connection of these clients was lost while it was outstanding (a lost connection
+        leaves an earlier attempt possibly appended): sending the turn again cannot write it twice."""
+        codes = {
+            self._ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            self._ck.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        }
+        return (
+            delivery.done.is_set()
+            and len(delivery.errors) == delivery.count
+            and delivery.codes <= codes
+            and delivery.losses == self._losses
+        )
+
+    def following(self, fn: Callable[[], T], *, safe: Callable[[BackendError], bool] | None = None) -> T:
+        """``fn()`` (a read), once more with the source's new credentials when the server refused
+        the current ones (``safe``: whether the failure allows another try at all)."""
+        self.follow_credentials()
+        mark, generation = self._refusals, self._generation
+        try:
+            return fn()
+        except BackendError as e:
+            if (safe is not None and not safe(e)) or self._refusals == mark:
+                raise
+            self.follow_credentials(reread=True)
+            if self._generation == generation:  # the same credentials would be refused again
+                raise
+        return fn()
+
+    def renewed_since(self, delivery: Delivery) -> bool:
+        """Read the source again: do the clients hold other credentials than when ``delivery``'s
+        turn was queued?"""
+        self.follow_credentials(reread=True)
+        return self._generation != delivery.generation
+
+    def queue(self, turn: Turn) -> Delivery:
+        """:meth:`produce`, once more with new credentials when nothing was queued because the
+        broker refused the current ones (the producer knows the topic as not authorized)."""
+        return self.following(lambda: self.produce(turn), safe=lambda e: getattr(e, "nothing_queued", False))
+
+    def write(self, turn: Callable[[], Turn], timeout: float) -> None:
+        """Queue ``turn()`` and wait until it is acknowledged (``check``), sending it once more on
+        new credentials when the broker refused it whole (see :meth:`refused`)."""
+        made = self.following(turn)
+        delivery = self.queue(made)
+        if not self.wait(delivery, timeout):
+            self.check(delivery, made.topic, 0, waited=timeout)
+        if self.refused(delivery) and self.renewed_since(delivery):
+            delivery = self.produce(made)
+            self.wait(delivery, timeout)
+        self.check(delivery, made.topic, 0, waited=timeout)
+
+    def _serve(self, producer: Any, retired: threading.Event) -> None:
         """The delivery thread: it flushes for async writes, which wait without a thread.
 
         A sync writer flushes on its own thread (:meth:`check`), which both sends its turn at once
         and serves its reports as they arrive; this thread keeps out of the way then (a report it
         took would leave the writer's flush() waiting for its slice to end). Idle, it serves what
         nobody waits for (reports of a write that timed out, error and statistics callbacks).
+        A replaced producer's thread delivers what the producer still holds, then ends.
         """
         while not self._stop.is_set():
+            self._renew_if_refused()
+            if retired.is_set():
+                if not len(producer):
+                    producer.poll(0)
+                    return
+                with self._turn_lock:
+                    producer.flush(_FLUSH_SLICE)
+                time.sleep(_YIELD)
+                continue
             if self._async_pending and len(producer):
                 with self._turn_lock:
                     producer.flush(_FLUSH_SLICE)
@@ -350,13 +526,14 @@ class KafkaClients:
 
                 conf: dict[str, Any] = {
                     k: v for k, v in self._conf.items() if not k.startswith(_PRODUCER_ONLY)
-                }
+                }  # under the lock: follow_credentials changes the SASL keys
                 conf["error_cb"] = self._on_error
                 self._admin = AdminClient(conf)
             return self._admin
 
     def consumer(self, group_id: str, **extra: Any) -> Any:
-        conf = {k: v for k, v in self._conf.items() if not k.startswith(_PRODUCER_ONLY)}
+        with self._lock:
+            conf = {k: v for k, v in self._conf.items() if not k.startswith(_PRODUCER_ONLY)}
         try:
             return self._ck.Consumer(
                 {**conf, **_CONSUMER_DEFAULTS, **extra, "group.id": group_id, "error_cb": self._on_error}
@@ -368,6 +545,7 @@ class KafkaClients:
     def reader(self) -> Iterator[Any]:
         """A pooled consumer that only ever uses ``assign()`` (no group join, no commits)."""
         self._check_open()
+        generation = self._generation
         try:
             c = self._readers.get_nowait()
         except queue.Empty:
@@ -377,7 +555,7 @@ class KafkaClients:
             yield c
             ok = True
         finally:
-            if ok and not self._closed:
+            if ok and not self._closed and generation == self._generation:
                 try:
                     self._readers.put_nowait(c)
                 except queue.Full:
@@ -506,15 +684,17 @@ class KafkaClients:
 
     def produce(self, turn: Turn) -> Delivery:
         """Queue a turn's records (in order) to one partition; the delivery tracks their reports."""
-        producer = self.producer()
-        with self._turn_lock:
-            return self._queue(producer, turn)
+        self.producer()
+        with self._turn_lock:  # the producer is replaced under this lock only (follow_credentials)
+            return self._queue(self.producer(), turn)
 
     def _queue(self, producer: Any, turn: Turn) -> Delivery:
         """Queue a turn's records, under the turn lock: no flush() runs meanwhile, so linger.ms
         holds them together and they leave in one Produce request."""
         values = turn.values
-        delivery = Delivery(len(values), turn.loop)
+        delivery = Delivery(
+            len(values), turn.loop, producer=producer, losses=self._losses, generation=self._generation
+        )
         send = functools.partial(
             producer.produce,
             turn.topic,
@@ -534,11 +714,14 @@ class KafkaClients:
                     producer.list_topics(turn.topic, timeout=self.request_timeout)
                     send(value=value)
             except (BufferError, self._ck.KafkaException) as e:
-                raise self.fail(
+                err = self.fail(
                     f"queueing message {i + 1} of {len(values)} to {turn.topic!r}"
                     + (" (the earlier ones may still be delivered)" if i else ""),
                     e,
-                ) from e
+                )
+                if not i:  # nothing of the turn was queued: it may be sent again
+                    err.nothing_queued = True  # type: ignore[attr-defined]
+                raise err from e
         if turn.loop is not None:  # the delivery thread flushes until the reports are in
             with self._lock:
                 self._async_pending += 1
@@ -555,14 +738,15 @@ class KafkaClients:
         is outstanding, or after a slice when older writes are still unanswered. A writer whose
         reports another writer's flush served stops as soon as it gets the lock.
         """
-        if delivery.done.is_set() or timeout == 0 or self._producer is None:
+        producer = delivery.producer if delivery.producer is not None else self._producer
+        if delivery.done.is_set() or timeout == 0 or producer is None:
             return delivery.done.is_set()
-        producer = self._producer
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._sync_waiting += 1
         try:
             while not delivery.done.is_set():
+                self._renew_if_refused()  # the turn waits in its producer for credentials that work
                 left = _FLUSH_SLICE if deadline is None else min(_FLUSH_SLICE, deadline - time.monotonic())
                 if left <= 0:
                     break
@@ -613,8 +797,9 @@ class KafkaClients:
                 except self._ck.KafkaException as e:
                     c.poll(0)
                     err = e.args[0] if e.args else None
-                    retriable = _code(e) in self._leader_moving_codes() or (
-                        err is not None and hasattr(err, "retriable") and err.retriable()
+                    retriable = not self.auth_failed and (
+                        _code(e) in self._leader_moving_codes()
+                        or (err is not None and hasattr(err, "retriable") and err.retriable())
                     )
                     if not retriable or time.monotonic() + pause >= deadline:
                         raise self.fail(f"reading the offsets of {topic!r} [{p}]", e) from e
@@ -714,6 +899,8 @@ class KafkaClients:
                         if m.error().code() == eof:  # at the end (the range may end in transaction markers)
                             pending.pop(m.partition(), None)
                             continue
+                        if m.error().code() in self._refused_codes():
+                            self._refusals += 1
                         raise self.fail(f"reading {topic!r} [{m.partition()}]", m.error().str())
                     if m.key() == match:
                         p, offset = m.partition(), m.offset()
@@ -818,6 +1005,8 @@ class KafkaClients:
             self._poller.join(timeout)
         if self._producer is not None:
             self._producer.flush(timeout)
+        for producer in self._draining:
+            producer.flush(timeout)
         close_idle(self._readers)
 
 

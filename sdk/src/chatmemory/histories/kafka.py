@@ -42,6 +42,13 @@ One producer (with a delivery thread), a small pool of reader consumers and, for
 an AdminClient serve every session of a connector: they live in
 :mod:`chatmemory.histories._kafka_clients`, which does all of this module's Kafka I/O.
 
+Rotation: a connector built from a SASL binding that follows its Secret (``chatmemory.connect``
+from a mounted Secret or the API) gives its clients the user and password the Secret holds,
+checked on every call and read again at most every 2 s; a read or a turn the broker refuses is
+tried once more with the Secret read again. A write is never applied twice: messages a replaced
+producer holds are delivered by that producer (idempotent), and a turn is sent again only when
+the broker refused all of it (see :mod:`chatmemory.histories._kafka_clients`).
+
 Async: ``aadd_messages`` (and ``aclear`` on a shared topic) await delivery reports directly (no
 thread is held while waiting). Reads go through ``asyncio.to_thread``: ``confluent_kafka.aio``
 exists in confluent-kafka 2.16, but its consumer is itself a thread-pool wrapper around the blocking
@@ -67,7 +74,9 @@ from chatmemory.errors import BindingError
 from chatmemory.histories._kafka_clients import (
     CLEAR_HEADER,
     CursorStart,
+    Delivery,
     KafkaClients,
+    Record,
     Turn,
     client_settings,
     fold,
@@ -243,16 +252,17 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's complete history in order (after its last ``clear()``), on every call."""
-        if self.shared_topic:
-            records = merge_partitions(
-                {p: self._clients.read_session(self.topic, p, self._key) for p in self._session_partitions()}
-            )
-        else:
-            records = self._clients.read_to_end(self.topic, self._read_partitions(), self._key)
-        values = fold(records)
+        values = fold(self._clients.following(self._read_records))
         if self.max_messages is not None:
             values = values[-self.max_messages :]
         return decode_all(values)
+
+    def _read_records(self) -> list[Record]:
+        if self.shared_topic:
+            return merge_partitions(
+                {p: self._clients.read_session(self.topic, p, self._key) for p in self._session_partitions()}
+            )
+        return self._clients.read_to_end(self.topic, self._read_partitions(), self._key)
 
     async def aget_messages(self) -> list[BaseMessage]:
         return await asyncio.to_thread(lambda: self.messages)
@@ -282,15 +292,17 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
     def _cursor_read(
         self, start: CursorStart, max_count: int | None, max_time: float | None
     ) -> list[BaseMessage]:
-        records = self._clients.read_cursor(
-            self.topic,
-            self._read_partitions(),
-            self.consumer_group,
-            self._key,
-            unkeyed=not self.shared_topic,
-            start=start,
-            max_count=max_count,
-            max_time=max_time,
+        records = self._clients.following(
+            lambda: self._clients.read_cursor(
+                self.topic,
+                self._read_partitions(),
+                self.consumer_group,
+                self._key,
+                unkeyed=not self.shared_topic,
+                start=start,
+                max_count=max_count,
+                max_time=max_time,
+            )
         )
         return decode_all(fold(records))
 
@@ -310,8 +322,9 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
         if not messages:
             return
         values = [encode(m).encode("utf-8") for m in messages]
-        delivery = self._clients.produce(Turn(self.topic, self._my_partition(), self._key, values))
-        self._clients.check(delivery, self.topic, flush_timeout_seconds)
+        self._clients.write(
+            lambda: Turn(self.topic, self._my_partition(), self._key, values), flush_timeout_seconds
+        )
 
     async def aadd_messages(
         self, messages: Sequence[BaseMessage], flush_timeout_seconds: float = 5.0
@@ -325,25 +338,35 @@ class KafkaChatMessageHistory(BaseChatMessageHistory):
     async def _aproduce(
         self, values: list[bytes | None], headers: list[tuple[str, bytes]] | None, timeout: float
     ) -> None:
-        if self._clients.cached_partitions(self.topic) is None:
-            await asyncio.to_thread(self._partition_count)  # metadata (and topic creation) when stale
+        clients = self._clients
+        if clients.cached_partitions(self.topic) is None:  # metadata (and topic creation) when stale
+            await asyncio.to_thread(clients.following, self._partition_count)
         loop = asyncio.get_running_loop()
         turn = Turn(self.topic, self._my_partition(), self._key, values, headers=headers, loop=loop)
         # queueing waits for the turn lock (a flush holds it for at most a slice): in a thread, so
         # the event loop never spins for it; the delivery itself is awaited without a thread
-        delivery = await asyncio.to_thread(self._clients.produce, turn)
+        delivery = await asyncio.to_thread(clients.queue, turn)
+        await self._await_delivery(delivery, timeout)
+        if clients.refused(delivery) and await asyncio.to_thread(clients.renewed_since, delivery):
+            delivery = await asyncio.to_thread(clients.produce, turn)  # refused whole: nothing written
+            await self._await_delivery(delivery, timeout)
+        clients.check(delivery, self.topic, 0, waited=timeout)
+
+    @staticmethod
+    async def _await_delivery(delivery: Delivery, timeout: float) -> None:
         assert delivery.future is not None
-        with contextlib.suppress(TimeoutError):  # check() below raises, naming the timeout
+        with contextlib.suppress(TimeoutError):  # check() raises afterwards, naming the timeout
             await asyncio.wait_for(asyncio.shield(delivery.future), timeout)
-        self._clients.check(delivery, self.topic, 0, waited=timeout)
 
     def clear(self) -> None:
         """Forget the session: a clear marker on a shared topic; the seed layout deletes its topic."""
         if self.shared_topic:
-            delivery = self._clients.produce(
-                Turn(self.topic, self._my_partition(), self._key, [None], headers=[(CLEAR_HEADER, b"1")])
+            self._clients.write(
+                lambda: Turn(
+                    self.topic, self._my_partition(), self._key, [None], headers=[(CLEAR_HEADER, b"1")]
+                ),
+                self._clients.request_timeout,
             )
-            self._clients.check(delivery, self.topic, self._clients.request_timeout)
         else:
             self._clients.delete_topic(self.topic)
 
@@ -387,12 +410,17 @@ class KafkaConnector:
             raise BindingError(f"topic {binding.topic!r} is not a valid Kafka topic name", key="topic")
         self._binding = binding
         timeouts = Timeouts.of(timeout)
-        conf = {**timeout_settings(timeouts), **kafka_config(binding), **client_settings(options)}
+        settings = client_settings(options)
+        conf = {**timeout_settings(timeouts), **kafka_config(binding), **settings}
+        # a SASL user from a Secret that can change is followed, unless the options name their own
+        own_user = "sasl.username" in settings or "sasl.password" in settings
+        sasl = binding.security_protocol.upper().startswith("SASL")
         self._clients = KafkaClients(
             conf,
             group_prefix=binding.consumer_group_prefix,
             may_create=create,
             request_timeout=timeouts.operation,
+            follow=binding.source if sasl and not own_user else None,
         )
         retention = retention_ms(binding.ttl_seconds) if binding.ttl_seconds else -1
         self._create = (partitions, replication_factor, retention) if create else None
