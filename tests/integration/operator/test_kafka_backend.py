@@ -426,3 +426,48 @@ def test_wrong_admin_password_raises_backend_unavailable_without_the_password(
     with pytest.raises(BackendUnavailable, match="SASL authentication") as exc:
         backend.check(bad)
     assert "definitely-wrong-pw" not in str(exc.value)
+
+
+def test_on_one_broker_the_cluster_defaults_stay_one_replica_and_one_in_sync(
+    backend: KafkaBackend, store: StoreConnection, admin: AdminClient, memories: list[Any]
+) -> None:
+    """The platform's single broker: no replication asked, none given (3/2 is for 3+ brokers)."""
+    p = plan(replication_factor=None)  # neither the memory nor the store sets it
+    assert (p.replication_factor, p.min_insync_replicas) == (None, None)
+    memories.append((store, p))
+    binding = backend.ensure(store, p, "pw")
+    assert topic_state(admin, p.topic) == (1, 1)
+    assert topic_config(admin, p.topic)["min.insync.replicas"] == "1"
+    status = backend.provisioned(p, binding)
+    assert (status.replication_factor, status.min_insync_replicas) == (1, 1)
+    assert produce(binding, p.topic, b"acks=all is answered") is None
+
+
+def test_min_insync_changed_by_hand_is_drift_and_is_reset(
+    backend: KafkaBackend, store: StoreConnection, admin: AdminClient, memories: list[Any]
+) -> None:
+    p = plan(replication_factor=None)
+    memories.append((store, p))
+    backend.ensure(store, p, "pw")
+    res = ConfigResource(
+        ResourceType.TOPIC,
+        p.topic,
+        incremental_configs=[
+            ConfigEntry("min.insync.replicas", "2", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    drift = backend.observe(store, p).drift
+    assert [d.what for d in drift] == ["min.insync.replicas was 2"]
+    backend.ensure(store, p, "pw")
+    assert topic_config(admin, p.topic)["min.insync.replicas"] == "1"
+    assert backend.observe(store, p).drift == ()
+
+
+def test_more_in_sync_replicas_than_one_broker_holds_are_refused_untouched(
+    backend: KafkaBackend, store: StoreConnection, admin: AdminClient
+) -> None:
+    p = plan(replication_factor=None, min_insync_replicas=2)
+    with pytest.raises(NotSupportedError, match=r"spec\.kafka\.minInsyncReplicas: min\.insync\.replicas 2"):
+        backend.ensure(store, p, "pw")
+    assert topic_state(admin, p.topic) is None

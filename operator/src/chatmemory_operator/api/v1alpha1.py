@@ -511,7 +511,20 @@ class StoreDefaults(ApiModel):
     )
     partitions: int | None = Field(default=None, ge=1, description="Kafka: default number of partitions.")
     replication_factor: int | None = Field(
-        default=None, ge=1, description="Kafka: default replication factor of new topics."
+        default=None,
+        ge=1,
+        description=(
+            "Kafka: default replication factor of new topics. Unset: 3 on a cluster of 3 or more "
+            "brokers, else 1."
+        ),
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Kafka: default `min.insync.replicas` of the memories' topics (at most their replication "
+            "factor). Unset: 2 for a replication factor of 3 or more, else 1."
+        ),
     )
 
     @field_validator("ttl")
@@ -730,6 +743,17 @@ class StoreRef(ApiModel):
 class KafkaMemorySpec(ApiModel):
     """Kafka settings of the memory's topic (only with a Kafka store)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            cel(
+                "!has(self.minInsyncReplicas) || !has(self.replicationFactor) "
+                "|| self.minInsyncReplicas <= self.replicationFactor",
+                "minInsyncReplicas cannot exceed replicationFactor (no write could ever be acknowledged)",
+                ".minInsyncReplicas",
+            )
+        )
+    )
+
     partitions: int | None = Field(
         default=None,
         ge=1,
@@ -741,7 +765,19 @@ class KafkaMemorySpec(ApiModel):
     replication_factor: int | None = Field(
         default=None,
         ge=1,
-        description="Replication factor of the topic (at most the brokers). Default: the store's, else 1.",
+        description=(
+            "Replication factor of the topic (at most the brokers). Default: the store's, else 3 on a "
+            "cluster of 3 or more brokers, else 1."
+        ),
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "`min.insync.replicas` of the topic: replicas that must have a write before an `acks=all` "
+            "producer is answered (at most the replication factor). Default: the store's, else 2 for a "
+            "replication factor of 3 or more, else 1."
+        ),
     )
     topic: str | None = _custom_name(
         "topic",
@@ -757,6 +793,16 @@ class KafkaMemorySpec(ApiModel):
         if value in (".", ".."):
             raise ValueError("topic cannot be '.' or '..'")
         return value
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Self:
+        low, high = self.min_insync_replicas, self.replication_factor
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                f"minInsyncReplicas ({low}) cannot exceed replicationFactor ({high}): no write could "
+                "ever be acknowledged"
+            )
+        return self
 
 
 class RedisMemorySpec(ApiModel):
@@ -949,6 +995,9 @@ class Provisioned(ApiModel):
     topic: str | None = Field(default=None, description="Kafka: the topic.")
     partitions: int | None = Field(default=None, description="Kafka: the topic's partitions.")
     replication_factor: int | None = Field(default=None, description="Kafka: the topic's replication factor.")
+    min_insync_replicas: int | None = Field(
+        default=None, description="Kafka: the topic's `min.insync.replicas`."
+    )
     consumer_group_prefix: str | None = Field(
         default=None, description="Kafka: the consumer-group prefix the memory's user may use."
     )

@@ -3,10 +3,16 @@
 Called by the reconcile layer through :class:`~chatmemory_operator.backends.base.Backend` (built by
 :func:`chatmemory_operator.backends.build_backends`), with confluent-kafka's ``AdminClient``:
 
-- the topic, with the plan's partitions and replication factor, ``retention.ms`` from the TTL and
-  ``cleanup.policy=delete``; partitions grow on update; a decrease, a replication factor change or
-  a factor above the broker count is refused (:class:`NotSupportedError`) before anything changes;
-  a topic deleted by hand comes back, a changed ``retention.ms`` / ``cleanup.policy`` is reset;
+- the topic, with the plan's partitions and replication factor, ``retention.ms`` from the TTL,
+  ``cleanup.policy=delete`` and ``min.insync.replicas``; partitions grow on update; a decrease, a
+  replication factor change, a factor above the broker count or a ``min.insync.replicas`` above
+  the factor is refused (:class:`NotSupportedError`) before anything changes; a topic deleted by
+  hand comes back, a changed ``retention.ms`` / ``cleanup.policy`` / ``min.insync.replicas`` is
+  reset;
+- the replication the memory and its store leave unset fits the cluster (:func:`replication`):
+  on 3 or more brokers a new topic gets replication factor 3 and ``min.insync.replicas=2`` (an
+  ``acks=all`` write survives one broker down and is on two brokers when answered), on fewer 1
+  and 1; an existing topic keeps the factor it has;
 - with SASL (``SASL_PLAINTEXT`` / ``SASL_SSL``): a SCRAM credential for the memory's user (the
   store's mechanism) and exactly these ACLs, any other ACL of that user being removed:
   ``TOPIC <topic> LITERAL: READ, WRITE, DESCRIBE`` and ``GROUP <consumer_group_prefix> PREFIXED:
@@ -66,6 +72,11 @@ PROBE_TIMEOUT: Final = CONNECT_TIMEOUT + 2
 SETTLE_TIMEOUT: Final = 10.0  # a new topic's metadata reaches every broker well within this
 #: PBKDF2 iterations of the SCRAM credential (Kafka's minimum is 4096).
 SCRAM_ITERATIONS: Final = 8192
+#: Brokers from which a topic whose replication nobody set is replicated (a cluster, not one node).
+CLUSTER_BROKERS: Final = 3
+#: That topic's replication factor and ``min.insync.replicas`` on such a cluster.
+CLUSTER_REPLICATION_FACTOR: Final = 3
+CLUSTER_MIN_INSYNC_REPLICAS: Final = 2
 TOPIC_OPERATIONS: Final = (AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE)
 GROUP_OPERATIONS: Final = (AclOperation.READ, AclOperation.DESCRIBE)
 _UNREACHABLE: Final = frozenset(
@@ -107,8 +118,65 @@ class KafkaPlan(MemoryPlan):
 
     topic: str
     partitions: int = 1
-    replication_factor: int = 1
+    #: None: nobody set it, the cluster decides (see :func:`replication`)
+    replication_factor: int | None = None
+    #: None: nobody set it, derived from the replication factor
+    min_insync_replicas: int | None = None
     consumer_group_prefix: str = ""
+    #: where each set value comes from, for the messages that refuse it
+    replication_field: str = "spec.kafka.replicationFactor"
+    min_insync_field: str = "spec.kafka.minInsyncReplicas"
+
+
+@dataclass(frozen=True)
+class Replication:
+    """A topic's effective replication factor and ``min.insync.replicas``."""
+
+    factor: int
+    min_insync: int
+
+
+def default_min_insync(factor: int) -> int:
+    """``min.insync.replicas`` for a factor nobody paired one with: 2 from 3 replicas (one broker
+    may be down and an acknowledged write is still on two), else 1 (with 2 replicas, 2 would stop
+    every ``acks=all`` write while one broker restarts)."""
+    return CLUSTER_MIN_INSYNC_REPLICAS if factor >= CLUSTER_REPLICATION_FACTOR else 1
+
+
+def replication(plan: KafkaPlan, brokers: int, existing_factor: int | None = None) -> Replication:
+    """The replication of the memory's topic on a cluster of ``brokers`` brokers, whose topic
+    already has ``existing_factor`` replicas (None: no topic yet). Pure.
+
+    Unset, the factor is the topic's own when it exists (changing it needs a reassignment), else
+    3 on 3 or more brokers and 1 below. Raises :class:`NotSupportedError` naming the field when the
+    cluster cannot do it: a set factor above the brokers (for a new topic) or different from the
+    topic's, a ``min.insync.replicas`` above the factor.
+    """
+    if plan.replication_factor is not None:
+        factor = plan.replication_factor
+        if existing_factor is None and factor > brokers:
+            raise NotSupportedError(
+                f"{plan.replication_field}: replication factor {factor} needs at least that many "
+                f"brokers, but the Kafka cluster has {brokers}: set it to {brokers} or less"
+            )
+        if existing_factor is not None and factor != existing_factor:
+            raise NotSupportedError(
+                f"{plan.replication_field}: topic {plan.topic!r} has replication factor {existing_factor}; "
+                f"changing it needs a partition reassignment, which the operator does not do: set it back "
+                f"to {existing_factor}, or reassign with kafka-reassign-partitions"
+            )
+    elif existing_factor is not None:
+        factor = existing_factor
+    else:
+        factor = CLUSTER_REPLICATION_FACTOR if brokers >= CLUSTER_BROKERS else api.DEFAULT_REPLICATION_FACTOR
+    min_insync = plan.min_insync_replicas or default_min_insync(factor)  # never 0: validate_plan
+    if min_insync > factor:
+        raise NotSupportedError(
+            f"{plan.min_insync_field}: min.insync.replicas {min_insync} is more than the topic's "
+            f"replication factor {factor}: no acks=all write could ever be acknowledged; set it to "
+            f"{factor} or less (the cluster has {brokers} brokers)"
+        )
+    return Replication(factor, min_insync)
 
 
 def retention_ms(ttl_seconds: int) -> str:
@@ -116,8 +184,12 @@ def retention_ms(ttl_seconds: int) -> str:
     return str(contract_retention_ms(ttl_seconds))
 
 
-def topic_configs(ttl_seconds: int) -> dict[str, str]:
-    return {"retention.ms": retention_ms(ttl_seconds), "cleanup.policy": "delete"}
+def topic_configs(ttl_seconds: int, min_insync_replicas: int | None = None) -> dict[str, str]:
+    """The topic configs the operator owns (``min.insync.replicas`` once the cluster decided it)."""
+    configs = {"retention.ms": retention_ms(ttl_seconds), "cleanup.policy": "delete"}
+    if min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(min_insync_replicas)
+    return configs
 
 
 def uses_sasl(store: KafkaConnection) -> bool:
@@ -214,8 +286,17 @@ def validate_plan(plan: KafkaPlan, *, sasl: bool) -> None:
         raise InvalidSpec(f"topic {plan.topic!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1-249)")
     if plan.partitions < 1:
         raise InvalidSpec(f"partitions must be at least 1 (got {plan.partitions})")
-    if plan.replication_factor < 1:
+    if plan.replication_factor is not None and plan.replication_factor < 1:
         raise InvalidSpec(f"replication factor must be at least 1 (got {plan.replication_factor})")
+    if plan.min_insync_replicas is not None and plan.min_insync_replicas < 1:
+        raise InvalidSpec(f"min.insync.replicas must be at least 1 (got {plan.min_insync_replicas})")
+    factor, insync = plan.replication_factor, plan.min_insync_replicas
+    if factor is not None and insync is not None and insync > factor:
+        raise InvalidSpec(
+            f"{plan.min_insync_field}: min.insync.replicas {plan.min_insync_replicas} is more than "
+            f"{plan.replication_field} {plan.replication_factor}: no acks=all write could ever be "
+            "acknowledged"
+        )
     if sasl:
         if not plan.username:
             raise InvalidSpec("the memory has no Kafka user name")
@@ -244,6 +325,9 @@ class KafkaBackend:
 
     def __init__(self) -> None:
         self._admins: ClientCache[_Admin] = ClientCache(lambda a: None)  # freed when dropped
+        # the replication each topic ended with, by (bootstrap servers, topic), for the status: the
+        # cluster decides it when nobody set it, and provisioned() sees only the plan
+        self._replications: dict[tuple[str, str], Replication] = {}
 
     def close(self) -> None:
         """Drop every cached AdminClient (librdkafka frees it when the last reference goes)."""
@@ -273,13 +357,23 @@ class KafkaBackend:
                 f"spec.kafka.partitions: {partitions} partitions are more than ChatMemoryStore "
                 f"{store.metadata.name!r} allows (spec.limits.maxPartitions {most})"
             )
+        store_field = f"ChatMemoryStore {store.metadata.name!r} spec.defaults"
         return base.extend(
             common,
             KafkaPlan,
             topic=spec.topic or naming.topic(common.namespace, common.name),
             partitions=partitions,
-            replication_factor=(
-                spec.replication_factor or defaults.replication_factor or api.DEFAULT_REPLICATION_FACTOR
+            replication_factor=spec.replication_factor or defaults.replication_factor,
+            min_insync_replicas=spec.min_insync_replicas or defaults.min_insync_replicas,
+            replication_field=(
+                "spec.kafka.replicationFactor"
+                if spec.replication_factor or not defaults.replication_factor
+                else f"{store_field}.replicationFactor"
+            ),
+            min_insync_field=(
+                "spec.kafka.minInsyncReplicas"
+                if spec.min_insync_replicas or not defaults.min_insync_replicas
+                else f"{store_field}.minInsyncReplicas"
             ),
             consumer_group_prefix=naming.consumer_group_prefix(common.namespace, common.name),
             custom=("spec.kafka.topic",) if spec.topic else (),
@@ -302,10 +396,12 @@ class KafkaBackend:
         )
 
     def provisioned(self, plan: KafkaPlan, binding: Binding) -> api.Provisioned:
+        seen = self._replications.get((binding.bootstrap_servers, plan.topic))
         return api.Provisioned(
             topic=plan.topic,
             partitions=plan.partitions,
-            replication_factor=plan.replication_factor,
+            replication_factor=seen.factor if seen else plan.replication_factor,
+            min_insync_replicas=seen.min_insync if seen else plan.min_insync_replicas,
             consumer_group_prefix=plan.consumer_group_prefix if binding.username else None,
             username=binding.username or None,
             isolated=bool(binding.username),
@@ -347,14 +443,23 @@ class KafkaBackend:
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
         details: dict[str, str] = {"topic": plan.topic, "security_protocol": store.security_protocol}
+        want_insync: int | None = None
         with self._errors(store) as admin:
             topic = self._describe_topic(admin, plan.topic)
             if topic is not None:
                 details["partitions"] = str(topic.partitions)
                 details["replication_factor"] = str(topic.replication_factor)
                 current = self._topic_config(admin, plan.topic)
-                for k in ("retention.ms", "cleanup.policy"):
+                for k in ("retention.ms", "cleanup.policy", "min.insync.replicas"):
                     details[k] = current.get(k, "")
+                try:  # what ensure would set; a spec it would refuse is its to report
+                    settled = replication(plan, topic.replication_factor, topic.replication_factor)
+                    self._replications[(store.bootstrap_servers, plan.topic)] = dataclasses.replace(
+                        settled, min_insync=int(details["min.insync.replicas"] or settled.min_insync)
+                    )
+                    want_insync = settled.min_insync
+                except NotSupportedError:
+                    pass
             user_exists = True
             if sasl:
                 user_exists = self._has_credential(admin, plan.username)
@@ -366,12 +471,12 @@ class KafkaBackend:
             exists=topic is not None,
             user_exists=user_exists,
             details=details,
-            drift=self._drift(plan, topic is not None, user_exists, details),
+            drift=self._drift(plan, topic is not None, user_exists, details, want_insync),
         )
 
     @staticmethod
     def _drift(
-        plan: KafkaPlan, exists: bool, user_exists: bool, details: dict[str, str]
+        plan: KafkaPlan, exists: bool, user_exists: bool, details: dict[str, str], want_insync: int | None
     ) -> tuple[Drift, ...]:
         found = base.presence_drift(plan, exists=exists, user_exists=user_exists, container="topic")
         if details.get("acls") in ("missing", "extra"):
@@ -380,6 +485,13 @@ class KafkaBackend:
             found.append(Drift(f"retention.ms was {details.get('retention.ms')}", "reset retention.ms"))
         if exists and details.get("partitions") != str(plan.partitions):
             found.append(Drift(f"the topic had {details['partitions']} partitions", "grow the topic"))
+        if exists and want_insync is not None and details.get("min.insync.replicas") != str(want_insync):
+            found.append(
+                Drift(
+                    f"min.insync.replicas was {details.get('min.insync.replicas')}",
+                    f"set min.insync.replicas to {want_insync}",
+                )
+            )
         return tuple(found)
 
     def ensure(
@@ -395,16 +507,18 @@ class KafkaBackend:
             raise InvalidSpec("the memory's SCRAM user needs a password")
         with self._errors(store, secrets=(password,)) as admin:
             topic = self._describe_topic(admin, plan.topic)
-            self._refuse_impossible(admin, store, plan, topic)
+            settled = self._refuse_impossible(admin, store, plan, topic)
             created = topic is None
             if topic is None:
-                topic = self._create_topic(admin, plan)
+                topic = self._create_topic(admin, plan, settled)
+                # lost a race with another creator (or a retry): the factor is the topic's
+                settled = replication(plan, settled.factor, topic.replication_factor)
             if plan.partitions > topic.partitions:
                 fut = admin.create_partitions(
                     [NewPartitions(plan.topic, plan.partitions)], request_timeout=REQUEST_TIMEOUT
                 )[plan.topic]
                 self._wait(fut)
-            want = topic_configs(plan.ttl_seconds)
+            want = topic_configs(plan.ttl_seconds, settled.min_insync)
             current = self._topic_config(admin, plan.topic, settle=created)
             changed = {k: v for k, v in want.items() if current.get(k) != v}
             if changed:
@@ -417,6 +531,7 @@ class KafkaBackend:
                     ],
                 )
                 self._wait(admin.incremental_alter_configs([res], request_timeout=REQUEST_TIMEOUT)[res])
+            self._replications[(store.bootstrap_servers, plan.topic)] = settled
             if sasl and mechanism is not None:
                 upsert = UserScramCredentialUpsertion(
                     plan.username, ScramCredentialInfo(mechanism, SCRAM_ITERATIONS), password.encode()
@@ -472,36 +587,28 @@ class KafkaBackend:
 
     def _refuse_impossible(
         self, admin: AdminClient, store: KafkaConnection, plan: KafkaPlan, topic: _Topic | None
-    ) -> None:
-        """Raise NotSupportedError before any change when the spec cannot be applied."""
-        if topic is None:
-            cluster = self._wait(admin.describe_cluster(request_timeout=REQUEST_TIMEOUT))
-            brokers = len(cluster.nodes)
-            if plan.replication_factor > brokers:
-                raise NotSupportedError(
-                    f"replication factor {plan.replication_factor} needs at least that many brokers, but the "
-                    f"Kafka cluster at {store.bootstrap_servers} has {brokers}: lower the replication factor "
-                    f"to {brokers} or less"
-                )
-            return
-        if plan.partitions < topic.partitions:
+    ) -> Replication:
+        """The topic's replication on this cluster; NotSupportedError before any change when the
+        spec cannot be applied (see :func:`replication`; a partition decrease)."""
+        cluster = self._wait(admin.describe_cluster(request_timeout=REQUEST_TIMEOUT))
+        brokers = len(cluster.nodes)
+        try:
+            settled = replication(plan, brokers, topic.replication_factor if topic is not None else None)
+        except NotSupportedError as e:
+            raise NotSupportedError(f"kafka {store.bootstrap_servers}: {e}") from None
+        if topic is not None and plan.partitions < topic.partitions:
             raise NotSupportedError(
                 f"topic {plan.topic!r} has {topic.partitions} partitions and Kafka cannot remove partitions: "
                 f"set partitions to {topic.partitions} or more (or recreate the memory)"
             )
-        if plan.replication_factor != topic.replication_factor:
-            raise NotSupportedError(
-                f"topic {plan.topic!r} has replication factor {topic.replication_factor}; changing it "
-                f"needs a partition reassignment, which the operator does not do: set it back to "
-                f"{topic.replication_factor}, or reassign with kafka-reassign-partitions"
-            )
+        return settled
 
-    def _create_topic(self, admin: AdminClient, plan: KafkaPlan) -> _Topic:
+    def _create_topic(self, admin: AdminClient, plan: KafkaPlan, settled: Replication) -> _Topic:
         new = NewTopic(
             plan.topic,
             num_partitions=plan.partitions,
-            replication_factor=plan.replication_factor,
-            config=topic_configs(plan.ttl_seconds),
+            replication_factor=settled.factor,
+            config=topic_configs(plan.ttl_seconds, settled.min_insync),
         )
         fut = admin.create_topics([new], operation_timeout=REQUEST_TIMEOUT, request_timeout=REQUEST_TIMEOUT)
         try:
@@ -512,7 +619,7 @@ class KafkaBackend:
             existing = self._describe_topic(admin, plan.topic)
             if existing is not None:
                 return existing
-        return _Topic(plan.partitions, plan.replication_factor)
+        return _Topic(plan.partitions, settled.factor)
 
     def _describe_topic(self, admin: AdminClient, topic: str) -> _Topic | None:
         futs = admin.describe_topics(TopicCollection([topic]), request_timeout=REQUEST_TIMEOUT)
