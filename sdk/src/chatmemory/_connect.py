@@ -261,25 +261,3 @@ def mysql_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str
         kwargs["binding"] = binding
     return kwargs
 
-
-#: PyMySQL ``connect`` arguments that asyncmy spells differently.
-_ASYNCMY_RENAMED: Final = {"db": "database", "passwd": "password"}
-#: PyMySQL arguments asyncmy has no equivalent of (a write waits in asyncio's buffer, not in a socket
-#: call; :class:`chatmemory.sql.AsyncMySQLPool` bounds each operation itself).
-_ASYNCMY_DROPPED: Final = frozenset({"write_timeout", "cursorclass", "binding"})
-
-
-def asyncmy_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """asyncmy ``connect`` arguments from PyMySQL ones (as :func:`live_mysql_kwargs` returns them).
-
-    The two drivers share most names (asyncmy is a port of PyMySQL); ``db``/``passwd`` are renamed,
-    ``write_timeout`` is dropped, an ``ssl.SSLContext`` is passed as is; any other argument asyncmy
-    does not know makes its ``connect`` raise ``TypeError`` naming it (better than a setting the
-    async path silently lost).
-    """
-    out: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name in _ASYNCMY_DROPPED:
-            continue
-        out[_ASYNCMY_RENAMED.get(name, name)] = value
-    return out

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import itertools
 import math
 import queue
+import random
 import re
 import select
 import threading
@@ -41,16 +43,8 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
-from chatmemory._connect import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_OPERATION_TIMEOUT,
-    asyncmy_kwargs,
-    backoff,
-    live_mysql_kwargs,
-    require,
-)
 from chatmemory.contract import Binding, CredentialSource
-from chatmemory.errors import BackendError, BackendUnavailable
+from chatmemory.errors import BackendError, BackendUnavailable, MissingExtra
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -206,6 +200,18 @@ Connection: TypeAlias = "pymysql.connections.Connection[Any]"
 PING_AFTER: Final = 30.0
 
 
+def _fd_is_quiet(fd: int) -> bool:
+    """True when the socket ``fd`` is open and has nothing to read."""
+    if fd < 0:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
 def socket_is_quiet(conn: Any) -> bool:
     """True when the connection's socket has nothing to read: not closed, no stray packet.
 
@@ -359,6 +365,38 @@ def mysql_error(e: BaseException, where: str) -> BackendError:
 
 #: Connections an :class:`AsyncMySQLPool` keeps open at most, per event loop (more callers wait).
 ASYNC_POOL_SIZE: Final = 16
+#: Seconds for a connect and for one reply when ``kwargs`` name none (the SDK's defaults,
+#: :class:`chatmemory._connect.Timeouts`; this module, which the operator imports, cannot import it).
+_CONNECT_TIMEOUT: Final = 5.0
+_OPERATION_TIMEOUT: Final = 10.0
+#: PyMySQL ``connect`` arguments that asyncmy spells differently, and those it has no use for (a
+#: write waits in asyncio's buffer, not in a socket call; the pool bounds each step itself).
+_ASYNCMY_RENAMED: Final = {"db": "database", "passwd": "password"}
+_ASYNCMY_DROPPED: Final = frozenset({"write_timeout", "cursorclass", "binding"})
+
+
+def asyncmy_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """asyncmy ``connect`` arguments from PyMySQL ones, with the credentials the binding holds now.
+
+    With a ``binding`` entry (:func:`chatmemory._connect.mysql_kwargs` adds it when the memory follows
+    its Secret) the user and password are read from it, as the sync pools' openers do. asyncmy is a
+    port of PyMySQL: most names are the same; ``db``/``passwd`` are renamed, ``write_timeout`` is
+    dropped, an ``ssl.SSLContext`` passes as is; an argument asyncmy does not know makes its
+    ``connect`` raise ``TypeError`` naming it (rather than a setting the async path silently lost).
+    """
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name not in _ASYNCMY_DROPPED:
+            out[_ASYNCMY_RENAMED.get(name, name)] = value
+    binding = kwargs.get("binding")
+    if isinstance(binding, Binding):
+        out["user"], out["password"] = binding.credentials()
+    return out
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt``: 50 ms doubling to 1 s, +-50 % jitter (the sync history's)."""
+    return float(min(1.0, 0.05 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
 
 
 @dataclass
@@ -367,6 +405,9 @@ class _LoopConnections:
 
     slots: asyncio.Semaphore
     idle: list[tuple[Any, float, int]] = field(default_factory=list)  # (connection, last use, generation)
+    #: Suspended until the loop shuts down (see :meth:`AsyncMySQLPool._closer`); held here because
+    #: the loop keeps only a weak reference.
+    closer: AsyncIterator[None] | None = None
 
 
 class AsyncMySQLPool:
@@ -395,13 +436,16 @@ class AsyncMySQLPool:
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1 (got {size})")
-        self._asyncmy = require("asyncmy", "tidb")
+        try:
+            self._asyncmy = importlib.import_module("asyncmy")
+        except ImportError:
+            raise MissingExtra("tidb", "asyncmy") from None
         self._kwargs = dict(kwargs)
         self.where = where
         self.size = size
         self._ping_after = ping_after
-        connect = float(self._kwargs.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
-        self._operation = float(self._kwargs.get("read_timeout") or DEFAULT_OPERATION_TIMEOUT)
+        connect = float(self._kwargs.get("connect_timeout") or _CONNECT_TIMEOUT)
+        self._operation = float(self._kwargs.get("read_timeout") or _OPERATION_TIMEOUT)
         self._kwargs["read_timeout"] = self._operation
         self._open_within = connect + self._operation
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
@@ -415,16 +459,36 @@ class AsyncMySQLPool:
     def closed(self) -> bool:
         return self._closed
 
-    def _mine(self) -> _LoopConnections:
+    async def _mine(self) -> _LoopConnections:
         loop = asyncio.get_running_loop()
         with self._lock:
             mine = self._loops.get(loop)
-            if mine is None:
-                mine = self._loops[loop] = _LoopConnections(asyncio.Semaphore(self.size))
-            return mine
+            if mine is not None:
+                return mine
+            mine = self._loops[loop] = _LoopConnections(asyncio.Semaphore(self.size))
+        mine.closer = self._closer(mine)
+        await anext(mine.closer)
+        return mine
+
+    @staticmethod
+    async def _closer(mine: _LoopConnections) -> AsyncIterator[None]:
+        """Close the loop's idle connections when the loop shuts down.
+
+        An asyncio connection cannot be closed once its loop is closed (its transport's last
+        callback never runs), and an application that runs ``asyncio.run`` per request never calls
+        :meth:`aclose`. The loop finalizes its suspended async generators before it closes
+        (``asyncio.run``, ``asyncio.Runner`` and pytest-asyncio call ``shutdown_asyncgens``): this one
+        then says goodbye on each idle connection.
+        """
+        try:
+            yield
+        finally:
+            idle, mine.idle = mine.idle, []
+            for conn, _, _ in idle:
+                await _quit(conn)
 
     async def _open(self) -> Any:
-        args = asyncmy_kwargs(live_mysql_kwargs(self._kwargs))
+        args = asyncmy_kwargs(self._kwargs)
         try:
             async with asyncio.timeout(self._open_within):
                 return await self._asyncmy.connect(**args)
@@ -440,6 +504,12 @@ class AsyncMySQLPool:
 
     async def _reusable(self, conn: Any, idle_for: float, generation: int) -> bool:
         if generation != self._generation or not conn.connected or getattr(conn, "_stream_broken", False):
+            return False
+        # The loop may not have read the server's EOF or error packet yet (a KILL while the loop was
+        # busy): ask the socket itself, as the sync pool does.
+        transport = getattr(conn, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or not _fd_is_quiet(sock.fileno()):
             return False
         if idle_for < self._ping_after:
             return True
@@ -459,7 +529,7 @@ class AsyncMySQLPool:
         """
         if self._closed:
             raise BackendError(f"{self.where}: the connection pool is closed")
-        mine = self._mine()
+        mine = await self._mine()
         async with mine.slots:
             conn = None
             while mine.idle:
@@ -504,7 +574,7 @@ class AsyncMySQLPool:
                 async with self.connection(opened) as conn, conn.cursor() as cur:
                     return await fn(cur)
             except BackendUnavailable as e:
-                delay = backoff(attempt)
+                delay = _backoff(attempt)
                 cause = e.__cause__
                 safe = (not write or not opened) and cause is not None and not timed_out(cause)
                 if safe and time.monotonic() + delay < deadline:

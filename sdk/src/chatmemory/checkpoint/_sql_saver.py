@@ -11,10 +11,10 @@ import builtins
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
@@ -29,6 +29,7 @@ from chatmemory.checkpoint._common import (
     Op,
     Saver,
     address,
+    adrive,
     checkpoint_tuple,
     drive,
     matches,
@@ -46,7 +47,7 @@ from chatmemory.checkpoint.sql import (
     ttl_slack_seconds,
 )
 from chatmemory.errors import BackendError
-from chatmemory.sql import MySQLPool
+from chatmemory.sql import ASYNC_POOL_SIZE, AsyncMySQLPool, MySQLPool, error_code
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -58,11 +59,31 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Statements:
-    """The I/O step of the SQL saver's operations: ``run(cursor)`` on a pooled connection, in a
-    transaction (retried on lock conflicts) unless ``transaction`` is false."""
+class _Query:
+    """One statement a step sends; the step gets back its :class:`_Result`."""
 
-    run: Callable[[Any], Any]
+    sql: str
+    args: Any = ()
+
+
+@dataclass(frozen=True)
+class _Result:
+    rows: Sequence[Sequence[Any]]
+    rowcount: int
+
+
+#: The statements of one step, written once for both drivers: a generator that yields each
+#: :class:`_Query`, receives its :class:`_Result`, and returns the step's value.
+Queries: TypeAlias = Generator[_Query, _Result, T]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The I/O step of the SQL saver's operations: the queries ``run()`` makes, on one pooled
+    connection (PyMySQL's or asyncmy's), in a transaction (retried on lock conflicts) unless
+    ``transaction`` is false. ``run`` is called again for a retry."""
+
+    run: Callable[[], Queries[Any]]
     transaction: bool = True
 
 
@@ -78,9 +99,13 @@ class ChatMemorySQLSaver(Saver):
             None or 0: never. Must match the TTL the tables were created with.
         serde: LangGraph serializer (default ``JsonPlusSerializer``; ``EncryptedSerializer`` works).
         pool_size: idle connections kept.
+        async_pool_size: connections the async methods open at most, per event loop.
 
-    Sync methods run on the calling thread; async methods run the same operations in a worker
-    thread (PyMySQL has no asyncio API), each on its own pooled connection.
+    Sync methods run on the calling thread over PyMySQL; async methods run the same statements
+    natively on the event loop over asyncmy (:class:`chatmemory.sql.AsyncMySQLPool`: no worker
+    thread), with the same transactions and lock-conflict retries. A read is retried after a lost
+    connection; a write only when it was never sent (its statements are safe to repeat, but the
+    rule is the history's).
     """
 
     def __init__(
@@ -91,6 +116,7 @@ class ChatMemorySQLSaver(Saver):
         ttl_seconds: int | None = None,
         serde: SerializerProtocol | None = None,
         pool_size: int = 4,
+        async_pool_size: int = ASYNC_POOL_SIZE,
     ) -> None:
         super().__init__(serde=serde)
         self.table_prefix = table_prefix
@@ -104,6 +130,8 @@ class ChatMemorySQLSaver(Saver):
             kwargs.setdefault(name, seconds)
         self._connect_kwargs = kwargs
         self._pool = MySQLPool(self._open, pool_size)
+        self._async_pool_size = async_pool_size
+        self._apool: AsyncMySQLPool | None = None
         self._lock = threading.Lock()
         self._written: OrderedDict[str, float] = OrderedDict()  # thread -> monotonic time of a write
         self._touched: OrderedDict[str, float] = OrderedDict()  # thread -> monotonic time of a touch
@@ -119,6 +147,23 @@ class ChatMemorySQLSaver(Saver):
     def close(self) -> None:
         """Close the pooled connections."""
         self._pool.close()
+        if self._apool is not None:
+            self._apool.close()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (the running loop's with a goodbye to the server)."""
+        self._pool.close()
+        if self._apool is not None:
+            await self._apool.aclose()
+
+    def _async_pool(self) -> AsyncMySQLPool:
+        """The asyncmy connections, made on the first async call (``MissingExtra`` without asyncmy)."""
+        if self._apool is None:
+            k = self._connect_kwargs
+            database = k.get("database") or k.get("db") or ""
+            where = f"checkpoint database {k.get('host')}:{k.get('port')}/{database}"
+            self._apool = AsyncMySQLPool(k, where, size=self._async_pool_size)
+        return self._apool
 
     # -- setup (direct use only) ------------------------------------------------------------------
 
@@ -130,16 +175,16 @@ class ChatMemorySQLSaver(Saver):
         :func:`checkpoint_ttl_event_sql`, or call :meth:`delete_expired` from a job.
         """
 
-        def run(cur: Any) -> None:
-            cur.execute("SELECT VERSION()")
-            tidb = "tidb" in str(cur.fetchone()[0]).lower()
-            for stmt in checkpoint_table_ddl(self.table_prefix, tidb=tidb, ttl_seconds=self.ttl_seconds or 0):
-                cur.execute(stmt)
-
-        self._with_cursor(run, transaction=False)
+        self._with_cursor(self._setup, transaction=False)
 
     async def asetup(self) -> None:
-        await asyncio.to_thread(self.setup)
+        await self._aexecute(_Statements(self._setup, transaction=False))
+
+    def _setup(self) -> Queries[None]:
+        version = yield _Query("SELECT VERSION()")
+        tidb = "tidb" in str(version.rows[0][0]).lower()
+        for stmt in checkpoint_table_ddl(self.table_prefix, tidb=tidb, ttl_seconds=self.ttl_seconds or 0):
+            yield _Query(stmt)
 
     def delete_expired(self) -> int:
         """Delete rows past ``ttl + slack`` (what the EVENT / TiDB TTL do); returns rows deleted."""
@@ -147,13 +192,13 @@ class ChatMemorySQLSaver(Saver):
             return 0
         after = ttl_delete_after_seconds(self.ttl_seconds)
 
-        def run(cur: Any) -> int:
+        def run() -> Queries[int]:
             n = 0
             for t in (self.t_writes, self.t_blobs, self.t_cp):
-                n += cur.execute(
-                    f"DELETE FROM {t} WHERE updated_at < NOW(6) - INTERVAL %s SECOND",
-                    (after,),
+                done = yield _Query(
+                    f"DELETE FROM {t} WHERE updated_at < NOW(6) - INTERVAL %s SECOND", (after,)
                 )
+                n += done.rowcount
             return n
 
         return self._with_cursor(run)
@@ -163,21 +208,20 @@ class ChatMemorySQLSaver(Saver):
     def _get_tuple_op(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
         addr = address(config)
 
-        def run(cur: Any) -> CheckpointTuple | None:
+        def run() -> Queries[CheckpointTuple | None]:
             where = "c.thread_id = %s AND c.checkpoint_ns = %s"
             args: builtins.list[Any] = [addr.thread_id, addr.checkpoint_ns]
             if addr.checkpoint_id is not None:
                 where += " AND c.checkpoint_id = %s"
                 args.append(addr.checkpoint_id)
             alive, alive_args = self._alive()
-            cur.execute(
+            found = yield _Query(
                 f"SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
                 f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
                 f"WHERE {where}{alive} ORDER BY c.checkpoint_id DESC LIMIT 1",
                 (*args, *alive_args),
             )
-            rows = cur.fetchall()
-            tuples = self._hydrate(cur, self._decode_rows(rows, None))
+            tuples = yield from self._hydrate(self._decode_rows(found.rows, None))
             return tuples[0] if tuples else None
 
         found: CheckpointTuple | None = yield _Statements(run, transaction=False)
@@ -188,16 +232,15 @@ class ChatMemorySQLSaver(Saver):
         (ctype, cdata), (mtype, mdata) = d.checkpoint_typed, d.metadata_typed
         blob_rows = [(addr.thread_id, ns, *blob) for blob in d.blobs]
 
-        def run(cur: Any) -> Callable[[], None]:
-            started = self._begin_write(cur, addr.thread_id)
+        def run() -> Queries[Callable[[], None]]:
+            started = yield from self._begin_write(addr.thread_id)
             if blob_rows:
-                _insert(
-                    cur,
+                yield from _insert(
                     f"INSERT INTO {self.t_blobs} (thread_id, checkpoint_ns, channel, version, type, data, "
                     "updated_at) VALUES {rows} ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
                     blob_rows,
                 )
-            cur.execute(
+            yield _Query(
                 f"INSERT INTO {self.t_cp} (thread_id, checkpoint_ns, checkpoint_id, "
                 "parent_checkpoint_id, run_id, type, checkpoint, metadata_type, metadata, updated_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NOW(6)) ON DUPLICATE KEY UPDATE "
@@ -217,7 +260,7 @@ class ChatMemorySQLSaver(Saver):
                     mdata,
                 ),
             )
-            return self._touch(cur, addr.thread_id, started)
+            return (yield from self._touch(addr.thread_id, started))
 
         committed = yield _Statements(run)
         committed()
@@ -246,30 +289,28 @@ class ChatMemorySQLSaver(Saver):
             "updated_at)"
         )
 
-        def run(cur: Any) -> Callable[[], None]:
-            started = self._begin_write(cur, addr.thread_id)
+        def run() -> Queries[Callable[[], None]]:
+            started = yield from self._begin_write(addr.thread_id)
             if regular:  # a regular write is never replaced (a retried task writes the same thing)
-                _insert(
-                    cur,
+                yield from _insert(
                     f"INSERT INTO {self.t_writes} {cols} VALUES {{rows}} "
                     "ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
                     regular,
                 )
             if special:  # errors, interrupts, ...: the latest wins
-                _insert(
-                    cur,
+                yield from _insert(
                     f"INSERT INTO {self.t_writes} {cols} VALUES {{rows}} ON DUPLICATE KEY UPDATE "
                     "channel = VALUES(channel), type = VALUES(type), data = VALUES(data), "
                     "task_path = VALUES(task_path), updated_at = VALUES(updated_at)",
                     special,
                 )
             if self.ttl_seconds is not None:  # the thread's newest checkpoint stamp = its last write
-                cur.execute(
+                yield _Query(
                     f"UPDATE {self.t_cp} SET updated_at = NOW(6) "
                     "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s",
                     (addr.thread_id, addr.checkpoint_ns, cid),
                 )
-            return self._touch(cur, addr.thread_id, started)
+            return (yield from self._touch(addr.thread_id, started))
 
         committed = yield _Statements(run)
         committed()
@@ -277,10 +318,7 @@ class ChatMemorySQLSaver(Saver):
     def _delete_thread_op(self, thread_id: str) -> Op[None]:
         tid = thread_id_of(thread_id)
 
-        def run(cur: Any) -> None:
-            self._delete_thread_rows(cur, tid)
-
-        yield _Statements(run)
+        yield _Statements(partial(self._delete_thread_rows, tid))
 
     def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
         runs = [str(r) for r in run_ids]
@@ -288,14 +326,14 @@ class ChatMemorySQLSaver(Saver):
             return
         marks = ", ".join(["%s"] * len(runs))
 
-        def run(cur: Any) -> None:
-            cur.execute(
+        def run() -> Queries[None]:
+            yield _Query(
                 f"DELETE w FROM {self.t_writes} w JOIN {self.t_cp} c ON w.thread_id = c.thread_id "
                 "AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id "
                 f"WHERE c.run_id IN ({marks})",
                 runs,
             )
-            cur.execute(f"DELETE FROM {self.t_cp} WHERE run_id IN ({marks})", runs)
+            yield _Query(f"DELETE FROM {self.t_cp} WHERE run_id IN ({marks})", runs)
 
         yield _Statements(run)
 
@@ -303,9 +341,9 @@ class ChatMemorySQLSaver(Saver):
         src, dst = thread_id_of(source_thread_id), thread_id_of(target_thread_id)
         alive, alive_args = self._alive("s")
 
-        def run(cur: Any) -> Callable[[], None]:
-            started = self._begin_write(cur, dst)
-            cur.execute(
+        def run() -> Queries[Callable[[], None]]:
+            started = yield from self._begin_write(dst)
+            copied = yield _Query(
                 f"INSERT INTO {self.t_cp} (thread_id, checkpoint_ns, checkpoint_id, "
                 "parent_checkpoint_id, run_id, type, checkpoint, metadata_type, metadata, updated_at) "
                 "SELECT %s, s.checkpoint_ns, s.checkpoint_id, s.parent_checkpoint_id, s.run_id, s.type, "
@@ -313,23 +351,23 @@ class ChatMemorySQLSaver(Saver):
                 f"WHERE s.thread_id = %s{alive} ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
                 (dst, src, *alive_args),
             )
-            if not cur.rowcount:
+            if not copied.rowcount:
                 return lambda: None
-            cur.execute(
+            yield _Query(
                 f"INSERT INTO {self.t_blobs} (thread_id, checkpoint_ns, channel, version, type, data, "
                 "updated_at) SELECT %s, checkpoint_ns, channel, version, type, data, NOW(6) "
                 f"FROM {self.t_blobs} WHERE thread_id = %s "
                 "ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
                 (dst, src),
             )
-            cur.execute(
+            yield _Query(
                 f"INSERT INTO {self.t_writes} (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
                 "channel, type, data, task_path, updated_at) SELECT %s, checkpoint_ns, checkpoint_id, "
                 f"task_id, idx, channel, type, data, task_path, NOW(6) FROM {self.t_writes} "
                 "WHERE thread_id = %s ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at)",
                 (dst, src),
             )
-            return self._touch(cur, dst, started)
+            return (yield from self._touch(dst, started))
 
         committed = yield _Statements(run)
         committed()
@@ -350,20 +388,48 @@ class ChatMemorySQLSaver(Saver):
     def _run(self, op: Op[T]) -> T:
         return drive(op, lambda step: self._with_cursor(step.run, transaction=step.transaction))
 
+    async def _arun(self, op: Op[T]) -> T:
+        return await adrive(op, self._aexecute)
+
+    async def _aexecute(self, step: _Statements) -> Any:
+        """:meth:`_with_cursor` on the event loop: one step's queries on an asyncmy connection."""
+        pool = self._async_pool()
+
+        async def run(cur: Any) -> Any:
+            if not step.transaction:
+                return await _adrive_queries(cur, step.run())
+            # On an error the pool closes the connection, which rolls the transaction back.
+            await cur.execute("BEGIN")
+            result = await _adrive_queries(cur, step.run())
+            await cur.execute("COMMIT")
+            return result
+
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await pool.run(run, write=step.transaction)
+            except BackendError as e:
+                cause = e.__cause__
+                code = error_code(cause) if cause is not None else None
+                if code in _RETRY_CODES and attempt + 1 < _ATTEMPTS:
+                    await asyncio.sleep(0.01 * (2**attempt))
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- internals --------------------------------------------------------------------------------
 
-    def _with_cursor(self, fn: Callable[[Any], T], *, transaction: bool = True) -> T:
-        """Run ``fn(cursor)`` on a pooled connection, in a transaction, retrying lock conflicts."""
+    def _with_cursor(self, step: Callable[[], Queries[T]], *, transaction: bool = True) -> T:
+        """Run ``step``'s queries on a pooled connection, in a transaction, retrying lock conflicts."""
         import pymysql
 
         for attempt in range(_ATTEMPTS):
             try:
                 with self._pool.connection() as conn, conn.cursor() as cur:
                     if not transaction:
-                        return fn(cur)
+                        return _drive_queries(cur, step())
                     conn.begin()
                     try:
-                        result = fn(cur)
+                        result = _drive_queries(cur, step())
                     except BaseException:
                         conn.rollback()
                         raise
@@ -399,24 +465,23 @@ class ChatMemorySQLSaver(Saver):
             at = cache.get(thread_id)
         return at is not None and now - at < within
 
-    def _begin_write(self, cur: Any, thread_id: str) -> float:
+    def _begin_write(self, thread_id: str) -> Queries[float]:
         """Start a write: clear what is left of an expired thread. Returns the monotonic start."""
         started = time.monotonic()
         if self.ttl_seconds is None:
             return started
         # This saver wrote the thread less than a TTL ago: it is alive, no need to ask.
         if not self._recent(self._written, thread_id, self.ttl_seconds - 1, started):
-            cur.execute(
+            expired = yield _Query(
                 f"SELECT MAX(updated_at) <= NOW(6) - INTERVAL %s SECOND FROM {self.t_cp} "
                 "WHERE thread_id = %s",
                 (self.ttl_seconds, thread_id),
             )
-            row = cur.fetchone()
-            if row is not None and row[0]:
-                self._delete_thread_rows(cur, thread_id)
+            if expired.rows and expired.rows[0][0]:
+                yield from self._delete_thread_rows(thread_id)
         return started
 
-    def _touch(self, cur: Any, thread_id: str, started: float) -> Callable[[], None]:
+    def _touch(self, thread_id: str, started: float) -> Queries[Callable[[], None]]:
         """Re-stamp the thread's rows older than slack/2 (at most every slack/2 per saver).
 
         Returns what to remember about the thread once the transaction has committed (a rolled
@@ -427,7 +492,7 @@ class ChatMemorySQLSaver(Saver):
             half = self._slack / 2
             if not self._recent(self._touched, thread_id, half, started):
                 for t in (self.t_cp, self.t_blobs, self.t_writes):
-                    cur.execute(
+                    yield _Query(
                         f"UPDATE {t} SET updated_at = NOW(6) WHERE thread_id = %s "
                         "AND updated_at < NOW(6) - INTERVAL %s SECOND",
                         (thread_id, half),
@@ -441,14 +506,14 @@ class ChatMemorySQLSaver(Saver):
 
         return committed
 
-    def _delete_thread_rows(self, cur: Any, thread_id: str) -> None:
+    def _delete_thread_rows(self, thread_id: str) -> Queries[None]:
         for t in (self.t_writes, self.t_blobs, self.t_cp):
-            cur.execute(f"DELETE FROM {t} WHERE thread_id = %s", (thread_id,))
+            yield _Query(f"DELETE FROM {t} WHERE thread_id = %s", (thread_id,))
         with self._lock:
             self._written.pop(thread_id, None)
             self._touched.pop(thread_id, None)
 
-    def _list_page(self, q: Listing, offset: int, cur: Any) -> tuple[builtins.list[CheckpointTuple], bool]:
+    def _list_page(self, q: Listing, offset: int) -> Queries[tuple[builtins.list[CheckpointTuple], bool]]:
         """One page of the checkpoints ``q`` selects, newest first; and whether more exist."""
         config, filter, before_id = q.config, q.filter, q.before_id
         where: builtins.list[str] = []
@@ -468,15 +533,15 @@ class ChatMemorySQLSaver(Saver):
             args.append(str(before_id))
         alive, alive_args = self._alive()
         clause = ("WHERE " + " AND ".join(where)) if where else "WHERE 1 = 1"
-        cur.execute(
+        page = yield _Query(
             f"SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
             f"c.type, c.checkpoint, c.metadata_type, c.metadata FROM {self.t_cp} c "
             f"{clause}{alive} ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns "
             "LIMIT %s OFFSET %s",
             (*args, *alive_args, PAGE, offset),
         )
-        rows = cur.fetchall()
-        return self._hydrate(cur, self._decode_rows(rows, filter)), len(rows) == PAGE
+        tuples = yield from self._hydrate(self._decode_rows(page.rows, filter))
+        return tuples, len(page.rows) == PAGE
 
     def _decode_rows(
         self, rows: Sequence[Sequence[Any]], filter: dict[str, Any] | None
@@ -492,9 +557,8 @@ class ChatMemorySQLSaver(Saver):
 
     def _hydrate(
         self,
-        cur: Any,
         loaded: builtins.list[tuple[str, str, str, str | None, Checkpoint, CheckpointMetadata]],
-    ) -> builtins.list[CheckpointTuple]:
+    ) -> Queries[builtins.list[CheckpointTuple]]:
         """Add channel values and pending writes to decoded checkpoint rows (two queries in all)."""
         if not loaded:
             return []
@@ -507,27 +571,27 @@ class ChatMemorySQLSaver(Saver):
         )
         blobs: dict[tuple[str, str, str, str], Any] = {}
         for chunk in _chunks(blob_keys, 500):
-            cur.execute(
+            found = yield _Query(
                 f"SELECT thread_id, checkpoint_ns, channel, version, type, data FROM {self.t_blobs} "
                 "WHERE (thread_id, checkpoint_ns, channel, version) IN ("
                 + ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
                 + ")",
                 [x for k in chunk for x in k],
             )
-            for tid, ns, ch, ver, btype, bdata in cur.fetchall():
+            for tid, ns, ch, ver, btype, bdata in found.rows:
                 if _s(btype) != "empty":
                     blobs[(_s(tid), _s(ns), _s(ch), _s(ver))] = (_s(btype), bdata)
         cp_keys = sorted({(tid, ns, cid) for tid, ns, cid, _p, _c, _m in loaded})
         writes: dict[tuple[str, str, str], builtins.list[tuple[str, int, str, str, Any]]] = {}
         for chunk3 in _chunks(cp_keys, 500):
-            cur.execute(
+            pending = yield _Query(
                 f"SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data, "
                 f"task_path FROM {self.t_writes} WHERE (thread_id, checkpoint_ns, checkpoint_id) IN ("
                 + ", ".join(["(%s, %s, %s)"] * len(chunk3))
                 + ")",
                 [x for k in chunk3 for x in k],
             )
-            for tid, ns, cid, task, idx, ch, wtype, wdata, path in cur.fetchall():
+            for tid, ns, cid, task, idx, ch, wtype, wdata, path in pending.rows:
                 writes.setdefault((_s(tid), _s(ns), _s(cid)), []).append(
                     (_s(task), int(idx), _s(path), _s(ch), self.serde.loads_typed((_s(wtype), wdata)))
                 )
@@ -543,23 +607,23 @@ class ChatMemorySQLSaver(Saver):
             )
         return out
 
-    def _keep_latest(self, cur: Any, thread_id: str) -> None:
-        cur.execute("SELECT NOW(6)")
-        (started,) = cur.fetchone()
-        cur.execute(
+    def _keep_latest(self, thread_id: str) -> Queries[None]:
+        now = yield _Query("SELECT NOW(6)")
+        (started,) = now.rows[0]
+        latest = yield _Query(
             f"SELECT c.checkpoint_ns, c.checkpoint_id, c.type, c.checkpoint, c.metadata_type, c.metadata "
             f"FROM {self.t_cp} c WHERE c.thread_id = %s AND c.checkpoint_id = (SELECT MAX(m.checkpoint_id) "
             f"FROM {self.t_cp} m WHERE m.thread_id = c.thread_id AND m.checkpoint_ns = c.checkpoint_ns)",
             (thread_id,),
         )
-        for ns_raw, cid_raw, ctype, cdata, mtype, mdata in cur.fetchall():
+        for ns_raw, cid_raw, ctype, cdata, mtype, mdata in latest.rows:
             ns, cid = _s(ns_raw), _s(cid_raw)
             metadata: CheckpointMetadata = self.serde.loads_typed((_s(mtype), mdata))
             if uses_delta_channels(metadata):
                 continue  # a DeltaChannel chain: keep the whole namespace
             ckpt: Checkpoint = self.serde.loads_typed((_s(ctype), cdata))
             for t in (self.t_writes, self.t_cp):
-                cur.execute(
+                yield _Query(
                     f"DELETE FROM {t} WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id < %s",
                     (thread_id, ns, cid),
                 )
@@ -567,19 +631,44 @@ class ChatMemorySQLSaver(Saver):
             not_kept = ""
             if keep:
                 not_kept = " AND (channel, version) NOT IN (" + ", ".join(["(%s, %s)"] * len(keep)) + ")"
-            cur.execute(
+            yield _Query(
                 f"DELETE FROM {self.t_blobs} WHERE thread_id = %s AND checkpoint_ns = %s "
                 f"AND updated_at < %s{not_kept}",
                 (thread_id, ns, started, *(x for k in keep for x in k)),
             )
 
 
-def _insert(cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+def _insert(sql: str, rows: Sequence[tuple[Any, ...]]) -> Queries[None]:
     """One multi-row INSERT (``{rows}`` in ``sql``); every row gets ``NOW(6)`` as its last column."""
     width = len(rows[0])
     group = "(" + ", ".join(["%s"] * width) + ", NOW(6))"
     for chunk in _chunks(list(rows), 200):
-        cur.execute(sql.replace("{rows}", ", ".join([group] * len(chunk))), [x for r in chunk for x in r])
+        yield _Query(sql.replace("{rows}", ", ".join([group] * len(chunk))), [x for r in chunk for x in r])
+
+
+def _drive_queries(cur: Any, queries: Queries[T]) -> T:
+    """Run a step's queries on a PyMySQL cursor."""
+    try:
+        q = next(queries)
+        while True:
+            cur.execute(q.sql, q.args)
+            q = queries.send(_Result(cur.fetchall() if cur.description else (), cur.rowcount))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def _adrive_queries(cur: Any, queries: Queries[T]) -> T:
+    """Run a step's queries on an asyncmy cursor."""
+    try:
+        q = next(queries)
+        while True:
+            await cur.execute(q.sql, q.args)
+            rows = await cur.fetchall() if cur.description else ()
+            q = queries.send(_Result(rows, cur.rowcount))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:

@@ -1,0 +1,213 @@
+"""The TiDB/MySQL history's async methods run natively on the event loop (asyncmy), on TiDB and MariaDB.
+
+Many sessions at once share one connector's pool and each reads back exactly its own turn; no
+worker thread is used (``asyncio.to_thread`` and the loop's executor are made to raise); a
+blackholed server and a reply that never comes raise ``BackendUnavailable`` naming the server
+instead of hanging; a memory reading its Secret from a mounted directory follows a rotated
+password after its connections were killed (a network blip), as the sync path does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from chatmemory import connect
+from chatmemory._connect import Timeouts, mysql_kwargs
+from chatmemory.contract import BackendKind, Binding
+from chatmemory.errors import BackendUnavailable
+from chatmemory.histories.tidb import TiDBConnector
+from chatmemory.sql import ASYNC_POOL_SIZE, AsyncMySQLPool
+from langchain_core.messages import AIMessage, HumanMessage
+
+from tests.integration.sdk.test_follow_secret import MountedSecret
+from tests.support.platform import Platform
+
+SERVERS = ["TIDB_URL", "MARIADB_URL"]
+SESSIONS = 100
+#: A generous bound for a call that must raise within a 1 s timeout: reaching it means a hang.
+HANG = 30.0
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def admin(platform: Platform, key: str) -> Any:
+    return pymysql.connect(**{**platform.mysql_params(key), "autocommit": True})  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest, platform: Platform) -> str:
+    key: str = request.param
+    if key not in platform:
+        pytest.skip(f"{key} is not in the platform env file")
+    return key
+
+
+@pytest.fixture
+def memory_user(platform: Platform, server: str) -> Iterator[Binding]:
+    """A database with a user allowed only its data (the operator's grants), as a binding."""
+    root = admin(platform, server)
+    user, database, password = f"cma_{uid()}", f"cma_{uid()}", uuid.uuid4().hex
+    with root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{database}`")
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+        cur.execute(f"GRANT SELECT, INSERT, DELETE, CREATE ON `{database}`.* TO %s@'%%'", (user,))
+    params = platform.mysql_params(server)
+    binding = Binding(
+        backend=BackendKind.TIDB,
+        provider="tidb" if server == "TIDB_URL" else "mariadb",
+        host=str(params["host"]),
+        port=int(str(params["port"])),
+        username=user,
+        password=password,
+        database=database,
+        table="messages",
+    )
+    TiDBConnector(binding, create=True).close()  # the table, as the operator makes it
+    yield binding
+    with root.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+    root.close()
+
+
+def connections_of(platform: Platform, server: str, user: str) -> list[int]:
+    root = admin(platform, server)
+    try:
+        with root.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+            return [int(r[0]) for r in cur.fetchall()]
+    finally:
+        root.close()
+
+
+@pytest.fixture
+async def no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every way of handing work to a thread raise: the async path must not use one."""
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the async path handed work to a thread")
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(asyncio, "to_thread", forbidden)
+    monkeypatch.setattr(loop, "run_in_executor", forbidden)
+    monkeypatch.setattr(threading.Thread, "start", forbidden)
+
+
+async def test_a_hundred_sessions_at_once_share_one_pool_and_each_reads_its_own_turn(
+    platform: Platform, server: str, memory_user: Binding
+) -> None:
+    connector = TiDBConnector(memory_user)
+    try:
+        histories = [connector.history(f"s{i:03d}") for i in range(SESSIONS)]
+
+        async def turn(i: int) -> list[Any]:
+            h = histories[i]
+            await h.aadd_messages([HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+            return await h.aget_messages()
+
+        results = await asyncio.gather(*(turn(i) for i in range(SESSIONS)))
+        for i, messages in enumerate(results):
+            assert [m.content for m in messages] == [f"q{i}", f"a{i}"]
+        # Idle after the burst: never more connections than the pool's size.
+        assert 0 < len(connections_of(platform, server, memory_user.username)) <= ASYNC_POOL_SIZE
+        await asyncio.gather(*(h.aclear() for h in histories))
+        assert [await h.aget_messages() for h in histories[:3]] == [[], [], []]
+    finally:
+        await connector.aclose()
+    assert connections_of(platform, server, memory_user.username) == []  # aclose said goodbye
+
+
+@pytest.mark.usefixtures("no_threads")
+async def test_the_async_methods_never_hand_work_to_a_thread(memory_user: Binding) -> None:
+    connector = TiDBConnector(memory_user)
+    try:
+        history = connector.history("s")
+        await history.aadd_messages([HumanMessage("hi"), AIMessage("hello")])
+        assert [m.content for m in await history.aget_messages()] == ["hi", "hello"]
+        await history.aclear()
+        assert await history.aget_messages() == []
+    finally:
+        await connector.aclose()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A listener that completes TCP connects (the kernel's backlog) and never says a word."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+async def test_a_blackholed_server_raises_backend_unavailable_and_a_write_says_it_was_not_sent(
+    blackhole: int,
+) -> None:
+    binding = Binding(
+        backend=BackendKind.TIDB, provider="tidb", host="127.0.0.1", port=blackhole,
+        username="u", password="secret-pw", database="d", table="messages",
+    )  # fmt: skip
+    connector = TiDBConnector(binding, timeout=Timeouts(connect=1, operation=1))
+    history = connector.history("s")
+    try:
+        with pytest.raises(BackendUnavailable) as read:
+            await asyncio.wait_for(history.aget_messages(), HANG)
+        assert f"127.0.0.1:{blackhole}" in str(read.value) and "timed out" in str(read.value)
+        with pytest.raises(BackendUnavailable) as write:
+            await asyncio.wait_for(history.aadd_messages([HumanMessage("x")]), HANG)
+        assert write.value.applied is False and "the write was not sent" in str(write.value)
+        assert "secret-pw" not in str(read.value) + str(write.value)
+    finally:
+        await connector.aclose()
+
+
+async def test_a_reply_that_never_comes_raises_within_the_operation_timeout(
+    platform: Platform, server: str, memory_user: Binding
+) -> None:
+    kwargs = mysql_kwargs(memory_user, Timeouts(connect=1, operation=1))
+    pool = AsyncMySQLPool(kwargs, f"mysql {memory_user.host}:{memory_user.port}")
+
+    async def slow(cur: Any) -> None:
+        await cur.execute("SELECT SLEEP(5)")
+
+    try:
+        with pytest.raises(BackendUnavailable) as err:
+            await asyncio.wait_for(pool.run(slow), HANG)
+        assert "timed out" in str(err.value) and f"{memory_user.host}:{memory_user.port}" in str(err.value)
+    finally:
+        await pool.aclose()
+
+
+async def test_a_memory_follows_its_rotated_password_after_a_blip(
+    platform: Platform, server: str, memory_user: Binding, tmp_path: Path
+) -> None:
+    mounted = MountedSecret(tmp_path / "binding")
+    mounted.write(memory_user)
+    root = admin(platform, server)
+    memory = connect(path=mounted.root)
+    try:
+        history = memory.history("s")
+        await history.aadd_messages([HumanMessage("before")])
+        with root.cursor() as cur:
+            cur.execute("ALTER USER %s@'%%' IDENTIFIED BY 'second-password'", (memory_user.username,))
+        mounted.write(memory_user.model_copy(update={"password": "second-password"}))
+        killed = connections_of(platform, server, memory_user.username)
+        assert killed, "the memory's async pool keeps its connection open between calls"
+        with root.cursor() as cur:
+            for conn_id in killed:
+                cur.execute(f"KILL {conn_id}")  # the blip: the app's connections are gone
+        await history.aadd_messages([HumanMessage("after")])
+        assert [m.content for m in await history.aget_messages()] == ["before", "after"]
+    finally:
+        await memory.aclose()
+        root.close()
