@@ -28,6 +28,7 @@ import redis
 from chatmemory import contract
 from chatmemory.checkpoint.redis import REDIS_COMMANDS as CHECKPOINT_COMMANDS
 from chatmemory.contract import BackendKind, Binding
+from chatmemory.store.redis import STORE_REDIS_COMMANDS
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -67,9 +68,11 @@ HISTORY_COMMANDS: Final[tuple[str, ...]] = (
     "pttl",
     "exists",
 )
-#: What the memory's user may run: the histories' commands plus the LangGraph checkpointer's
-#: (hashes and sorted sets), whose list the SDK defines next to the saver that sends them.
-SDK_COMMANDS: Final[tuple[str, ...]] = tuple(dict.fromkeys(HISTORY_COMMANDS + CHECKPOINT_COMMANDS))
+#: What the memory's user may run: the histories' commands plus the LangGraph checkpointer's and
+#: store's (hashes and sorted sets), whose lists the SDK defines next to the classes that send them.
+SDK_COMMANDS: Final[tuple[str, ...]] = tuple(
+    dict.fromkeys(HISTORY_COMMANDS + CHECKPOINT_COMMANDS + STORE_REDIS_COMMANDS)
+)
 #: Added on a Redis Cluster: the client reads the slot map and the command table (COMMAND, to find
 #: key positions) and follows ASK redirects. All read-only metadata.
 CLUSTER_COMMANDS: Final[tuple[str, ...]] = ("cluster|slots", "command", "asking", "readonly")

@@ -1,0 +1,401 @@
+"""The Redis LangGraph store itself (see :mod:`chatmemory.store.redis` for the key layout and the
+command list). Separate so that the layout imports without langgraph; users reach the class through
+:mod:`chatmemory.store` (``store_for`` or the lazy ``ChatMemoryRedisStore`` export).
+
+Like the checkpointer, each primitive is written once as an *operation* (a generator yielding
+batches of commands and receiving their replies) and run by a sync driver (``redis.Redis`` /
+``RedisCluster``) or a native asyncio one (``redis.asyncio``); the batching, the transaction on a
+cluster slot and the error mapping are the checkpointer's drivers.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from langgraph.store.base import GetOp, IndexConfig, Item, ListNamespacesOp, SearchItem, SearchOp, TTLConfig
+
+from chatmemory._connect import Timeouts, no_retry
+from chatmemory.checkpoint._common import adrive, drive, pack, unpack
+from chatmemory.checkpoint._redis_saver import _asend, _decodes_responses, _is_cluster, _round_trips, _send
+from chatmemory.checkpoint.redis import INDEX_GRACE_SECONDS, Batch, Op
+from chatmemory.errors import BackendError
+from chatmemory.store._common import (
+    Candidate,
+    StoreBase,
+    Write,
+    decode_value,
+    encode_value,
+    expires_at,
+    from_ms,
+    namespace_matches,
+    namespace_of,
+    namespace_text,
+    now_ms,
+    prefix_matches,
+    select_items,
+    select_namespaces,
+)
+from chatmemory.store.redis import item_key, keys_key, namespace_index_key
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+T = TypeVar("T")
+Command = tuple[Any, ...]
+
+#: The fields of an item's hash a read needs (``e``, the vectors, only for a query).
+_FIELDS = ("v", "c", "u", "t")
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def pack_vectors(vectors: Sequence[tuple[str, Sequence[float]]]) -> bytes:
+    """An item's vectors as one value: field name, float32 array, repeated."""
+    return pack(*(part for name, v in vectors for part in (name.encode(), array("f", v).tobytes())))
+
+
+def unpack_vectors(data: bytes) -> list[list[float]]:
+    parts = unpack(data)
+    out: list[list[float]] = []
+    for raw in parts[1::2]:
+        a = array("f")
+        a.frombytes(raw)
+        out.append(a.tolist())
+    return out
+
+
+class ChatMemoryRedisStore(StoreBase):
+    """A LangGraph ``BaseStore`` on Redis, Valkey or Redis Cluster, without modules or scripts.
+
+    Args:
+        client: a sync ``redis.Redis`` or ``redis.cluster.RedisCluster`` (``decode_responses``
+            off), for the sync methods.
+        aclient: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``, for the
+            async methods (native asyncio, no threads). At least one of the two is needed; a
+            missing async client makes the async methods run the sync ones in a worker thread.
+        prefix: every key starts with it (a ChatMemory's ``key_prefix``; the ACL allows ``~<prefix>*``).
+        index: LangGraph ``IndexConfig`` for semantic search (brute-force cosine ranking over the
+            namespaces searched).
+        ttl: LangGraph ``TTLConfig`` (``default_ttl`` minutes, ``refresh_on_read``).
+        owns_clients: close the clients in :meth:`close` / :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster | None = None,
+        *,
+        aclient: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
+        prefix: str = "chatmemory:",
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+        owns_clients: bool = False,
+    ) -> None:
+        super().__init__(index=index, ttl=ttl)
+        if client is None and aclient is None:
+            raise ValueError("ChatMemoryRedisStore needs a redis client, an asyncio client, or both")
+        for c in (client, aclient):
+            if c is not None and _decodes_responses(c):
+                raise ValueError("the store reads bytes: pass a client with decode_responses=False")
+        if client is not None and aclient is not None and _is_cluster(client) != _is_cluster(aclient):
+            raise ValueError("client and aclient must both be cluster clients, or neither")
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the key prefix must not contain '{' or '}' (they would set the hash slot)")
+        self.client = client
+        self.aclient = aclient
+        self.prefix = prefix
+        self.namespace_index = namespace_index_key(prefix)
+        self._owns_clients = owns_clients
+        self._cluster = _is_cluster(client if client is not None else aclient)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "chatmemory:",
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+    ) -> ChatMemoryRedisStore:
+        """A store owning a sync and an asyncio client for ``redis://`` / ``rediss://`` ``url``."""
+        import redis as _redis
+        import redis.asyncio as _aredis
+
+        t = Timeouts()
+        return cls(
+            _redis.Redis.from_url(
+                url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
+            ),
+            aclient=_aredis.Redis.from_url(
+                url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
+            ),
+            prefix=prefix,
+            index=index,
+            ttl=ttl,
+            owns_clients=True,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sync client if the store created it."""
+        if self._owns_clients and self.client is not None:
+            self.client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients if the store created them."""
+        if self._owns_clients:
+            if self.aclient is not None:
+                await self.aclient.aclose()
+            self.close()
+
+    def setup(self) -> None:
+        """Nothing to create on Redis (keys appear on first write); kept for parity with LangGraph."""
+
+    async def asetup(self) -> None:
+        """See :meth:`setup`."""
+
+    # -- operations (no I/O: they yield command batches) ------------------------------------------
+
+    def _apply_op(self, groups: dict[str, list[Command]], index: list[Command]) -> Op[None]:
+        """Write ``groups`` (commands per namespace, each group atomic) and the index commands.
+
+        One ``MULTI`` on a standalone server; on a cluster the index first (its own slot), then a
+        ``MULTI`` per namespace.
+        """
+        groups = {t: cmds for t, cmds in groups.items() if cmds}
+        if not groups:
+            return
+        if not self._cluster:
+            yield Batch([c for cmds in groups.values() for c in cmds], atomic=True, index=index)
+            return
+        if index:
+            yield Batch(index)
+        for cmds in groups.values():
+            yield Batch(cmds, atomic=True)
+
+    def _refresh_op(self, found: Sequence[tuple[tuple[str, ...], str, int]]) -> Op[None]:
+        """Set again the expiry of items read (namespace, key, TTL in ms)."""
+        if not found:
+            return
+        now = now_ms()
+        groups: dict[str, list[Command]] = defaultdict(list)
+        latest: dict[str, int] = {}
+        for ns, key, ttl_ms in found:
+            text = namespace_text(ns)
+            exp = now + ttl_ms
+            # XX: never give an expiry to an item a concurrent put made permanent (or deleted).
+            groups[text] += [
+                ("PEXPIRE", item_key(self.prefix, text, key), ttl_ms, "XX"),
+                ("ZADD", keys_key(self.prefix, text), "XX", "GT", exp, key),
+            ]
+            latest[text] = max(latest.get(text, 0), exp)
+        index = [("ZADD", self.namespace_index, "GT", exp, text) for text, exp in latest.items()]
+        yield from self._apply_op(groups, index)
+
+    def _get_op(self, gets: Sequence[GetOp]) -> Op[list[Item | None]]:
+        cmds = [("HMGET", item_key(self.prefix, namespace_text(g.namespace), g.key), *_FIELDS) for g in gets]
+        replies = yield Batch(cmds)
+        items: list[Item | None] = []
+        refresh: list[tuple[tuple[str, ...], str, int]] = []
+        for g, reply in zip(gets, replies, strict=True):
+            item, ttl_ms = _item(g.namespace, g.key, reply)
+            items.append(item)
+            if item is not None and ttl_ms is not None and g.refresh_ttl:
+                refresh.append((g.namespace, g.key, ttl_ms))
+        yield from self._refresh_op(refresh)
+        return items
+
+    def _namespaces_op(self, now: int) -> Op[list[tuple[str, ...]]]:
+        """Every namespace of the index that may hold a live item (scores within the grace)."""
+        low = f"({now - INDEX_GRACE_SECONDS * 1000}"
+        (members,) = yield Batch([("ZRANGE", self.namespace_index, low, "+inf", "BYSCORE")])
+        return [namespace_of(_text(m)) for m in members or []]
+
+    def _search_op(self, op: SearchOp, query_vector: list[float] | None) -> Op[list[SearchItem]]:
+        now = now_ms()
+        namespaces = [
+            ns for ns in (yield from self._namespaces_op(now)) if prefix_matches(ns, op.namespace_prefix)
+        ]
+        if not namespaces:
+            return []
+        low = f"({now - INDEX_GRACE_SECONDS * 1000}"
+        key_sets = yield Batch(
+            [
+                ("ZRANGE", keys_key(self.prefix, namespace_text(ns)), low, "+inf", "BYSCORE")
+                for ns in namespaces
+            ]
+        )
+        wanted = [(ns, _text(k)) for ns, keys in zip(namespaces, key_sets, strict=True) for k in keys or []]
+        if not wanted:
+            return []
+        fields = (*_FIELDS, "e") if query_vector is not None else _FIELDS
+        replies = yield Batch(
+            [("HMGET", item_key(self.prefix, namespace_text(ns), key), *fields) for ns, key in wanted]
+        )
+        candidates: list[Candidate] = []
+        ttls: dict[tuple[tuple[str, ...], str], int] = {}
+        for (ns, key), reply in zip(wanted, replies, strict=True):
+            item, ttl_ms = _item(ns, key, reply)
+            if item is None:
+                continue
+            vectors = unpack_vectors(reply[4]) if query_vector is not None and reply[4] else []
+            candidates.append(Candidate(item, vectors))
+            if ttl_ms is not None:
+                ttls[(ns, key)] = ttl_ms
+        found = select_items(candidates, op, query_vector)
+        if op.refresh_ttl:
+            refresh = [
+                (r.namespace, r.key, ttls[(r.namespace, r.key)])
+                for r in found
+                if (r.namespace, r.key) in ttls
+            ]
+            yield from self._refresh_op(refresh)
+        return found
+
+    def _list_op(self, op: ListNamespacesOp) -> Op[list[tuple[str, ...]]]:
+        now = now_ms()
+        namespaces = [
+            ns for ns in (yield from self._namespaces_op(now)) if namespace_matches(ns, op.match_conditions)
+        ]
+        if not namespaces:
+            return select_namespaces([], op)
+        counts = yield Batch(
+            [("ZCOUNT", keys_key(self.prefix, namespace_text(ns)), now, "+inf") for ns in namespaces]
+        )
+        return select_namespaces([ns for ns, n in zip(namespaces, counts, strict=True) if n], op)
+
+    def _write_op(self, writes: Sequence[Write]) -> Op[None]:
+        now = now_ms()
+        cutoff = f"({now - INDEX_GRACE_SECONDS * 1000}"
+        groups: dict[str, list[Command]] = defaultdict(list)
+        latest: dict[str, float] = {}
+        for w in writes:
+            text = namespace_text(w.namespace)
+            ik, kk = item_key(self.prefix, text, w.key), keys_key(self.prefix, text)
+            cmds = groups[text]
+            if w.value is None:
+                cmds += [("UNLINK", ik), ("ZREM", kk, w.key)]
+                continue
+            exp = expires_at(now, w.ttl)
+            fields: list[Any] = ["v", encode_value(w.value, namespace=w.namespace, key=w.key), "u", now]
+            drop: list[str] = []
+            if exp is not None:
+                fields += ["t", exp - now]
+            else:
+                drop.append("t")
+            if w.vectors:
+                fields += ["e", pack_vectors(w.vectors)]
+            else:
+                drop.append("e")
+            if drop:  # an item's hash always keeps v, c and u: this never empties it
+                cmds.append(("HDEL", ik, *drop))
+            cmds += [("HSET", ik, *fields), ("HSETNX", ik, "c", now)]
+            cmds.append(("PEXPIRE", ik, exp - now) if exp is not None else ("PERSIST", ik))
+            cmds.append(("ZADD", kk, exp if exp is not None else "+inf", w.key))
+            latest[text] = max(latest.get(text, -math.inf), math.inf if exp is None else exp)
+        for text, cmds in groups.items():
+            cmds.append(("ZREMRANGEBYSCORE", keys_key(self.prefix, text), "-inf", cutoff))
+        index: list[Command] = [
+            ("ZADD", self.namespace_index, "GT", "+inf" if math.isinf(s) else int(s), text)
+            for text, s in latest.items()
+        ]
+        if index:
+            index.append(("ZREMRANGEBYSCORE", self.namespace_index, "-inf", cutoff))
+        yield from self._apply_op(groups, index)
+
+    # -- primitives -------------------------------------------------------------------------------
+
+    def _get_items(self, gets: Sequence[GetOp]) -> list[Item | None]:
+        return self._run(self._get_op(gets))
+
+    async def _aget_items(self, gets: Sequence[GetOp]) -> list[Item | None]:
+        return await self._arun(self._get_op(gets))
+
+    def _search_items(self, op: SearchOp, query_vector: list[float] | None) -> list[SearchItem]:
+        return self._run(self._search_op(op, query_vector))
+
+    async def _asearch_items(self, op: SearchOp, query_vector: list[float] | None) -> list[SearchItem]:
+        return await self._arun(self._search_op(op, query_vector))
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        return self._run(self._list_op(op))
+
+    async def _alist_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        return await self._arun(self._list_op(op))
+
+    def _write_items(self, writes: Sequence[Write]) -> None:
+        self._run(self._write_op(writes))
+
+    async def _awrite_items(self, writes: Sequence[Write]) -> None:
+        await self._arun(self._write_op(writes))
+
+    # -- drivers ----------------------------------------------------------------------------------
+
+    def _run(self, op: Op[T]) -> T:
+        if self.client is None:
+            raise TypeError(
+                "this ChatMemoryRedisStore has only an asyncio client: use the async methods "
+                "(aget, asearch, aput, ...), or build it with a sync client too"
+            )
+        client = self.client
+        return drive(op, lambda batch: self._execute(client, batch))
+
+    def _execute(self, client: redis.Redis | redis.cluster.RedisCluster, batch: Batch) -> list[Any]:
+        import redis as _redis
+
+        trips, main = _round_trips(batch, cluster=self._cluster)
+        try:
+            replies = [_send(client, commands, atomic) for commands, atomic in trips]
+        except _redis.RedisError as e:
+            raise BackendError(f"redis store operation failed: {e}") from e
+        return replies[main][: len(batch.commands)] if trips else []
+
+    async def _arun(self, op: Op[T]) -> T:
+        if self.aclient is None:
+            return await _in_thread(self._run, op)
+        return await adrive(op, self._aexecute)
+
+    async def _aexecute(self, batch: Batch) -> list[Any]:
+        import redis as _redis
+
+        assert self.aclient is not None
+        trips, main = _round_trips(batch, cluster=self._cluster)
+        replies = []
+        try:
+            for commands, atomic in trips:
+                replies.append(await _asend(self.aclient, commands, atomic))
+        except _redis.RedisError as e:
+            raise BackendError(f"redis store operation failed: {e}") from e
+        return replies[main][: len(batch.commands)] if trips else []
+
+
+async def _in_thread(run: Any, op: Op[T]) -> T:
+    import asyncio
+
+    result: T = await asyncio.to_thread(run, op)
+    return result
+
+
+def _item(namespace: tuple[str, ...], key: str, reply: Sequence[Any]) -> tuple[Item | None, int | None]:
+    """The item of an ``HMGET v c u t ...`` reply, and its TTL in ms (None: never expires)."""
+    value, created, updated, ttl = reply[0], reply[1], reply[2], reply[3]
+    if value is None:
+        return None, None
+    up = int(updated)
+    item = Item(
+        value=decode_value(value),
+        key=key,
+        namespace=namespace,
+        created_at=from_ms(int(created) if created is not None else up),
+        updated_at=from_ms(up),
+    )
+    return item, (int(ttl) if ttl is not None else None)
