@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,7 @@ def uid() -> str:
 
 
 def admin(platform: Platform, key: str) -> Any:
-    return pymysql.connect(**{**platform.mysql_params(key), "autocommit": True})  # type: ignore[arg-type]
+    return pymysql.connect(**{**platform.mysql_params(key), "autocommit": True})
 
 
 @pytest.fixture(params=SERVERS)
@@ -206,6 +207,10 @@ async def test_a_memory_follows_its_rotated_password_after_a_blip(
         with root.cursor() as cur:
             for conn_id in killed:
                 cur.execute(f"KILL {conn_id}")  # the blip: the app's connections are gone
+        for _ in range(200):  # a KILL lands asynchronously: wait until the server closed them
+            if not connections_of(platform, server, memory_user.username):
+                break
+            time.sleep(0.05)
         await history.aadd_messages([HumanMessage("after")])
         assert [m.content for m in await history.aget_messages()] == ["before", "after"]
     finally:

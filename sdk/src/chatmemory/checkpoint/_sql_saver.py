@@ -103,9 +103,9 @@ class ChatMemorySQLSaver(Saver):
 
     Sync methods run on the calling thread over PyMySQL; async methods run the same statements
     natively on the event loop over asyncmy (:class:`chatmemory.sql.AsyncMySQLPool`: no worker
-    thread), with the same transactions and lock-conflict retries. A read is retried after a lost
-    connection; a write only when it was never sent (its statements are safe to repeat, but the
-    rule is the history's).
+    thread), with the same transactions and lock-conflict retries. Every step is safe to run twice
+    (upserts keyed by the checkpoint, deletes, reads), so the async path also retries a step after
+    a refused or lost connection, with backoff within the operation timeout.
     """
 
     def __init__(
@@ -406,7 +406,8 @@ class ChatMemorySQLSaver(Saver):
 
         for attempt in range(_ATTEMPTS):
             try:
-                return await pool.run(run, write=step.transaction)
+                # Every step is safe to send again (upserts, deletes, reads): retried like a read.
+                return await pool.run(run)
             except BackendError as e:
                 cause = e.__cause__
                 code = error_code(cause) if cause is not None else None
