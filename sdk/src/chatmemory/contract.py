@@ -70,6 +70,8 @@ class Key(enum.StrEnum):
     KEY_PREFIX = "key_prefix"
     CLUSTER = "cluster"
     ISOLATED = "isolated"
+    REDIS_WAIT_REPLICAS = "redis_wait_replicas"
+    REDIS_WAIT_TIMEOUT_MS = "redis_wait_timeout_ms"
     # Kafka
     BOOTSTRAP_SERVERS = "bootstrap_servers"
     TOPIC = "topic"
@@ -128,6 +130,14 @@ class Binding(BaseModel):
     key_prefix: str = ""
     cluster: bool = False
     isolated: bool = True
+    redis_wait_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Replicas that must confirm each turn (WAIT after the turn's EXEC); unset or 0: none.",
+    )
+    redis_wait_timeout_ms: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Milliseconds the turn's WAIT may block for those replicas (default 1000).",
+    )
     # Kafka
     bootstrap_servers: str = ""
     topic: str = ""

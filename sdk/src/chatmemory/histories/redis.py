@@ -33,11 +33,29 @@ retried only when its connection could not be opened, so it was never sent; once
 sent again, so a turn is applied at most once: a failure after sending raises
 ``BackendUnavailable`` with ``applied=None`` (the turn may be in the list). ``DEL`` is idempotent
 and retried like a read.
+
+**Redis Cluster failover**: a turn whose queued commands or ``EXEC`` a node answered with
+``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` was discarded by the server, so it is retried
+like a turn never sent; before each retry on a cluster the client reads the slot map again
+(redis-py's transaction pipeline, with its retries off, refreshes it only on every fifth error), so
+a turn waiting out a failover lands on the promoted replica within one backoff (at most 1.5 s) of
+the promotion, if the operation timeout has not run out. A turn in flight when its primary died
+raises ``BackendUnavailable`` with ``applied=None``, as on one server.
+
+**Durability** (``wait_replicas``; the binding keys ``redis_wait_replicas`` and
+``redis_wait_timeout_ms``, so ``connect_url(url, redis_wait_replicas=1)`` too): Redis replicates
+asynchronously, so a turn the primary acknowledged can be lost when the primary dies before a
+replica copied it. With ``wait_replicas=N`` a turn is ``MULTI ... EXEC`` followed by
+``WAIT N <wait_timeout_ms>`` on the same connection, written in one round trip (``WAIT`` inside
+the transaction would not block), and ``add_messages`` returns only when N replicas hold the
+turn; fewer within the timeout raise :class:`NotReplicated` (``applied=True``: the turn *is* in
+the session on the primary; do not send it again, it would be stored twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import threading
@@ -99,6 +117,69 @@ def _describe(client: object) -> str:
 #: What redis-py raises: its error family, and the cluster client's own (not a RedisError).
 CLIENT_ERRORS: Final = (redis.RedisError, redis.exceptions.RedisClusterException)
 T = TypeVar("T")
+#: A cluster node's answers to a turn's queued commands or its EXEC that make the server discard
+#: the transaction (the slot is served elsewhere, is moving, or nobody serves it), and the cluster
+#: client's own refusal before sending: the turn was not applied, so it may be sent again.
+NOT_APPLIED: Final = (
+    redis.exceptions.AskError,  # MovedError is an AskError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
+#: Milliseconds a turn's WAIT blocks for its replicas when only ``wait_replicas`` is given.
+DEFAULT_WAIT_TIMEOUT_MS: Final = 1000
+
+
+class NotReplicated(BackendUnavailable):
+    """A turn the primary applied but fewer replicas than ``wait_replicas`` confirmed in time.
+
+    ``applied`` is True: the turn is in the session and readable; it may be lost only if the primary
+    fails before a replica copies it. Do not write it again (it would be stored twice). ``replicas``
+    says how many replicas confirmed it, ``wanted`` how many were asked for.
+    """
+
+    def __init__(self, message: str, *, replicas: int, wanted: int) -> None:
+        super().__init__(message, applied=True)
+        self.replicas = replicas
+        self.wanted = wanted
+
+
+def check_waited(replies: Sequence[Any], *, wanted: int, timeout_ms: int, where: str, key: str) -> None:
+    """Check the replies of ``MULTI <turn> EXEC WAIT``: raise the first refusal, or
+    :class:`NotReplicated` when WAIT counted fewer than ``wanted`` replicas.
+
+    A refused queued command (``MOVED``, ``NOPERM``) makes the server discard the transaction, and
+    is raised as redis-py's error (the caller decides whether to retry); an error inside EXEC's
+    reply too. A failed WAIT after an EXEC that succeeded is a :class:`NotReplicated`: the turn was
+    applied.
+    """
+    *queued, executed, acked = replies
+    for reply in queued:
+        if isinstance(reply, Exception):
+            raise reply
+    if isinstance(executed, Exception):
+        raise executed
+    for reply in executed or ():
+        if isinstance(reply, Exception):
+            raise reply
+    option = f"wait_replicas={wanted} (binding key redis_wait_replicas)"
+    if isinstance(acked, Exception):
+        raise NotReplicated(
+            f"{where}: the turn on key {key!r} was written, but WAIT failed ({acked}); the memory's user "
+            f"may lack WAIT (an operator older than {option}): it cannot be confirmed on a replica",
+            replicas=0,
+            wanted=wanted,
+        )
+    if int(acked) < wanted:
+        raise NotReplicated(
+            f"{where}: the turn on key {key!r} was written on the primary, but only {int(acked)} of "
+            f"{wanted} replicas confirmed it within {timeout_ms} ms ({option}, redis_wait_timeout_ms="
+            f"{timeout_ms}): it is readable and may be lost if the primary fails before a replica copies "
+            "it; do not send it again (it would be stored twice). A replica is down or lagging: check "
+            "the server, or lower the option",
+            replicas=int(acked),
+            wanted=wanted,
+        )
 
 
 def _is_auth(exc: BaseException) -> bool:
@@ -128,7 +209,7 @@ def _retryable(exc: BaseException, *, write: bool) -> bool:
     if _is_auth(exc) or _is_tls(exc) or isinstance(exc, redis.TimeoutError):
         return False
     if write:
-        return _not_sent(exc)
+        return _not_sent(exc) or isinstance(exc, NOT_APPLIED)
     return isinstance(exc, redis.ConnectionError | redis.exceptions.ClusterDownError)
 
 
@@ -239,6 +320,11 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         async_clients: Per-event-loop asyncio clients shared with other histories (what
             :class:`RedisConnector` passes: one set per memory); used when ``async_redis_client``
             is not given.
+        wait_replicas: Replicas that must hold each turn before ``add_messages`` returns (``WAIT``
+            after the turn's ``EXEC``, same round trip); fewer raise :class:`NotReplicated`. ``None``
+            or 0: no WAIT (Redis' asynchronous replication).
+        wait_timeout_ms: How long that WAIT blocks (default 1000 ms); shorter than the operation
+            timeout.
         **kwargs: redis-py connection options for the clients built from ``redis_url`` (as
             ``langchain_redis`` passes them to ``Redis.from_url``); they win over ``timeout``.
             With ``redis_client`` they are ignored, with a warning.
@@ -262,6 +348,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         async_redis_client: AsyncClient | None = None,
         async_clients: AsyncClients | None = None,
         timeout: TimeoutSpec = None,
+        wait_replicas: int | None = None,
+        wait_timeout_ms: int | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
@@ -324,6 +412,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self._where = _describe(self.redis_client)
         self._budget = _operation_timeout(self.redis_client)
         self._password = bool(_connection_kwargs(self.redis_client).get("password"))
+        self.wait_replicas, self.wait_timeout_ms = wait_options(wait_replicas, wait_timeout_ms, self._budget)
 
     # -- sync --------------------------------------------------------------------------------------
 
@@ -340,6 +429,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             return
 
         def send() -> Any:
+            if self.wait_replicas:
+                return self._send_waited(docs)
             pipe = self.redis_client.pipeline(transaction=True)
             self._queue_add(pipe, docs)
             return pipe.execute()
@@ -424,6 +515,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
 
         async def send() -> Any:
+            if self.wait_replicas:
+                return await self._asend_waited(client, docs)
             pipe = client.pipeline(transaction=not cluster)
             self._queue_add(pipe, docs)
             return await pipe.execute()
@@ -465,6 +558,68 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         if self.ttl is not None:
             pipe.expire(self.key, self.ttl)
 
+    def _turn(self, docs: list[str]) -> list[tuple[Any, ...]]:
+        """:meth:`_queue_add`'s commands as tuples, for the WAIT path's explicit MULTI/EXEC."""
+        commands: list[tuple[Any, ...]] = [("RPUSH", self.key, *docs)]
+        if self.max_messages is not None:
+            commands.append(("LTRIM", self.key, -self.max_messages, -1))
+        if self.ttl is not None:
+            commands.append(("EXPIRE", self.key, self.ttl))
+        return commands
+
+    def _waited(self, docs: list[str]) -> list[tuple[Any, ...]]:
+        """``MULTI <turn> EXEC WAIT``: sent together on one connection to the key's primary."""
+        return [("MULTI",), *self._turn(docs), ("EXEC",), ("WAIT", self.wait_replicas, self.wait_timeout_ms)]
+
+    def _check_waited(self, replies: Sequence[Any]) -> None:
+        check_waited(
+            replies,
+            wanted=self.wait_replicas,
+            timeout_ms=self.wait_timeout_ms,
+            where=self._where,
+            key=self.key,
+        )
+
+    def _send_waited(self, docs: list[str]) -> None:
+        """A turn and its WAIT in one round trip. On a cluster, on a connection to the slot's primary
+        as the client's slot map says (a stale map gets MOVED, which discards the turn: retried)."""
+        client: Any = self.redis_client  # redis-py's cluster methods are untyped
+        if isinstance(client, redis.cluster.RedisCluster):
+            client = client.get_redis_connection(client.get_node_from_key(self.key))  # type: ignore[no-untyped-call]
+        pipe = client.pipeline(transaction=False)
+        for command in self._waited(docs):
+            pipe.execute_command(*command)
+        self._check_waited(pipe.execute(raise_on_error=False))
+
+    async def _asend_waited(self, client: AsyncClient, docs: list[str]) -> None:
+        """:meth:`_send_waited` on the asyncio client (a cluster node's own pipeline call)."""
+        commands = self._waited(docs)
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            node = client.get_node_from_key(self.key)
+            if node is None:  # no primary serves the slot: nothing was sent
+                raise redis.exceptions.SlotNotCoveredError(f"no node serves the slot of {self.key!r}")
+            stack = [redis.asyncio.cluster.PipelineCommand(i, *c) for i, c in enumerate(commands)]
+            await node.execute_pipeline(stack)
+            self._check_waited([c.result for c in stack])
+            return
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        self._check_waited(await pipe.execute(raise_on_error=False))
+
+    def _follow_topology(self) -> None:
+        """Read a cluster's slot map again before a retry (a failover may have moved the slot)."""
+        manager = getattr(self.redis_client, "nodes_manager", None)
+        if manager is not None:
+            with contextlib.suppress(*CLIENT_ERRORS):  # no node answers: the retry fails and says so
+                manager.initialize()
+
+    async def _afollow_topology(self) -> None:
+        manager = getattr(self._aclient(), "nodes_manager", None)
+        if manager is not None:
+            with contextlib.suppress(*CLIENT_ERRORS):
+                await manager.initialize()
+
     def _aclient(self) -> AsyncClient | None:
         """The asyncio client for the running event loop, or None (then LangChain's thread pool)."""
         if self._async_client is not None:
@@ -483,6 +638,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
                 delay = backoff(attempt)
                 if _retryable(e, write=write) and time.monotonic() + delay < deadline:
                     time.sleep(delay)
+                    self._follow_topology()
                     continue
                 raise _backend_error(e, self._where, self.key, write=write, password=self._password) from e
         raise AssertionError("unreachable")  # pragma: no cover
@@ -497,6 +653,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
                 delay = backoff(attempt)
                 if _retryable(e, write=write) and time.monotonic() + delay < deadline:
                     await asyncio.sleep(delay)
+                    await self._afollow_topology()
                     continue
                 raise _backend_error(e, self._where, self.key, write=write, password=self._password) from e
         raise AssertionError("unreachable")  # pragma: no cover
@@ -571,6 +728,32 @@ def _found(m: BaseMessage, index: int) -> dict[str, Any]:
     return found
 
 
+def wait_options(replicas: int | None, timeout_ms: int | None, budget: float) -> tuple[int, int]:
+    """``(replicas, timeout_ms)`` for a history's WAIT; ``(0, ...)`` means no WAIT.
+
+    Raises ``ValueError`` naming the option for a negative count or a timeout that is not positive
+    or not shorter than the client's operation timeout (``budget`` seconds: the WAIT's reply must
+    arrive before the socket gives up, or a written turn would look lost).
+    """
+    n = 0 if replicas is None else replicas
+    ms = DEFAULT_WAIT_TIMEOUT_MS if timeout_ms is None else timeout_ms
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(
+            f"wait_replicas (binding key redis_wait_replicas) must be 0 or more, got {replicas!r}"
+        )
+    if isinstance(ms, bool) or not isinstance(ms, int) or ms < 1:
+        raise ValueError(
+            f"wait_timeout_ms (binding key redis_wait_timeout_ms) must be a positive number of milliseconds, "
+            f"got {timeout_ms!r} (WAIT 0 would block forever)"
+        )
+    if n and ms / 1000 >= budget:
+        raise ValueError(
+            f"wait_timeout_ms (binding key redis_wait_timeout_ms) is {ms} ms, not shorter than the operation "
+            f"timeout ({budget:g} s): raise the timeout or lower the wait"
+        )
+    return n, ms
+
+
 def _check_options(client: Any) -> None:
     """Raise ``TypeError`` now for a connection option redis-py does not know (a misspelt keyword
     argument would otherwise fail on the first command): builds one connection object, no I/O."""
@@ -617,6 +800,8 @@ class RedisConnector:
         ttl: int | None = None,
         max_messages: int | None = None,
         timeout: TimeoutSpec = None,
+        wait_replicas: int | None = None,
+        wait_timeout_ms: int | None = None,
     ) -> None:
         if binding.backend is not BackendKind.REDIS:
             raise BindingError(f"not a Redis binding: {binding.backend}", key="type")
@@ -624,7 +809,12 @@ class RedisConnector:
         self.key_prefix = binding.key_prefix if key_prefix is None else key_prefix
         self.ttl = ttl if ttl is not None else binding.ttl_seconds or None
         self.max_messages = max_messages if max_messages is not None else binding.max_messages
+        self.wait_replicas = wait_replicas if wait_replicas is not None else binding.redis_wait_replicas
+        self.wait_timeout_ms = (
+            wait_timeout_ms if wait_timeout_ms is not None else binding.redis_wait_timeout_ms
+        )
         self.timeouts = Timeouts.of(timeout)
+        wait_options(self.wait_replicas, self.wait_timeout_ms, self.timeouts.operation)  # named, at connect
         try:  # a cluster client reads the slot map here: the first I/O of the memory
             self.client: SyncClient = redis_client(binding, self.timeouts)
         except CLIENT_ERRORS as e:
@@ -634,8 +824,9 @@ class RedisConnector:
 
     @classmethod
     def from_binding(cls, binding: Binding, **options: Any) -> RedisConnector:
-        """Options: ``key_prefix``, ``ttl``, ``max_messages`` override the binding's values;
-        ``timeout`` (seconds or :class:`~chatmemory._connect.Timeouts`) the clients' timeouts."""
+        """Options: ``key_prefix``, ``ttl``, ``max_messages``, ``wait_replicas``, ``wait_timeout_ms``
+        override the binding's values; ``timeout`` (seconds or :class:`~chatmemory._connect.Timeouts`)
+        the clients' timeouts."""
         return cls(binding, **options)
 
     def history(self, session_id: str) -> RedisChatMessageHistory:
@@ -645,6 +836,8 @@ class RedisConnector:
             ttl=self.ttl,
             max_messages=self.max_messages,
             redis_client=self.client,
+            wait_replicas=self.wait_replicas,
+            wait_timeout_ms=self.wait_timeout_ms,
             async_clients=self.async_clients,  # the memory's, shared by every session
         )
 
@@ -656,4 +849,4 @@ class RedisConnector:
         await self.async_clients.aclose()
 
 
-__all__ = ["RedisChatMessageHistory", "RedisConnector", "session_key"]
+__all__ = ["NotReplicated", "RedisChatMessageHistory", "RedisConnector", "session_key"]
