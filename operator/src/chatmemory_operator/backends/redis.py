@@ -48,7 +48,8 @@ from chatmemory_operator.errors import BackendUnavailable, InvalidSpec
 
 #: The commands the SDK's chat histories run (no KEYS, FLUSHALL, CONFIG, EVAL, ...).
 #: Writes: MULTI RPUSH EXPIRE LTRIM EXEC (DISCARD to abort); reads: LRANGE LLEN TTL PTTL EXISTS;
-#: clear: DEL UNLINK; connection: HELLO AUTH PING. Nothing keyless that names other keys: no SCAN,
+#: clear: DEL UNLINK; connection: HELLO AUTH PING; WAIT after a turn's EXEC when the memory asks
+#: for replicas (redis_wait_replicas: it names no key). Nothing keyless that names other keys: no SCAN,
 #: KEYS or RANDOMKEY (an ACL key pattern does not filter them: they would list every tenant's keys).
 HISTORY_COMMANDS: Final[tuple[str, ...]] = (
     "ping",
@@ -67,6 +68,7 @@ HISTORY_COMMANDS: Final[tuple[str, ...]] = (
     "ttl",
     "pttl",
     "exists",
+    "wait",
 )
 #: What the memory's user may run: the histories' commands plus the LangGraph checkpointer's and
 #: store's (hashes and sorted sets), whose lists the SDK defines next to the classes that send them.
