@@ -3,9 +3,10 @@
 The equivalent of ``kopf run -m chatmemory_operator --standalone --all-namespaces
 --liveness=http://0.0.0.0:8080/healthz``, with the namespaces, the liveness endpoint and the log
 level taken from the environment (``CHATMEMORY_NAMESPACES``, ``CHATMEMORY_LIVENESS``,
-``CHATMEMORY_VERBOSE``; see :mod:`.config`). One replica only: kopf has no leader election, so
-peering is off (``--standalone``). The chart and the image run ``kopf run`` itself, whose options
-take the place of the last two.
+``CHATMEMORY_VERBOSE``; see :mod:`.config`). kopf's peering is off (``--standalone``): replicas
+take turns through a Lease instead (``CHATMEMORY_LEADER_ELECTION_LEASE``, see
+:mod:`.startup`). The chart and the image run ``kopf run`` itself, whose options take the place of
+the last two.
 """
 
 from __future__ import annotations

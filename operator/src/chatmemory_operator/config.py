@@ -62,6 +62,16 @@ ENV_VARS: dict[str, str] = {
         "comma-separated namespaces (globs) besides the operator's own where a store's admin and CA "
         "Secrets may live (default none)"
     ),
+    "CHATMEMORY_LEADER_ELECTION_LEASE": (
+        "name of the coordination.k8s.io Lease, in the operator's namespace, that replicas hold in "
+        "turn: only its holder handles anything, the others stand by (default empty: no election, "
+        "this process is active at once; the chart sets it)"
+    ),
+    "CHATMEMORY_LEASE_DURATION": (
+        "seconds a standby replica waits after the holder's last renewal before it takes the Lease "
+        "(default 8): the longest handover after a crash; the holder renews every duration/8 (at "
+        "least 1 s) and exits if it could not renew for 5/8 of it"
+    ),
 }
 
 
@@ -97,6 +107,19 @@ class OperatorConfig:
     store_concurrency: int = 4
     operator_namespace: str = "default"
     store_secret_namespaces: tuple[str, ...] = ()
+    leader_lease: str = ""
+    lease_duration: int = 8
+
+    @property
+    def lease_retry_period(self) -> float:
+        """Seconds between the holder's renewals (and a standby's attempts)."""
+        return max(1.0, self.lease_duration / 8)
+
+    @property
+    def lease_renew_deadline(self) -> float:
+        """Seconds without a renewal after which the holder exits: well before a standby may take
+        the Lease (``lease_duration``), so two replicas never handle objects at once."""
+        return self.lease_duration * 5 / 8
 
     @property
     def threads(self) -> int:
@@ -137,6 +160,9 @@ class OperatorConfig:
             store_concurrency=_int(e, "CHATMEMORY_STORE_CONCURRENCY", cls.store_concurrency, minimum=1),
             operator_namespace=e.get("CHATMEMORY_OPERATOR_NAMESPACE", "").strip() or _pod_namespace(),
             store_secret_namespaces=_list(e, "CHATMEMORY_STORE_SECRET_NAMESPACES"),
+            leader_lease=e.get("CHATMEMORY_LEADER_ELECTION_LEASE", "").strip(),
+            # at least 2 s: the holder must renew (once a second at best) before its deadline
+            lease_duration=_int(e, "CHATMEMORY_LEASE_DURATION", cls.lease_duration, minimum=2, maximum=3600),
         )
         if cfg.retry_max_delay < cfg.retry_delay:
             raise ConfigError(
