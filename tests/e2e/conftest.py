@@ -571,3 +571,127 @@ def redis7_spec(e2e: E2E, redis: Mapping[str, Any] | None = None, **store: Any) 
     spec["redis"].update(redis or {})
     spec.update(store)
     return spec
+
+
+# -- an application under load through a rotation (test_rotation_under_load, test_checkpoint_rotation)
+
+#: Seconds each application runs: the issue's minute, with the rotation and the blip inside it.
+LOAD_SECONDS = 60.0
+#: Pause between an application's turns.
+TURN_EVERY = 0.05
+#: A rotation's grace period: longer than the kubelet-like lag of the mounted Secret (2 s) plus the
+#: SDK's re-read (at most 2 s), as the docs ask of a real one (minutes, against the kubelet's sync).
+LOAD_GRACE_PERIOD = "8s"
+
+
+def logs_in(b: Binding) -> bool:
+    """Whether the server accepts the binding's credentials (a new connection)."""
+    try:
+        if b.backend.value == "redis":
+            c = redis_for(b)
+            try:
+                return bool(c.ping())
+            finally:
+                c.close()
+        if b.backend.value == "kafka":
+            from tests.integration.sdk.test_follow_secret import kafka_allows
+
+            return kafka_allows(b)
+        mysql_for(b).close()
+        return True
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, pymysql.MySQLError):
+        return False
+
+
+def blip(e2e: E2E, key: str, users: set[str]) -> None:
+    """Close every connection of the memory's users (the app's), as a network blip would: the
+    server kills them on Redis (each node of a cluster) and TiDB; Kafka has no such command, so the
+    application's own connections to the broker are shut down (the app runs in this process)."""
+    if key in REDIS_KEYS:
+        admin = redis_admin(e2e.platform, key)
+        for node in redis_nodes(admin):
+            for user in users:
+                node.execute_command("CLIENT", "KILL", "USER", user)
+        admin.close()
+    elif key in KAFKA_KEYS:
+        from tests.integration.sdk.test_follow_secret import drop_connections
+
+        port = int(
+            e2e.platform["KAFKA_SASL_BOOTSTRAP" if key == "kafka-sasl" else "KAFKA_BOOTSTRAP"].rpartition(
+                ":"
+            )[2]
+        )
+        assert drop_connections(port) > 0, "the application had no connection to the broker"
+    else:
+        with mysql_admin(e2e.platform, key) as conn, conn.cursor() as cur:
+            cur.execute("SELECT ID, USER FROM information_schema.PROCESSLIST")
+            for conn_id, user in cur.fetchall():
+                if user in users:
+                    cur.execute(f"KILL {int(conn_id)}")
+
+
+class LoadedApp:
+    """An application thread running ``turn(i)`` every :data:`TURN_EVERY` seconds until stopped,
+    recording the turns that returned and the errors of those that raised. ``paused()`` holds it
+    between two turns (a blip then lands on idle connections: a turn in flight would be reported
+    as possibly applied, which is the truth, not a failure of following the Secret)."""
+
+    def __init__(self, name: str, turn: Callable[[int], None]) -> None:
+        import threading  # here: this module's imports above are not ours to change
+
+        self.done: list[int] = []
+        self.failures: list[BaseException] = []
+        self._turn = turn
+        self._running, self._hold, self._idle = threading.Event(), threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while self._running.is_set():
+            if self._hold.is_set():
+                self._idle.set()
+                time.sleep(0.01)
+                continue
+            self._idle.clear()
+            try:
+                self._turn(i)
+                self.done.append(i)
+            except Exception as e:
+                self.failures.append(e)
+            i += 1
+            time.sleep(TURN_EVERY)
+
+    def start(self) -> None:
+        self._running.set()
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._hold.set()
+        self._idle.wait(30)
+        try:
+            yield
+        finally:
+            self._hold.clear()
+
+    def stop(self) -> None:
+        self._running.clear()
+        self._thread.join(30)
+
+
+def rotate_under_load(e2e: E2E, key: str, name: str, mounted: Any, app: LoadedApp) -> Binding:
+    """Rotate memory ``name`` while ``app`` runs: the annotation, the Secret copied into ``mounted``
+    (a ``MountedSecret``) 2 s after the operator wrote it, the grace period's end awaited (the
+    previous credentials refused by the server), then a blip between two turns. Returns the
+    previous binding."""
+    old = e2e.binding(name)
+    tag = f"load-{uid()}"
+    e2e.patch_memory(name, {"metadata": {"annotations": {"chatmemory.io/rotate-credentials": tag}}})
+    e2e.wait_memory(name, check=lambda m: m["status"].get("credentialsRotation") == tag)
+    new = e2e.binding(name)
+    time.sleep(2)  # the kubelet's sync lag
+    mounted.write(new)
+    wait_until(lambda: not logs_in(old), timeout=60, what=f"{key}: the previous credentials to stop")
+    with app.paused():
+        blip(e2e, key, {old.username, new.username})
+    return old
