@@ -80,9 +80,9 @@ _LIVE: Final = "({a}.`expires_at` IS NULL OR {a}.`expires_at` > NOW(6))"
 _RECENCY: Final = "i.`updated_at` DESC, REPLACE(i.`namespace`, '.', X'00'), i.`key`"
 
 
-def _expiry(micros: str) -> str:
-    """SQL for ``NOW + micros`` held within TIMESTAMP's range (NULL ``micros``: NULL, never)."""
-    return f"LEAST(NOW(6) + INTERVAL {micros} MICROSECOND, TIMESTAMP'{TIMESTAMP_MAX}')"
+def _expiry(micros: str, now: str = "NOW(6)") -> str:
+    """SQL for ``now + micros`` held within TIMESTAMP's range (NULL ``micros``: NULL, never)."""
+    return f"LEAST({now} + INTERVAL {micros} MICROSECOND, TIMESTAMP'{TIMESTAMP_MAX}')"
 
 
 class ChatMemorySQLStore(StoreBase):
@@ -426,15 +426,18 @@ class ChatMemorySQLStore(StoreBase):
                     else struct.pack(f"<{len(vector)}f", *vector)
                 )
                 vector_rows.append((ns, key, field.encode(), embedding, micros))
-        statements: list[tuple[str, Sequence[Any]]] = []
+        # one instant for the whole batch: an item and its vectors get the same expiry
+        statements: list[tuple[str, Sequence[Any]]] = [("SET @cm_now = NOW(6)", ())]
         for chunk in _chunks(item_rows, _CHUNK):
-            values = ", ".join([f"(%s, %s, %s, NOW(6), NOW(6), {_expiry('%s')}, %s)"] * len(chunk))
+            values = ", ".join(
+                [f"(%s, %s, %s, @cm_now, @cm_now, {_expiry('%s', '@cm_now')}, %s)"] * len(chunk)
+            )
             statements.append(
                 (
                     f"INSERT INTO {self._items} (`namespace`, `key`, `value`, `created_at`, `updated_at`, "
                     f"`expires_at`, `ttl_seconds`) VALUES {values} ON DUPLICATE KEY UPDATE "
                     # an overwrite keeps created_at, unless the item it replaces had expired
-                    "`created_at` = IF(`expires_at` IS NOT NULL AND `expires_at` <= NOW(6), "
+                    "`created_at` = IF(`expires_at` IS NOT NULL AND `expires_at` <= @cm_now, "
                     "VALUES(`created_at`), `created_at`), `value` = VALUES(`value`), "
                     "`updated_at` = VALUES(`updated_at`), `expires_at` = VALUES(`expires_at`), "
                     "`ttl_seconds` = VALUES(`ttl_seconds`)",
@@ -450,7 +453,7 @@ class ChatMemorySQLStore(StoreBase):
             where, args = _encoded_keys_in("", chunk)
             statements.append((f"DELETE FROM {self._vectors} WHERE {where}", args))
         for chunk in _chunks(vector_rows, _CHUNK):
-            values = ", ".join([f"(%s, %s, %s, %s, {_expiry('%s')})"] * len(chunk))
+            values = ", ".join([f"(%s, %s, %s, %s, {_expiry('%s', '@cm_now')})"] * len(chunk))
             statements.append(
                 (
                     f"INSERT INTO {self._vectors} (`namespace`, `key`, `field`, `embedding`, `expires_at`) "

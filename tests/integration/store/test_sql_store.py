@@ -1,0 +1,336 @@
+"""What only the SQL store does, on the platform's TiDB and MariaDB (the shared behaviour is in
+test_conformance.py): vectors ranked in SQL on TiDB and by brute force on MariaDB with the core's
+answer, expiry hidden at once and removed by the server's TTL job or event, the refresh of an item
+and its vectors, tenant isolation between two memories, round trips per call, exact JSON values.
+
+Every store logs in as a memory user the operator's backend provisioned (sql_backends.py)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+from chatmemory.errors import BackendError
+from chatmemory.store import store_for
+from chatmemory.store._common import Candidate, select_items
+from chatmemory.store.sql import store_event_name, store_table_names
+from langgraph.store.base import BaseStore, Item, SearchOp
+
+from tests.integration.store.conftest import WordEmbeddings, word_index
+from tests.integration.store.sql_backends import SQLMemory, sql_memory
+from tests.support.platform import Platform
+
+DENIED = (1142, 1044, 8121, 1143)
+
+
+@pytest.fixture(params=["tidb", "mariadb"])
+def target(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def memory(platform: Platform, target: str) -> Iterator[SQLMemory]:
+    with sql_memory(platform, target) as m:
+        yield m
+
+
+@pytest.fixture
+def stores() -> Iterator[list[Any]]:
+    made: list[Any] = []
+    yield made
+    for s in made:
+        s.close()
+
+
+def open_store(memory: SQLMemory, stores: list[Any], **kwargs: Any) -> Any:
+    store = store_for(memory.binding, **kwargs)
+    stores.append(store)
+    return store
+
+
+def admin(memory: SQLMemory, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """One statement as the store's admin, in the memory's database."""
+    s = memory.server
+    with (
+        pymysql.connect(
+            host=s.host,
+            port=s.port,
+            user=s.admin_username,
+            password=s.admin_password,
+            database=memory.plan.database,
+            autocommit=True,
+            cursorclass=pymysql.cursors.DictCursor,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(sql, args or None)
+        return list(cur.fetchall())
+
+
+def tidb(memory: SQLMemory) -> bool:
+    return memory.binding.provider == "tidb"
+
+
+TEXTS = {  # distinct cosines with "cat": the order is known exactly
+    "cats": "cat cat cat",
+    "cat-dog": "cat cat dog",
+    "mixed": "cat dog fish",
+    "dogs": "dog dog",
+    "birds": "bird tree",
+}
+
+
+def reference(
+    store: BaseStore, op: SearchOp, keys: list[tuple[tuple[str, ...], str]], unindexed: set[str]
+) -> list[Any]:
+    """The core's answer (select_items) for items as the store holds them, embedded here."""
+    embed = WordEmbeddings()
+    candidates = []
+    for ns, key in keys:
+        item = store.get(ns, key, refresh_ttl=False)
+        assert isinstance(item, Item)
+        text = item.value.get("text")
+        indexed = isinstance(text, str) and key not in unindexed
+        candidates.append(Candidate(item, [embed.embed_query(text)] if indexed else []))
+    qv = embed.embed_query(op.query) if op.query else None
+    return [
+        (h.namespace, h.key, None if h.score is None else round(h.score, 5))
+        for h in select_items(candidates, op, qv)
+    ]
+
+
+def answer(store: BaseStore, op: SearchOp) -> list[Any]:
+    hits = store.search(
+        op.namespace_prefix,
+        query=op.query,
+        filter=op.filter,
+        limit=op.limit,
+        offset=op.offset,
+        refresh_ttl=False,
+    )
+    return [(h.namespace, h.key, None if h.score is None else round(h.score, 5)) for h in hits]
+
+
+def test_vector_search_gives_the_cores_ranking_in_sql_on_tidb_and_by_brute_force_on_mariadb(
+    memory: SQLMemory, stores: list[Any]
+) -> None:
+    store = open_store(memory, stores, index=word_index())
+    assert store.vector_in_sql is tidb(memory)
+    keys: list[tuple[tuple[str, ...], str]] = []
+    for i, (key, text) in enumerate(TEXTS.items()):
+        ns = ("docs", "a") if i % 2 else ("docs", "b")
+        store.put(ns, key, {"text": text, "n": i})
+        keys.append((ns, key))
+    store.put(("docs", "a"), "plain", {"text": "cat cat cat", "n": 9}, index=False)  # unindexed: last
+    store.put(("docsx",), "outside", {"text": "cat cat cat", "n": 9})  # not under ("docs",)
+    keys += [(("docs", "a"), "plain"), (("docsx",), "outside")]
+    for op in (
+        SearchOp(("docs",), None, 10, 0, "cat"),
+        SearchOp(("docs",), None, 2, 1, "cat"),
+        SearchOp(("docs",), {"n": {"$gte": 2}}, 10, 0, "cat"),
+        SearchOp(("docs", "a"), None, 10, 0, "dog"),
+        SearchOp((), None, 3, 4, "cat"),
+    ):
+        assert answer(store, op) == reference(store, op, keys, {"plain"}), op
+    first = answer(store, SearchOp(("docs",), None, 10, 0, "cat"))
+    assert [k for _, k, _ in first] == ["cats", "cat-dog", "mixed", "birds", "dogs", "plain"]
+    assert first[-1][2] is None
+
+
+def test_tidb_computes_distances_on_the_server_and_sends_back_only_the_page(
+    memory: SQLMemory, stores: list[Any]
+) -> None:
+    if not tidb(memory):
+        pytest.skip("MariaDB has no vector type: the store ranks there (previous test)")
+    store = open_store(memory, stores, index=word_index())
+    padding = "x" * 2000
+    for i in range(60):
+        store.put(("kb",), f"k{i}", {"text": "cat " * (i % 3 + 1) + "dog " * (i % 5), "pad": padding})
+    hits = store.search(("kb",), query="cat", limit=3)
+    assert len(hits) == 3 and all(h.score is not None for h in hits)
+    summary = admin(
+        memory,
+        "SELECT MAX_RESULT_ROWS AS n, DIGEST_TEXT AS d FROM information_schema.STATEMENTS_SUMMARY "
+        "WHERE SCHEMA_NAME = %s AND DIGEST_TEXT LIKE %s",
+        (memory.plan.database, "%vec_cosine_distance%"),
+    )
+    assert summary, "no statement ranked with VEC_COSINE_DISTANCE"
+    assert max(int(r["n"]) for r in summary) == 3  # 60 items under the prefix, 3 rows sent back
+
+
+def count(memory: SQLMemory, table: str, key: str) -> int:
+    return int(admin(memory, f"SELECT COUNT(*) AS n FROM `{table}` WHERE `key` = %s", (key,))[0]["n"])
+
+
+def test_expired_items_are_hidden_at_once_and_removed_by_the_servers_ttl_job_or_event(
+    memory: SQLMemory, stores: list[Any], platform: Platform
+) -> None:
+    store = open_store(memory, stores, index=word_index())
+    store.put(("ttl",), "short", {"text": "cat"}, ttl=1 / 60)  # one second
+    store.put(("ttl",), "kept", {"text": "cat"})
+    store.put(("gone",), "short2", {"text": "dog"}, ttl=1 / 60)
+    items, vectors = store_table_names(memory.binding.store_table_prefix)
+    assert count(memory, vectors, "short") == 1
+    time.sleep(1.2)
+    assert store.get(("ttl",), "short") is None
+    assert [h.key for h in store.search(("ttl",), query="cat")] == ["kept"]
+    assert [h.key for h in store.search(("ttl",))] == ["kept"]
+    assert store.list_namespaces() == [("ttl",)]
+    if tidb(memory):
+        for table in (items, vectors):
+            url = f"{platform['TIDB_STATUS_URL']}/test/ttl/trigger/{memory.plan.database}/{table}"
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=120).close()
+        deadline = time.monotonic() + 60
+        while (
+            count(memory, items, "short") or count(memory, vectors, "short")
+        ) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    else:  # the scheduler runs the event every minute; run its statements now, as it would
+        body = admin(
+            memory,
+            "SELECT EVENT_DEFINITION AS b FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s AND EVENT_NAME = %s",
+            (memory.plan.database, store_event_name(memory.binding.store_table_prefix)),
+        )[0]["b"]
+        for statement in str(body).removeprefix("BEGIN").removesuffix("END").split(";"):
+            if statement.strip():
+                admin(memory, statement)
+    for key in ("short", "short2"):
+        assert (count(memory, items, key), count(memory, vectors, key)) == (0, 0), key
+    assert (count(memory, items, "kept"), count(memory, vectors, "kept")) == (1, 1)
+
+
+def expiries(memory: SQLMemory, key: str) -> set[Any]:
+    items, vectors = store_table_names(memory.binding.store_table_prefix)
+    return {
+        r["e"]
+        for t in (items, vectors)
+        for r in admin(memory, f"SELECT expires_at AS e FROM `{t}` WHERE `key` = %s", (key,))
+    }
+
+
+def test_a_read_pushes_back_the_expiry_of_the_item_and_of_its_vectors_together(
+    memory: SQLMemory, stores: list[Any]
+) -> None:
+    """Vectors carry the item's expiry so that the TTL job, which reads one table at a time,
+    never deletes the vectors of an item a read kept alive."""
+    store = open_store(memory, stores, index=word_index(["text", "more"]))
+    store.put(("r",), "k", {"text": "cat", "more": "dog"}, ttl=10)
+    (first,) = expiries(memory, "k")
+    time.sleep(0.05)
+    store.get(("r",), "k", refresh_ttl=False)
+    assert expiries(memory, "k") == {first}
+    store.get(("r",), "k")
+    (second,) = expiries(memory, "k")
+    assert second > first
+    time.sleep(0.05)
+    store.search(("r",), query="cat")
+    (third,) = expiries(memory, "k")
+    assert third > second
+
+
+def test_another_memorys_user_cannot_read_or_write_this_memorys_store(
+    memory: SQLMemory, stores: list[Any], platform: Platform, target: str
+) -> None:
+    mine = open_store(memory, stores)
+    mine.put(("secrets",), "k", {"v": 1})
+    items, _ = store_table_names(memory.binding.store_table_prefix)
+    with sql_memory(platform, target) as other:
+        theirs = other.binding
+        other_items = f"`{memory.plan.database}`.`{items}`"
+        with (
+            pymysql.connect(
+                host=theirs.host,
+                port=theirs.port,
+                user=theirs.username,
+                password=theirs.password,
+                autocommit=True,
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            for sql in (
+                f"SELECT * FROM {other_items}",
+                f"DELETE FROM {other_items}",
+                f"INSERT INTO {other_items} (namespace, `key`, value) VALUES ('a', 'b', '{{}}')",
+            ):
+                with pytest.raises(pymysql.MySQLError) as denied:
+                    cur.execute(sql)
+                assert denied.value.args[0] in DENIED, sql
+        pointed = store_for(theirs.model_copy(update={"database": memory.plan.database}))
+        stores.append(pointed)
+        with pytest.raises(BackendError, match="denied"):
+            pointed.get(("secrets",), "k")
+    assert mine.get(("secrets",), "k").value == {"v": 1}
+
+
+class RoundTrips:
+    """Counts the queries PyMySQL sends (one COM_QUERY is one round trip)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.n = 0
+        original = pymysql.connections.Connection._execute_command
+
+        def counting(conn: Any, command: int, sql: Any) -> Any:
+            if command == pymysql.constants.COMMAND.COM_QUERY:
+                self.n += 1
+            return original(conn, command, sql)
+
+        monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counting)
+
+    def __call__(self, fn: Any) -> int:
+        before = self.n
+        fn()
+        return self.n - before
+
+
+def test_a_put_a_get_with_its_refresh_a_batch_and_a_search_are_one_round_trip_each(
+    memory: SQLMemory, stores: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langgraph.store.base import PutOp
+
+    store = open_store(memory, stores, index=word_index(), ttl={"default_ttl": 10})
+    store.put(("warm",), "up", {"text": "cat"})  # the pool's connection is open
+    trips = RoundTrips(monkeypatch)
+    assert trips(lambda: store.put(("a",), "k", {"text": "cat dog"})) == 1
+    assert trips(lambda: store.put(("a",), "k", {"text": "cat"})) == 1  # overwrite: re-index too
+    assert trips(lambda: store.get(("a",), "k")) == 1  # with its TTL refresh
+    assert trips(lambda: store.batch([PutOp(("b",), f"k{i}", {"text": "dog"}) for i in range(50)])) == 1
+    assert trips(lambda: store.search(("b",), query="dog", limit=5, refresh_ttl=False)) == 1
+    assert trips(lambda: store.search(("b",), query="dog", limit=5)) == 2  # + the refresh of the 5
+    assert trips(lambda: store.delete(("a",), "k")) == 1
+    assert trips(lambda: store.list_namespaces(prefix=("b",))) == 1
+
+
+def test_values_come_back_byte_exact_json(memory: SQLMemory, stores: list[Any]) -> None:
+    """TiDB's JSON type would give 1 for 1.0 and sort the keys: values are stored as the JSON text
+    the SDK wrote."""
+    store = open_store(memory, stores)
+    value = {"zeta": 1.0, "a": 2**63 - 1, "u": "ü\u2028😀", "nested": {"z": [1, {"a": None}], "b": 0.1}}
+    store.put(("v",), "k", value)
+    got = store.get(("v",), "k").value
+    assert got == value and isinstance(got["zeta"], float)
+    assert list(got) == ["zeta", "a", "u", "nested"] and list(got["nested"]) == ["z", "b"]
+
+
+def test_vectors_of_other_dimensions_count_as_unindexed_after_a_model_change(
+    memory: SQLMemory, stores: list[Any]
+) -> None:
+    old = open_store(memory, stores, index=word_index())
+    old.put(("m",), "before", {"text": "cat"})
+
+    class Small(WordEmbeddings):
+        dims = 2
+
+        def _vector(self, text: str) -> list[float]:
+            return [float(text.count("cat")), 1.0]
+
+    new = open_store(memory, stores, index={"dims": 2, "embed": Small(), "fields": ["text"]})
+    new.put(("m",), "after", {"text": "cat"})
+    assert [(h.key, h.score is None) for h in new.search(("m",), query="cat")] == [
+        ("after", False),
+        ("before", True),
+    ]
