@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import importlib.util
 import json
 import statistics
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.async_turns import mysql_rtt
 from bench.env import ROOT, env_path, mysql_params, read_env
 
 SESSIONS = 100
@@ -58,47 +60,10 @@ def _sync_turns(params: dict[str, Any], sids: list[str]) -> Callable[[], None]:
     return run
 
 
-def _rtt(params: dict[str, Any]) -> float:
-    import pymysql
-
-    conn = pymysql.connect(**params)
-    ts = []
-    with conn.cursor() as cur:
-        for _ in range(50):
-            t0 = time.perf_counter()
-            cur.execute("SELECT 1")
-            cur.fetchall()
-            ts.append(time.perf_counter() - t0)
-    conn.close()
-    return statistics.median(ts[5:])
-
-
-async def _aiomysql_pool(params: dict[str, Any], size: int) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    import aiomysql
-
-    pool = await aiomysql.create_pool(
-        minsize=size,
-        maxsize=size,
-        host=params["host"],
-        port=params["port"],
-        user=params["user"],
-        password=params["password"],
-        db=params["database"],
-        autocommit=True,
-        charset="utf8mb4",
-    )
-
-    async def close() -> None:
-        pool.close()
-        await pool.wait_closed()
-
-    return pool, close
-
-
-async def _asyncmy_pool(params: dict[str, Any], size: int) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    import asyncmy
-
-    pool = await asyncmy.create_pool(
+async def _pool(driver: str, params: dict[str, Any], size: int) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """``driver``'s own pool (aiomysql and asyncmy share ``create_pool``'s signature)."""
+    module = importlib.import_module(driver)
+    pool = await module.create_pool(
         minsize=size,
         maxsize=size,
         host=params["host"],
@@ -140,20 +105,21 @@ def measure(params: dict[str, Any], runs: int, pool_size: int) -> dict[str, floa
     out = {"PyMySQL sync (one after another)": _median(_sync_turns(params, sids), runs)}
     loop = asyncio.new_event_loop()
     try:
-        for name, make in (("aiomysql", _aiomysql_pool), ("asyncmy", _asyncmy_pool)):
+        for name in ("aiomysql", "asyncmy"):
             if importlib.util.find_spec(name) is None:
                 print(
                     f"  ({name} is not installed: uv run --with {name} python -m bench.async_driver_choice)"
                 )
                 continue
-            pool, close = loop.run_until_complete(make(params, pool_size))
+            pool, close = loop.run_until_complete(_pool(name, params, pool_size))
 
             async def gather(pool: Any = pool) -> None:
                 await asyncio.gather(*(_turn(pool, s) for s in sids))
 
-            out[f"{name} async x{SESSIONS} concurrent"] = _median(
-                lambda gather=gather: loop.run_until_complete(gather()), runs
-            )
+            def turns(gather: Callable[[], Awaitable[None]] = gather) -> None:
+                loop.run_until_complete(gather())
+
+            out[f"{name} async x{SESSIONS} concurrent"] = _median(turns, runs)
             loop.run_until_complete(close())
     finally:
         loop.close()
@@ -186,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         direct = {**base, "database": db}
         proxied = {**direct, "host": "127.0.0.1", "port": port}
         for label, params in (("direct (loopback)", direct), ("delay proxy", proxied)):
-            rtt = _rtt(params)
+            rtt = mysql_rtt(params)
             print(
                 f"\n{label}: SELECT 1 RTT {rtt * 1e3:.2f} ms; {SESSIONS} sessions x 1 turn, runs {args.runs}"
             )

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import data
-from bench.env import ROOT, Ctx, cm, missing, with_db
+from bench.env import ROOT, Ctx, cm, missing, mysql_params, with_db
 from bench.harness import RoundTrips, Row, Stat, compare, guarded, skipped
 
 AREA = "async"
@@ -109,16 +109,14 @@ def _ping_rtt(url: str) -> float:
     return statistics.median(ts)
 
 
-def _mysql_rtt(url: str) -> float:
-    """Median ``SELECT 1`` round trip through PyMySQL."""
+def mysql_rtt(params: dict[str, Any]) -> float:
+    """Median ``SELECT 1`` round trip through PyMySQL (``bench.env.mysql_params`` style arguments)."""
     import statistics
     import time
 
     import pymysql
 
-    from bench.env import mysql_params
-
-    conn = pymysql.connect(**mysql_params(url))
+    conn = pymysql.connect(**params)
     ts = []
     with conn.cursor() as cur:
         for _ in range(36):
@@ -258,7 +256,7 @@ def _tidb(ctx: Ctx, rows: list[Row], loop: asyncio.AbstractEventLoop) -> None:
     mem = connect_url(with_db(url, db), table="cm_messages")
     ctx.cleanups.append(mem.aclose)
     st = _pair(ctx, mem.history, "chatmemory", loop)
-    rtt0 = _mysql_rtt(url)
+    rtt0 = mysql_rtt(mysql_params(url))
     _row(
         rows,
         "TiDB",
@@ -270,7 +268,7 @@ def _tidb(ctx: Ctx, rows: list[Row], loop: asyncio.AbstractEventLoop) -> None:
     )
     # Through a proxy adding ~1.5 ms per round trip: what async (asyncmy, no thread) overlaps.
     purl = proxied(ctx, url, TIDB_PROXY_DELAY_MS)
-    rtt = _mysql_rtt(purl)
+    rtt = mysql_rtt(mysql_params(purl))
     mem_p = connect_url(with_db(purl, db), table="cm_messages")
     ctx.cleanups.append(mem_p.aclose)
     sids = iter(range(10**6))

@@ -356,6 +356,17 @@ def timed_out(e: BaseException) -> bool:
     )
 
 
+def say_if_applied(e: BackendUnavailable, *, sent: bool) -> None:
+    """Tell in a failed write's error whether it may have been applied (``applied`` and the text)."""
+    e.applied = False if not sent else None
+    tail = (
+        "the write may or may not have been applied: read the session before resending"
+        if sent
+        else "the write was not sent"
+    )
+    e.args = (f"{e.args[0]} ({tail})",)
+
+
 def mysql_error(e: BaseException, where: str) -> BackendError:
     """A driver error as the SDK's error, naming ``where`` and the cause (never the password)."""
     text = describe_error(e)
@@ -611,13 +622,7 @@ class AsyncMySQLPool:
                     await asyncio.sleep(delay)
                     continue
                 if write:
-                    e.applied = False if not opened else None
-                    e.args = (
-                        f"{e.args[0]} (the write may or may not have been applied: read the session "
-                        "before resending)"
-                        if opened
-                        else f"{e.args[0]} (the write was not sent)",
-                    )
+                    say_if_applied(e, sent=bool(opened))
                 raise
             except BackendError as e:
                 source = self._source()

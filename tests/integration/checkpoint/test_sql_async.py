@@ -9,10 +9,7 @@ password after its connections were killed.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -27,10 +24,14 @@ from chatmemory.errors import BackendUnavailable
 from langgraph.checkpoint.base import empty_checkpoint
 
 from tests.integration.checkpoint.conftest import TABLE_PREFIX, MemoryFactory
+from tests.integration.sdk import test_tidb_async
 from tests.integration.sdk.test_follow_secret import MountedSecret
 from tests.support.platform import Platform
 
 KEYS = ["TIDB_URL", "MARIADB_URL"]
+#: The history's async tests' fixtures: a listener that never answers, and no thread allowed.
+blackhole = test_tidb_async.blackhole
+no_threads = test_tidb_async.no_threads
 THREADS = 50
 #: A generous bound for a call that must raise within a 1 s timeout: reaching it means a hang.
 HANG = 30.0
@@ -45,18 +46,6 @@ def _checkpoint(value: str, version: str = "1") -> Any:
     cp["channel_values"] = {"messages": value}
     cp["channel_versions"] = {"messages": version}
     return cp
-
-
-@pytest.fixture
-async def no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every way of handing work to a thread raise: the async path must not use one."""
-
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the async path handed work to a thread")
-
-    monkeypatch.setattr(asyncio, "to_thread", forbidden)
-    monkeypatch.setattr(asyncio.get_running_loop(), "run_in_executor", forbidden)
-    monkeypatch.setattr(threading.Thread, "start", forbidden)
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -96,16 +85,6 @@ async def test_every_async_method_runs_without_a_thread(key: str, memory: Memory
         assert await saver.aget_tuple(_config(thread)) is None
     finally:
         await saver.aclose()  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    """A listener that completes TCP connects (the kernel's backlog) and never says a word."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 async def test_a_blackholed_server_raises_backend_unavailable(blackhole: int) -> None:

@@ -147,14 +147,7 @@ class _Pool:
                     time.sleep(delay)
                     continue
                 if write:
-                    e.applied = False if not sent else None
-                    if sent:
-                        e.args = (
-                            f"{e.args[0]} (the write may or may not have been applied: read the session "
-                            "before resending)",
-                        )
-                    else:
-                        e.args = (f"{e.args[0]} (the write was not sent)",)
+                    sql.say_if_applied(e, sent=bool(sent))
                 raise
             except BackendError as e:
                 source = self._source()
