@@ -234,6 +234,7 @@ auto.create.topics.enable=false
             "sasl.mechanism": "SCRAM-SHA-512",
             "sasl.username": "admin",
             "sasl.password": self.password,
+            "log_level": 2,  # a killed node's connection errors are expected: only critical ones
         }
 
     def admin(self) -> AdminClient:
