@@ -26,8 +26,9 @@ that saw an error is closed, never reused.
 :class:`AsyncMySQLPool` is its asyncio twin, used by the history's and the checkpointer's ``a*``
 methods (and public for the operator and the store): asyncmy connections per event loop, at most
 ``size`` open, the same reuse rule, timeouts, retry rules and Secret re-read as the sync history, and
-:func:`mysql_error` for both paths' errors. No thread is used, except that asyncio resolves a host
-*name* (not an IP) in its default executor when a new connection opens. asyncmy was chosen over
+:func:`mysql_error` for both paths' errors. No statement waits in a thread; two rare steps do: asyncio
+resolves a host *name* (not an IP) in its default executor when a new connection opens, and the
+Secret is re-read in a thread after the server refused the credentials. asyncmy was chosen over
 aiomysql by measurement (``bench/async_driver_choice.py``: 100 concurrent turns, a 2-row INSERT and
 the session's SELECT each, through a 1.5 ms RTT proxy on TiDB: 3.8-4.6x the sync path's throughput
 with asyncmy, 3.5-3.8x with aiomysql, pools of 8 and 50; on loopback both 1.6-1.9x, bounded by
@@ -441,7 +442,7 @@ class _LoopConnections:
 
 
 class AsyncMySQLPool:
-    """Native asyncio connections to TiDB, MySQL or MariaDB (asyncmy): no thread is ever used.
+    """Native asyncio connections to TiDB, MySQL or MariaDB (asyncmy), without worker threads.
 
     ``kwargs`` are PyMySQL ``connect`` arguments, as :func:`chatmemory._connect.mysql_kwargs` builds
     them from a binding (TLS context, timeouts, and ``binding`` when the credentials follow the
@@ -629,7 +630,9 @@ class AsyncMySQLPool:
                 if refreshed or source is None or not denied(e):
                     raise
                 refreshed = True
-                source.refresh()
+                # The one step off the loop, and only after a refusal: a Secret read from the
+                # Kubernetes API is an HTTP call the loop must not wait on.
+                await asyncio.to_thread(source.refresh)
                 await self.forget_connections()
         raise AssertionError("unreachable")  # pragma: no cover
 

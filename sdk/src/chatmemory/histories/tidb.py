@@ -36,9 +36,10 @@ stored at most once; a failure after sending raises ``BackendUnavailable`` with 
 
 Async: ``aget_messages``, ``aadd_messages`` and ``aclear`` run the same statements natively on the
 event loop over asyncmy (:class:`chatmemory.sql.AsyncMySQLPool`, made on the first async call; no
-worker thread), with the same timeouts, retry rules and credential re-read as the sync calls. asyncmy
-was chosen over aiomysql by measurement (``python -m bench.async_driver_choice``; see
-:mod:`chatmemory.sql`).
+statement waits in a worker thread), with the same retry rules and credential re-read as the sync
+calls; the operation timeout bounds each call (one or two statements) rather than each reply.
+asyncmy was chosen over aiomysql by measurement (``bench/async_driver_choice.py``; see
+:mod:`chatmemory.sql`). A memory used from several event loops gets connections in each.
 """
 
 from __future__ import annotations
