@@ -260,4 +260,3 @@ def mysql_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str
     if binding.source is not None:  # openers pass these through live_mysql_kwargs (rotation)
         kwargs["binding"] = binding
     return kwargs
-
