@@ -378,25 +378,24 @@ def _best_scores(query: Sequence[float], vectors: Sequence[Sequence[Sequence[flo
     flat = [v for vs in vectors for v in vs]
     if not flat:
         return [None] * len(vectors)
-    m = np.asarray(flat, dtype=np.float64)
+    m = (np.vstack(flat) if isinstance(flat[0], np.ndarray) else np.asarray(flat)).astype(np.float64)
     q = np.asarray(query, dtype=np.float64)
     norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
     dots = m @ q
     sims = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0)
-    out: list[float | None] = []
-    i = 0
-    for vs in vectors:
-        out.append(float(sims[i : i + len(vs)].max()) if vs else None)
-        i += len(vs)
-    return out
+    counts = [len(vs) for vs in vectors]
+    starts = np.cumsum([0, *counts[:-1]])[np.asarray(counts) > 0]
+    best = iter(np.maximum.reduceat(sims, starts).tolist())  # each candidate's best vector
+    return [next(best) if n else None for n in counts]
 
 
 @dataclass
 class Candidate:
-    """A live item a backend loaded for a search, with its vectors (``[]``: not indexed)."""
+    """A live item a backend loaded for a search, with its vectors (``[]``: not indexed; any
+    sequences of floats, numpy arrays included)."""
 
     item: Item
-    vectors: list[list[float]] = field(default_factory=list)
+    vectors: list[Sequence[float]] = field(default_factory=list)
 
 
 def _recency(item: Item) -> tuple[float, tuple[str, ...], str]:
