@@ -595,6 +595,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """:meth:`_send_waited` on the asyncio client (a cluster node's own pipeline call)."""
         commands = self._waited(docs)
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            await client.initialize()  # the slot map, once (the client's commands do it implicitly)
             node = client.get_node_from_key(self.key)
             if node is None:  # no primary serves the slot: nothing was sent
                 raise redis.exceptions.SlotNotCoveredError(f"no node serves the slot of {self.key!r}")
