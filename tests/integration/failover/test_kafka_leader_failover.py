@@ -5,7 +5,7 @@ the memory's topic. One ``ChatMemory`` writes 2,000 turns to one session (the SD
 idempotent with ``acks=all``); after 300 turns the leader of the session's partition is killed
 (SIGKILL) and, once another replica leads, started again on its data. Meanwhile another thread
 reads the session over and over. Every acknowledged turn reads back, in order, none twice, and
-every read made while the leader moved completes with a prefix of the writer's turns.
+every read made while the leader moved completes, its turns in order.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Reader(threading.Thread):
         self.history = history
         self.reads: list[tuple[float, float, int]] = []  # start, end, messages
         self.errors: list[tuple[float, BackendError]] = []
+        self.disordered = 0  # reads whose turns were out of order or doubled
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -54,12 +55,12 @@ class Reader(threading.Thread):
                 texts = [str(m.content) for m in self.history.messages]
             except BackendError as e:
                 self.errors.append((start, e))
+                time.sleep(0.05)
                 continue
             self.reads.append((start, time.monotonic(), len(texts)))
-            expected = [f"{side}{n}" for n in range(len(texts) // 2) for side in "qa"]
-            assert texts == expected[: len(texts)] or texts[:2] == ["q0", "a0"], (
-                "a read saw turns out of order"
-            )
+            numbers = [int(t[1:]) for t in texts[::2]]
+            if numbers != sorted(set(numbers)):
+                self.disordered += 1
             time.sleep(0.05)
 
 
@@ -140,6 +141,7 @@ def test_reads_made_while_the_partition_leader_moves_complete(run: Run, report: 
             "read_errors": [str(e) for _, e in run.reader.errors[:3]],
         },
     )
+    assert run.reader.disordered == 0, "a read saw turns out of order or twice"
     assert run.reader.errors == [], (
         f"reads failed while the leader moved: {[str(e) for _, e in run.reader.errors[:3]]}"
     )
