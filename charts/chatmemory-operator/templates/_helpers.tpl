@@ -111,11 +111,16 @@ CHATMEMORY_STORE_SECRET_NAMESPACES: `*`, `?`, `[...]`, `[!...]`), else "".
 {{- if $allowed }}true{{ end }}
 {{- end }}
 
+{{/*
+"true" when the operator's replicas take turns through a Lease: always with 2 or more replicas
+(two active operators would both handle every ChatMemory), on request with one.
+*/}}
+{{- define "chatmemory.leaderElection" -}}
+{{- if or .Values.operator.leaderElection.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
+{{- end }}
+
 {{/* Fail fast on combinations that cannot work. */}}
 {{- define "chatmemory.validate" -}}
-{{- if gt (int .Values.operator.replicas) 1 }}
-{{- fail "operator.replicas must be 0 or 1: kopf has no leader election, two operators would fight over every ChatMemory" }}
-{{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor selects the metrics Service" }}
 {{- end }}
@@ -210,7 +215,8 @@ selector), and with a namespace list kopf lists and watches namespaces.
 {{/*
 RBAC rules in the operator's own namespace: name claims (which memory owns a key prefix, topic or
 database) are coordination.k8s.io Leases named cm-claim-<hash>, created, read, listed by label,
-renewed and released there (chatmemory_operator.k8s).
+renewed and released there (chatmemory_operator.k8s); with leader election the replicas also read,
+create, update (renew, take over) and delete (release) the Lease named like the release.
 */}}
 {{- define "chatmemory.rules.claims" -}}
 - apiGroups: ["coordination.k8s.io"]
