@@ -18,13 +18,25 @@ Both savers can also be built directly (a redis client or PyMySQL connection set
 a TTL) by users without a binding; the SQL saver then offers ``setup()`` to create its tables.
 ``serde`` is LangGraph's serializer protocol: the default is LangGraph's own ``JsonPlusSerializer``;
 pass an ``EncryptedSerializer`` to encrypt everything the saver stores.
+
+**Rotation.** A saver built from a binding that follows its Secret (``chatmemory.connect`` from a
+mounted Secret or the API) opens each new connection with the credentials the Secret holds then
+(the Redis credential provider, the SQL pools' opener). A pooled connection can outlive its
+credentials: on TiDB/MySQL the previous user of a rotation is dropped when the grace period ends
+and its open connections are refused. So ``get_tuple``, ``put``, ``put_writes`` and
+``delete_thread`` (and their async twins) run once more when the server refused the credentials
+or a privilege, with the Secret read again; the refused connection is not reused, and a refused
+statement did not run (its transaction rolled back), so the write is applied once. ``list`` is
+a generator and is not run again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from chatmemory._connect import Timeouts, TimeoutSpec, async_redis_client, mysql_kwargs, redis_client, require
 from chatmemory.checkpoint.redis import EXTRA_REDIS_COMMANDS, REDIS_COMMANDS
@@ -36,8 +48,8 @@ from chatmemory.checkpoint.sql import (
     checkpoint_ttl_alter_sql,
     checkpoint_ttl_event_sql,
 )
-from chatmemory.contract import BackendKind, Binding
-from chatmemory.errors import BindingError, NotSupported
+from chatmemory.contract import BackendKind, Binding, CredentialSource
+from chatmemory.errors import BackendError, BindingError, NotSupported
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -108,25 +120,31 @@ def checkpointer_for(
     if binding.backend is BackendKind.REDIS:
         return _build_redis_saver(binding, redis_client(binding, timeouts), serde, options, timeouts)
     if binding.backend is BackendKind.TIDB:
-        if not binding.checkpoint_table_prefix:
-            raise BindingError(
-                "this memory has no checkpoint tables (empty key 'checkpoint_table_prefix'): "
-                "the operator that provisioned it predates checkpoints; upgrade it and let it "
-                "reconcile the ChatMemory",
-                key="checkpoint_table_prefix",
-            )
-        require("pymysql", "tidb")
-        saver: type[ChatMemorySQLSaver] = _saver_class("ChatMemorySQLSaver")
-        return saver(
-            mysql_kwargs(binding, timeouts),
-            table_prefix=binding.checkpoint_table_prefix,
-            ttl_seconds=binding.ttl_seconds,
-            serde=serde,
-            **options,
-        )
+        return _follow(binding, _build_sql_saver(binding, serde, timeouts, options), options)
     if binding.backend is BackendKind.KAFKA:
         raise NotSupported(KAFKA_NOT_SUPPORTED)
     raise NotSupported(f"no checkpointer for backend {binding.backend!r}")  # pragma: no cover
+
+
+def _build_sql_saver(
+    binding: Binding, serde: SerializerProtocol | None, timeouts: Timeouts, options: dict[str, Any]
+) -> ChatMemorySQLSaver:
+    if not binding.checkpoint_table_prefix:
+        raise BindingError(
+            "this memory has no checkpoint tables (empty key 'checkpoint_table_prefix'): "
+            "the operator that provisioned it predates checkpoints; upgrade it and let it "
+            "reconcile the ChatMemory",
+            key="checkpoint_table_prefix",
+        )
+    require("pymysql", "tidb")
+    saver: type[ChatMemorySQLSaver] = _saver_class("ChatMemorySQLSaver")
+    return saver(
+        mysql_kwargs(binding, timeouts),
+        table_prefix=binding.checkpoint_table_prefix,
+        ttl_seconds=binding.ttl_seconds,
+        serde=serde,
+        **options,
+    )
 
 
 async def acheckpointer_for(
@@ -156,7 +174,7 @@ def _build_redis_saver(
     timeouts: Timeouts,
 ) -> ChatMemoryRedisSaver:
     saver: type[ChatMemoryRedisSaver] = _saver_class("ChatMemoryRedisSaver")
-    return saver(
+    built = saver(
         client,
         aclient=async_redis_client(binding, timeouts),  # no I/O until first used, on the caller's event loop
         prefix=binding.key_prefix,
@@ -165,3 +183,76 @@ def _build_redis_saver(
         owns_clients=True,
         **options,
     )
+    return _follow(binding, built, options)
+
+
+# -- savers that follow their Secret (see the module docstring) -------------------------------------
+
+#: LangGraph's methods run once more after a refusal (each builds its operation anew).
+_RETRIED: Final = ("get_tuple", "put", "put_writes", "delete_thread")
+#: MySQL's refusals of a user or a privilege: access denied (1044, 1045), a command or a column
+#: denied (1142, 1143), a privilege needed (1227).
+_SQL_REFUSALS: Final = frozenset({1044, 1045, 1142, 1143, 1227})
+#: Idle connections a SQL saver pools by default: each may speak for the previous user.
+_DEFAULT_POOL: Final = 4
+
+
+def _refused(e: BaseException) -> bool:
+    """The server refused the credentials or a privilege (the error or one of its causes)."""
+    seen: BaseException | None = e
+    while seen is not None:
+        args = getattr(seen, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _SQL_REFUSALS:
+            return True
+        if type(seen).__name__ == "AuthenticationError" or "WRONGPASS" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+S = TypeVar("S")
+
+
+def _follow(binding: Binding, saver: S, options: dict[str, Any]) -> S:
+    """``saver``, its LangGraph methods run again after a refusal when ``binding`` follows its
+    Secret: once per pooled connection that may still speak for the previous user, plus one."""
+    source = binding.source
+    if source is None:
+        return saver
+    attempts = int(options.get("pool_size", _DEFAULT_POOL)) + 2
+    for name in _RETRIED:
+        setattr(saver, name, _again(getattr(saver, name), source, attempts))
+        setattr(saver, "a" + name, _aagain(getattr(saver, "a" + name), source, attempts))
+    return saver
+
+
+def _again(method: Callable[..., Any], source: CredentialSource, attempts: int) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(attempts):
+            try:
+                return method(*args, **kwargs)
+            except BackendError as e:
+                if attempt + 1 == attempts or not _refused(e):
+                    raise
+                source.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return run
+
+
+def _aagain(
+    method: Callable[..., Coroutine[Any, Any, Any]], source: CredentialSource, attempts: int
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    @functools.wraps(method)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(attempts):
+            try:
+                return await method(*args, **kwargs)
+            except BackendError as e:
+                if attempt + 1 == attempts or not _refused(e):
+                    raise
+                await asyncio.to_thread(source.refresh)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return run
