@@ -8,6 +8,7 @@ Every store logs in as a memory user the operator's backend provisioned (sql_bac
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -166,6 +167,21 @@ def count(memory: SQLMemory, table: str, key: str) -> int:
     return int(admin(memory, f"SELECT COUNT(*) AS n FROM `{table}` WHERE `key` = %s", (key,))[0]["n"])
 
 
+def trigger_ttl_job(platform: Platform, database: str, table: str) -> None:
+    """Ask TiDB to run a table's TTL job now; it answers 400 while its TTL workers are busy
+    (other tests trigger jobs too), so this asks again for up to a minute."""
+    url = f"{platform['TIDB_STATUS_URL']}/test/ttl/trigger/{database}/{table}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=120).close()
+            return
+        except urllib.error.HTTPError as e:
+            if e.code != 400 or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def test_expired_items_are_hidden_at_once_and_removed_by_the_servers_ttl_job_or_event(
     memory: SQLMemory, stores: list[Any], platform: Platform
 ) -> None:
@@ -182,9 +198,8 @@ def test_expired_items_are_hidden_at_once_and_removed_by_the_servers_ttl_job_or_
     assert store.list_namespaces() == [("ttl",)]
     if tidb(memory):
         for table in (items, vectors):
-            url = f"{platform['TIDB_STATUS_URL']}/test/ttl/trigger/{memory.plan.database}/{table}"
-            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=120).close()
-        deadline = time.monotonic() + 60
+            trigger_ttl_job(platform, memory.plan.database, table)
+        deadline = time.monotonic() + 120  # the job also runs by itself every minute
         while (
             count(memory, items, "short") or count(memory, vectors, "short")
         ) and time.monotonic() < deadline:
@@ -287,20 +302,26 @@ class RoundTrips:
         return self.n - before
 
 
-def test_a_put_a_get_with_its_refresh_a_batch_and_a_search_are_one_round_trip_each(
+def test_round_trips_a_put_and_a_batch_one_a_get_one_and_its_ttl_refresh_one_more(
     memory: SQLMemory, stores: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from langgraph.store.base import PutOp
 
-    store = open_store(memory, stores, index=word_index(), ttl={"default_ttl": 10})
+    store = open_store(memory, stores, index=word_index())
     store.put(("warm",), "up", {"text": "cat"})  # the pool's connection is open
     trips = RoundTrips(monkeypatch)
     assert trips(lambda: store.put(("a",), "k", {"text": "cat dog"})) == 1
-    assert trips(lambda: store.put(("a",), "k", {"text": "cat"})) == 1  # overwrite: re-index too
-    assert trips(lambda: store.get(("a",), "k")) == 1  # with its TTL refresh
+    assert trips(lambda: store.put(("a",), "k", {"text": "cat"})) == 1  # overwrite: re-indexed too
+    assert trips(lambda: store.put(("a",), "t", {"text": "cat"}, ttl=10)) == 1
+    assert trips(lambda: store.get(("a",), "k")) == 1  # no TTL: nothing to refresh
+    assert trips(lambda: store.get(("a",), "t", refresh_ttl=False)) == 1
+    assert trips(lambda: store.get(("a",), "t")) == 2  # the SELECT, then the refresh
     assert trips(lambda: store.batch([PutOp(("b",), f"k{i}", {"text": "dog"}) for i in range(50)])) == 1
-    assert trips(lambda: store.search(("b",), query="dog", limit=5, refresh_ttl=False)) == 1
-    assert trips(lambda: store.search(("b",), query="dog", limit=5)) == 2  # + the refresh of the 5
+    assert trips(lambda: store.search(("b",), filter={"text": "dog"}, limit=5)) == 1
+    # with a query, MariaDB reads vectors first and the page's values second
+    ranked = 1 if store.vector_in_sql else 2
+    assert trips(lambda: store.search(("b",), query="dog", limit=5)) == ranked
+    assert trips(lambda: store.search(("a",), query="dog", limit=5)) == ranked + 1  # + the refresh of "t"
     assert trips(lambda: store.delete(("a",), "k")) == 1
     assert trips(lambda: store.list_namespaces(prefix=("b",))) == 1
 

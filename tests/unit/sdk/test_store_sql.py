@@ -8,7 +8,8 @@ import pytest
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BindingError
 from chatmemory.store import store_for
-from chatmemory.store._sql_store import ChatMemorySQLStore, _checked, _literal_prefix, _prefix
+from chatmemory.store._common import encode_value, matches_filter
+from chatmemory.store._sql_store import ChatMemorySQLStore, _checked, _literal_prefix, _prefilter, _prefix
 from chatmemory.store.sql import (
     MAX_KEY_BYTES,
     MAX_NAMESPACE_BYTES,
@@ -144,3 +145,37 @@ def test_an_old_secret_without_the_key_parses_and_the_key_round_trips() -> None:
     del data["store_table_prefix"]
     old = Binding.from_mapping(data, source="test")
     assert old.store_table_prefix == ""
+
+
+def test_the_server_side_prefilter_keeps_every_value_a_string_filter_matches() -> None:
+    """Equality on a plain string needs the value's JSON to hold that string: a cheap INSTR on the
+    server, never the final word (the core's evaluator runs on what comes back)."""
+    where, needles = _prefilter("i", {"topic": "t5", "n": {"$gt": 3}, "who": {"$eq": "ann"}, "x": {"y": "z"}})
+    assert where == " AND INSTR(i.`value`, %s) > 0" * 3
+    assert needles == (b'"t5"', b'"ann"', b'"z"')
+    for value in (
+        {"topic": "t5", "n": 4, "who": "ann", "x": {"y": "z"}},
+        {"x": {"y": "z"}, "who": "ann", "topic": "t5"},
+    ):
+        data = encode_value(value)
+        assert all(n in data for n in needles)  # a match is never dropped on the server
+        assert matches_filter(value, {"topic": "t5", "who": {"$eq": "ann"}, "x": {"y": "z"}})
+
+
+@pytest.mark.parametrize(
+    "filter",
+    [
+        {"n": 5},  # numbers: 5 and 5.0 are equal but spelt apart
+        {"t": {"$ne": "a"}},
+        {"t": {"$gt": "a"}},
+        {"t": "ü"},  # not plain ASCII: another JSON writer may escape it
+        {"t": 'say "hi"'},
+        {"t": "a/b"},
+        {"t": None},
+        {"t": True},
+    ],
+)
+def test_conditions_a_json_text_search_could_miss_are_left_to_the_evaluator(
+    filter: dict[str, object],
+) -> None:
+    assert _prefilter("i", filter) == ("", ())

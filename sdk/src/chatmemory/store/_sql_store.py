@@ -262,35 +262,38 @@ class ChatMemorySQLStore(StoreBase):
     # -- the core's primitives --------------------------------------------------------------------
 
     def _get_items(self, gets: Sequence[GetOp]) -> list[Item | None]:
+        """One SELECT for the batch's gets; then, only if a found item has a TTL and its op refreshes,
+        one UPDATE (an UPDATE that finds nothing to do still costs TiDB a locking read)."""
         wanted = list(dict.fromkeys((op.namespace, op.key) for op in gets))
-        refresh = list(dict.fromkeys((op.namespace, op.key) for op in gets if op.refresh_ttl))
-        statements = [self._refresh_sql(chunk) for chunk in _chunks(refresh, _CHUNK)]
-        updates = len(statements)
-        for chunk in _chunks(wanted, _CHUNK):
-            where, args = _keys_in("i", chunk)
-            statements.append(
-                (f"SELECT {_COLUMNS} FROM {self._items} i WHERE {where} AND {_LIVE.format(a='i')}", args)
-            )
-        results = self._run(statements)
+        rows = [r for part in self._run([self._select_sql(c) for c in _chunks(wanted, _CHUNK)]) for r in part]
         found: dict[tuple[tuple[str, ...], str], Item] = {}
-        for rows in results[updates:]:
-            for row in rows:
-                item = _item(row)
-                found[(item.namespace, item.key)] = item
+        with_ttl: set[tuple[tuple[str, ...], str]] = set()
+        for row in rows:
+            item = _item(row)
+            found[(item.namespace, item.key)] = item
+            if row[5] is not None:
+                with_ttl.add((item.namespace, item.key))
+        refresh = list(dict.fromkeys((op.namespace, op.key) for op in gets if op.refresh_ttl))
+        self._refresh([k for k in refresh if k in with_ttl])
         return [found.get((op.namespace, op.key)) for op in gets]
+
+    def _select_sql(self, keys: Sequence[tuple[tuple[str, ...], str]]) -> tuple[str, Sequence[Any]]:
+        where, args = _keys_in("i", keys)
+        return f"SELECT {_COLUMNS} FROM {self._items} i WHERE {where} AND {_LIVE.format(a='i')}", args
 
     def _search_items(self, op: SearchOp, query_vector: list[float] | None) -> list[SearchItem]:
         if query_vector is not None and not self.vector_in_sql:
             return self._refreshed(op, self._rank_here(op, query_vector))
+        where, args = _prefix("i", op.namespace_prefix)
+        narrow, needles = _prefilter("i", op.filter)
         if query_vector is None:
-            select = f"SELECT {_COLUMNS}, NULL FROM {self._items} i"
-            where, args = _prefix("i", op.namespace_prefix)
-            sql = f"{select} WHERE {where} AND {_LIVE.format(a='i')} ORDER BY {_RECENCY}"
-            params: tuple[Any, ...] = args
+            sql = (
+                f"SELECT {_COLUMNS}, NULL FROM {self._items} i "
+                f"WHERE {where} AND {_LIVE.format(a='i')}{narrow} ORDER BY {_RECENCY}"
+            )
+            params: tuple[Any, ...] = (*args, *needles)
         else:
             vwhere, vargs = _prefix("v", op.namespace_prefix)
-            where, args = _prefix("i", op.namespace_prefix)
-            query = orjson.dumps(query_vector).decode()
             sql = (
                 f"SELECT {_COLUMNS}, s.score FROM {self._items} i LEFT JOIN ("
                 "SELECT v.`namespace`, v.`key`, "
@@ -298,47 +301,55 @@ class ChatMemorySQLStore(StoreBase):
                 f"FROM {self._vectors} v WHERE {vwhere} AND VEC_DIMS(v.`embedding`) = %s "
                 f"AND {_LIVE.format(a='v')} GROUP BY v.`namespace`, v.`key`) s "
                 "ON s.`namespace` = i.`namespace` AND s.`key` = i.`key` "
-                f"WHERE {where} AND {_LIVE.format(a='i')} "
+                f"WHERE {where} AND {_LIVE.format(a='i')}{narrow} "
                 f"ORDER BY s.score IS NULL, s.score DESC, {_RECENCY}"
             )
-            params = (query, *vargs, len(query_vector), *args)
+            params = (orjson.dumps(query_vector).decode(), *vargs, len(query_vector), *args, *needles)
         return self._refreshed(op, self._page(op, sql, params))
 
-    def _page(self, op: SearchOp, sql: str, params: tuple[Any, ...]) -> list[SearchItem]:
-        """The page of ``op`` from ``sql`` (rows in the final order): LIMIT/OFFSET on the server
-        without a filter; with one, rows in growing chunks, filtered here, until the page is full."""
+    def _page(self, op: SearchOp, sql: str, params: tuple[Any, ...]) -> list[tuple[SearchItem, bool]]:
+        """The page of ``op`` from ``sql`` (rows in the final order), each hit with whether it has a
+        TTL: LIMIT/OFFSET on the server without a filter; with one, rows in growing chunks (the
+        server already dropped those that cannot match, see :func:`_prefilter`), filtered here,
+        until the page is full."""
         if op.limit == 0:
             return []
         if not op.filter:
             rows = self._run([(f"{sql} LIMIT %s OFFSET %s", (*params, op.limit, op.offset))])[0]
-            return [_search_item(r) for r in rows]
+            return [(_search_item(r), r[5] is not None) for r in rows]
         wanted = op.offset + op.limit
-        kept: list[SearchItem] = []
+        kept: list[tuple[SearchItem, bool]] = []
         start, size = 0, max(64, 2 * wanted)
         while len(kept) < wanted:
             rows = self._run([(f"{sql} LIMIT %s OFFSET %s", (*params, size, start))])[0]
             for r in rows:
                 hit = _search_item(r)
                 if matches_filter(hit.value, op.filter):
-                    kept.append(hit)
+                    kept.append((hit, r[5] is not None))
             if len(rows) < size:
                 break
             start += size
             size *= 4
         return kept[op.offset : wanted]
 
-    def _rank_here(self, op: SearchOp, query_vector: list[float]) -> list[SearchItem]:
-        """Brute force where the server has no vector type: every live item under the prefix with
-        its vectors of the query's dimensions, ranked by the core (O(items x vectors x dims))."""
+    def _rank_here(self, op: SearchOp, query_vector: list[float]) -> list[tuple[SearchItem, bool]]:
+        """Brute force where the server has no vector type: every live item under the prefix (that
+        may match the filter) with its vectors of the query's dimensions, ranked by the core:
+        O(items x vectors x dims) here, and every candidate's vectors sent over. Without a filter
+        the values are not sent: only the page's items are read back, in a second round trip."""
         where, args = _prefix("i", op.namespace_prefix)
+        narrow, needles = _prefilter("i", op.filter)
+        # without a filter the ranking needs no value nor created_at: both are read for the page only
+        value, created = ("i.`value`", "i.`created_at`") if op.filter else ("NULL", "NULL")
         rows = self._run(
             [
                 (
-                    f"SELECT {_COLUMNS}, v.`embedding` FROM {self._items} i LEFT JOIN {self._vectors} v "
+                    f"SELECT i.`namespace`, i.`key`, {value}, {created}, i.`updated_at`, "
+                    f"i.`ttl_seconds`, v.`embedding` FROM {self._items} i LEFT JOIN {self._vectors} v "
                     "ON v.`namespace` = i.`namespace` AND v.`key` = i.`key` "
                     f"AND LENGTH(v.`embedding`) = %s AND {_LIVE.format(a='v')} "
-                    f"WHERE {where} AND {_LIVE.format(a='i')}",
-                    (4 * len(query_vector), *args),
+                    f"WHERE {where} AND {_LIVE.format(a='i')}{narrow}",
+                    (4 * len(query_vector), *args, *needles),
                 )
             ]
         )[0]
@@ -347,18 +358,35 @@ class ChatMemorySQLStore(StoreBase):
             at = (bytes(row[0]), bytes(row[1]))
             candidate = candidates.get(at)
             if candidate is None:
-                candidate = candidates[at] = Candidate(_item(row))
+                candidate = candidates[at] = Candidate(_item(row) if op.filter else _bare_item(row))
             if row[6] is not None:
                 blob = bytes(row[6])
                 candidate.vectors.append(list(struct.unpack(f"<{len(blob) // 4}f", blob)))
-        return select_items(candidates.values(), op, query_vector)
-
-    def _refreshed(self, op: SearchOp, hits: list[SearchItem]) -> list[SearchItem]:
-        """Refresh the TTL of the found items that have one when the search asks (one UPDATE)."""
-        if op.refresh_ttl and hits:
+        hits = select_items(candidates.values(), op, query_vector)
+        if not op.filter and hits:  # read the page's values
             keys = [(h.namespace, h.key) for h in hits]
+            full = {
+                (item.namespace, item.key): (item, r[5] is not None)
+                for r in self._run([self._select_sql(keys)])[0]
+                for item in (_item(r),)
+            }
+            return [
+                (_scored(full[(h.namespace, h.key)][0], h.score), full[(h.namespace, h.key)][1])
+                for h in hits
+                if (h.namespace, h.key) in full  # deleted since the first read
+            ]
+        ttl = {(bytes(r[0]), bytes(r[1])) for r in rows if r[5] is not None}
+        return [(h, (namespace_text(h.namespace).encode(), h.key.encode()) in ttl) for h in hits]
+
+    def _refreshed(self, op: SearchOp, hits: list[tuple[SearchItem, bool]]) -> list[SearchItem]:
+        """Refresh the TTL of the found items that have one when the search asks (one UPDATE)."""
+        if op.refresh_ttl:
+            self._refresh([(h.namespace, h.key) for h, has_ttl in hits if has_ttl])
+        return [h for h, _ in hits]
+
+    def _refresh(self, keys: Sequence[tuple[tuple[str, ...], str]]) -> None:
+        if keys:
             self._run([self._refresh_sql(chunk) for chunk in _chunks(keys, _CHUNK)])
-        return hits
 
     def _refresh_sql(self, keys: Sequence[tuple[tuple[str, ...], str]]) -> tuple[str, Sequence[Any]]:
         """Push the expiry of live items that have a TTL (and of their vectors) to now + TTL."""
@@ -482,9 +510,33 @@ def _keys_in(alias: str, keys: Sequence[tuple[tuple[str, ...], str]]) -> tuple[s
 
 
 def _encoded_keys_in(alias: str, keys: Sequence[tuple[bytes, bytes]]) -> tuple[str, tuple[Any, ...]]:
-    marks = ", ".join(["(%s, %s)"] * len(keys))
+    """Rows with these (namespace, key) pairs, spelt as ORs: MariaDB reads a row constructor
+    ``(a, b) IN (...)`` in a DELETE or UPDATE with a full scan, the ORs as primary-key lookups."""
     a = f"{alias}." if alias else ""
-    return f"({a}`namespace`, {a}`key`) IN ({marks})", tuple(x for k in keys for x in k)
+    one = f"({a}`namespace` = %s AND {a}`key` = %s)"
+    return "(" + " OR ".join([one] * len(keys)) + ")", tuple(x for k in keys for x in k)
+
+
+#: Characters every JSON encoder writes as themselves inside a string.
+_PLAIN: Final = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\", "/"}
+
+
+def _needles(expected: Any) -> list[bytes]:
+    """JSON strings an item's value must contain to meet ``expected`` as a filter condition."""
+    if isinstance(expected, str):
+        return [b'"' + expected.encode() + b'"'] if set(expected) <= _PLAIN else []
+    if isinstance(expected, Mapping):
+        if any(str(k).startswith("$") for k in expected):
+            return _needles(expected["$eq"]) if "$eq" in expected else []
+        return [n for v in expected.values() for n in _needles(v)]
+    return []
+
+
+def _prefilter(alias: str, filter: Mapping[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
+    """SQL that drops rows which cannot match ``filter``: a value equal to a string holds that
+    string's JSON text. Only a superset of the matches: the core's evaluator decides."""
+    needles = [n for v in (filter or {}).values() for n in _needles(v)]
+    return "".join(f" AND INSTR({alias}.`value`, %s) > 0" for _ in needles), tuple(needles)
 
 
 def _prefix(alias: str, prefix: tuple[str, ...]) -> tuple[str, tuple[Any, ...]]:
@@ -523,9 +575,23 @@ def _item(row: Sequence[Any]) -> Item:
     )
 
 
+def _bare_item(row: Sequence[Any]) -> Item:
+    """An item to rank by (namespace, key, updated_at; no value)."""
+    updated = _utc(row[4])
+    return Item(
+        namespace=namespace_of(bytes(row[0]).decode()),
+        key=bytes(row[1]).decode(),
+        value={},
+        created_at=updated,
+        updated_at=updated,
+    )
+
+
 def _search_item(row: Sequence[Any]) -> SearchItem:
-    item = _item(row)
-    score = None if row[6] is None else float(row[6])
+    return _scored(_item(row), None if row[6] is None else float(row[6]))
+
+
+def _scored(item: Item, score: float | None) -> SearchItem:
     return SearchItem(
         namespace=item.namespace,
         key=item.key,
