@@ -39,9 +39,10 @@ from chatmemory.loaders import RELOAD_INTERVAL, BindingSource, read_directory
 from chatmemory_operator.backends.base import DeletionPolicy, Prior
 from chatmemory_operator.backends.kafka import KafkaBackend
 from chatmemory_operator.backends.redis import acl_rules
+from chatmemory_operator.backends.tidb import TiDBBackend
 from langchain_core.messages import AIMessage, HumanMessage
 
-from tests.integration.operator.conftest import kafka_plan, kafka_store
+from tests.integration.operator.conftest import kafka_plan, kafka_store, sql_plan, sql_store
 from tests.integration.sdk.conftest import admin_client, delete_prefix, redis_binding
 from tests.support.platform import Platform
 
@@ -334,3 +335,40 @@ def test_a_kafka_turn_queued_when_its_user_is_refused_is_delivered_once_by_the_s
         # the removed user, until the Secret is read again and the producer logs in as the next one
         history.add_message(HumanMessage("after"))
         assert contents(history) == ["before", "during", "after"]
+
+
+# -- checkpointers: a pooled connection outlives the previous user of a rotation -----------------------
+
+
+def test_a_tidb_checkpointer_runs_an_agent_on_after_the_previous_user_of_a_rotation_is_dropped(
+    platform: Platform, tmp_path: Path
+) -> None:
+    from tests.integration.checkpoint.agent_support import build_agent
+
+    backend, store, plan = TiDBBackend(), sql_store(platform, "TIDB_URL"), sql_plan()
+    first = backend.ensure(store, plan, "first-password")
+    mounted = MountedSecret(tmp_path / "binding")
+    mounted.write(first)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    try:
+        with connect(path=mounted.root) as memory:
+            saver = memory.checkpointer()
+            agent = build_agent(saver)
+            agent.invoke({"messages": [HumanMessage("where is order 1")]}, config)
+            digest = hashlib.sha256(b"first-password").hexdigest()
+            second = backend.ensure(
+                store, plan, "second-password", Prior(binding=first, previous_password_sha256=digest)
+            )
+            mounted.write(second)
+            backend.ensure(store, plan, "second-password", Prior(binding=second))  # the grace period ends
+            agent.invoke({"messages": [HumanMessage("where is order 2")]}, config)  # pooled: the first user's
+            messages = agent.get_state(config).values["messages"]
+            saver.close()
+        assert [m.content for m in messages if isinstance(m, HumanMessage)] == [
+            "where is order 1",
+            "where is order 2",
+        ]
+        assert len(messages) == 8
+    finally:
+        backend.delete(store, plan, DeletionPolicy.DELETE)
+        backend.close()
