@@ -7,6 +7,7 @@ Every store logs in as a memory user the operator's backend provisioned (sql_bac
 
 from __future__ import annotations
 
+import hashlib
 import time
 import urllib.error
 import urllib.request
@@ -15,12 +16,15 @@ from typing import Any
 
 import pymysql
 import pytest
+from chatmemory import connect
 from chatmemory.errors import BackendError
 from chatmemory.store import store_for
 from chatmemory.store._common import Candidate, select_items
 from chatmemory.store.sql import store_event_name, store_table_names
+from chatmemory_operator.backends.base import Prior
 from langgraph.store.base import BaseStore, Item, SearchOp
 
+from tests.integration.sdk.test_follow_secret import MountedSecret
 from tests.integration.store.conftest import WordEmbeddings, word_index
 from tests.integration.store.sql_backends import SQLMemory, sql_memory
 from tests.support.platform import Platform
@@ -355,3 +359,28 @@ def test_vectors_of_other_dimensions_count_as_unindexed_after_a_model_change(
         ("after", False),
         ("before", True),
     ]
+
+
+def test_a_store_following_its_secret_goes_on_after_the_previous_user_of_a_rotation_is_dropped(
+    memory: SQLMemory, tmp_path: Any
+) -> None:
+    """The pooled connections speak for the previous user; once the grace period ends the server
+    refuses their statements, and the store reads the Secret again and sends them as the next user."""
+    mounted = MountedSecret(tmp_path / "binding")
+    mounted.write(memory.binding)
+    with connect(path=mounted.root) as mem:
+        store = mem.store(index=word_index())
+        try:
+            store.put(("r",), "before", {"text": "cat"})
+            first = memory.binding
+            digest = hashlib.sha256(first.password.encode()).hexdigest()
+            prior = Prior(binding=first, previous_password_sha256=digest)
+            second = memory.backend.ensure(memory.server, memory.plan, "second-password", prior)
+            assert second.username != first.username
+            mounted.write(second)
+            memory.backend.ensure(memory.server, memory.plan, "second-password", Prior(binding=second))
+            store.put(("r",), "after", {"text": "cat dog"})  # on a pooled connection of the first user
+            assert store.get(("r",), "before") is not None
+            assert [h.key for h in store.search(("r",), query="cat")] == ["before", "after"]
+        finally:
+            store.close()

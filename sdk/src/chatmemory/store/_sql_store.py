@@ -6,12 +6,14 @@ directly with PyMySQL connection settings (then :meth:`ChatMemorySQLStore.setup`
 tables). The batch logic, filters, ranking and TTL rules are the shared core's
 (:mod:`chatmemory.store._common`); this module is the four primitives in SQL.
 
-Round trips: every call sends its statements in one packet (PyMySQL's multi-statement mode; all
-values are escaped by PyMySQL, identifiers validated): a batch's writes are one transaction in one
-round trip (the items' upsert, the deletes, the vectors' replacement), the gets of a batch one
-round trip with their TTL refresh folded in (``UPDATE ...; SELECT ...``). A search is one SELECT
-(plus one UPDATE when it refreshes the TTL of items that have one). The server's clock decides
-expiry, the same clock that its row TTL (TiDB) or EVENT (MySQL/MariaDB) deletes by.
+Round trips: statements that go together are sent in one packet (PyMySQL's multi-statement mode;
+every value is escaped by PyMySQL, identifiers are validated): a batch's writes are one transaction
+in one round trip (the items' upsert, the deletes, the vectors' replacement, one instant for all);
+the gets of a batch are one SELECT; a search is one SELECT (on MariaDB with a query: the vectors,
+then the page's values). A read that found items with a TTL, and refreshes, adds one UPDATE of
+those items and their vectors (sent only then: an UPDATE that finds nothing still costs TiDB a
+locking read). The server's clock decides expiry, the same clock its row TTL (TiDB) or EVENT
+(MySQL/MariaDB) deletes by.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _RETRY_CODES: Final = frozenset({1213, 1205, 9007, 8022, 8028})
 _ATTEMPTS: Final = 4
 #: The server refused the user or a privilege (a rotation's previous user was dropped).
 _DENIED: Final = frozenset({1044, 1045, 1142, 1143, 1227})
+_DENIED_RETRIES: Final = 3
 #: Client errors of a connection that could not be opened or was lost.
 _UNAVAILABLE: Final = frozenset({2003, 2006, 2013, 2055})
 #: Rows per multi-row INSERT or IN list.
@@ -212,12 +215,16 @@ class ChatMemorySQLStore(StoreBase):
         """Send ``statements`` in one packet and return the rows of each (``[]`` for a write).
 
         With ``transaction`` they run between START TRANSACTION and COMMIT; a lock conflict
-        retries the whole packet. A memory that follows its Secret retries once after the server
-        refused its user (the connections go, the Secret is read again).
+        retries the whole packet. A memory that follows its Secret sends the packet again after
+        the server refused its user or a privilege (a rotation's grace period ended while pooled
+        connections still spoke for the previous user): the idle connections go, the Secret is read
+        again; the refused packet did not run (a transaction's part rolled back with its
+        connection). At most :data:`_DENIED_RETRIES` times: another thread may hand back one more
+        connection of the previous user meanwhile.
         """
         import pymysql
 
-        refreshed = False
+        refreshed = 0
         attempt = 0
         while True:
             try:
@@ -238,26 +245,28 @@ class ChatMemorySQLStore(StoreBase):
                     time.sleep(0.01 * (2**attempt))
                     attempt += 1
                     continue
-                source = self._source()
-                if code in _DENIED and source is not None and not refreshed:
-                    refreshed = True
-                    source.refresh()
-                    self._pool.close()  # the idle ones speak for the previous user too
+                if code in _DENIED and refreshed < _DENIED_RETRIES and self._follow_secret():
+                    refreshed += 1
                     continue
                 raise _error(e, "store statement failed") from e
             except BackendError as e:  # opening a connection failed
-                source = self._source()
                 cause = e.__cause__
-                if cause is not None and _code(cause) in _DENIED and source is not None and not refreshed:
-                    refreshed = True
-                    source.refresh()
-                    self._pool.close()
+                denied = cause is not None and _code(cause) in _DENIED
+                if denied and refreshed < _DENIED_RETRIES and self._follow_secret():
+                    refreshed += 1
                     continue
                 raise
 
-    def _source(self) -> Any:
+    def _follow_secret(self) -> bool:
+        """After a refusal: read the Secret again and drop the idle connections; False when the
+        store does not follow a Secret (its credentials cannot change)."""
         binding = self._connect_kwargs.get("binding")
-        return binding.source if isinstance(binding, Binding) else None
+        source = binding.source if isinstance(binding, Binding) else None
+        if source is None:
+            return False
+        source.refresh()
+        self._pool.close()  # the idle ones speak for the previous user too
+        return True
 
     # -- the core's primitives --------------------------------------------------------------------
 
