@@ -17,6 +17,7 @@ waits in the producer while it reconnects as the removed user (delivered once, b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -295,6 +296,23 @@ def test_a_kafka_turn_refused_with_the_previous_user_is_sent_once_more_as_the_ne
         mounted.write(kafka_rotation.binding)
         kafka_rotation.end_grace(previous)  # the producer's connection is still the previous user's
         history.add_messages([HumanMessage("after"), AIMessage("reply")])
+        assert contents(history) == ["before", "after", "reply"]
+
+
+def test_an_async_kafka_turn_refused_with_the_previous_user_is_sent_once_more_as_the_next_one(
+    tmp_path: Path, kafka_rotation: KafkaRotation
+) -> None:
+    mounted = MountedSecret(tmp_path / "binding")
+    mounted.write(kafka_rotation.binding)
+    with contextlib.closing(
+        KafkaConnector(read_only_on_refusal(mounted, kafka_rotation.binding))
+    ) as connector:
+        history = connector.history("s")
+        asyncio.run(history.aadd_messages([HumanMessage("before")]))
+        previous, _ = kafka_rotation.rotate("second-password")
+        mounted.write(kafka_rotation.binding)
+        kafka_rotation.end_grace(previous)
+        asyncio.run(history.aadd_messages([HumanMessage("after"), AIMessage("reply")]))
         assert contents(history) == ["before", "after", "reply"]
 
 
