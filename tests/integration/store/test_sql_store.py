@@ -384,3 +384,26 @@ def test_a_store_following_its_secret_goes_on_after_the_previous_user_of_a_rotat
             assert [h.key for h in store.search(("r",), query="cat")] == ["before", "after"]
         finally:
             store.close()
+
+
+def test_a_store_built_directly_creates_its_tables_with_setup(platform: Platform, target: str) -> None:
+    """Without an operator: connection settings, then setup() (needs CREATE), as LangGraph's own
+    stores do."""
+    from chatmemory.store._sql_store import ChatMemorySQLStore
+
+    params = dict(platform.mysql_params({"tidb": "TIDB_URL", "mariadb": "MARIADB_URL"}[target]))
+    database = f"cm_direct_{int(time.time() * 1000) % 10**9}"
+    with pymysql.connect(**{**params, "autocommit": True}) as conn, conn.cursor() as cur:  # type: ignore[arg-type]
+        cur.execute(f"CREATE DATABASE `{database}`")
+    store = ChatMemorySQLStore({**params, "database": database}, table_prefix="app_", index=word_index())
+    try:
+        store.setup()
+        store.setup()  # idempotent
+        store.put(("d",), "k", {"text": "cat"})
+        assert [h.key for h in store.search(("d",), query="cat")] == ["k"]
+        tables = {r[0] for r in store._run([("SHOW TABLES", ())])[0]}
+        assert tables == {"app_store_items", "app_store_vectors"}
+    finally:
+        store.close()
+        with pymysql.connect(**{**params, "autocommit": True}) as conn, conn.cursor() as cur:  # type: ignore[arg-type]
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
