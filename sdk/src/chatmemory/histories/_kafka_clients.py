@@ -412,7 +412,6 @@ class KafkaClients:
             if old is not None:
                 self._retired.set()
                 self._draining.append(old)
-            self._draining = [p for p in self._draining if len(p)]
             draining = list(self._draining)
             self._admin = None
         for producer in draining:  # what they hold leaves on their next connection, as the new user
@@ -427,10 +426,6 @@ class KafkaClients:
         if self._renew_wanted:
             self._renew_wanted = False
             self.follow_credentials(reread=True)
-
-    def refusals(self) -> int:
-        """How many refusals of the credentials were seen (to tell whether a failure was one)."""
-        return self._refusals
 
     def refused(self, delivery: Delivery) -> bool:
         """The broker refused every message of ``delivery`` by authorization, so none was appended,
@@ -499,6 +494,8 @@ class KafkaClients:
             if retired.is_set():
                 if not len(producer):
                     producer.poll(0)
+                    with self._lock:  # drained: its connections close with it
+                        self._draining = [p for p in self._draining if p is not producer]
                     return
                 with self._turn_lock:
                     producer.flush(_FLUSH_SLICE)
