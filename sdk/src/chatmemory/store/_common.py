@@ -378,7 +378,8 @@ def _best_scores(query: Sequence[float], vectors: Sequence[Sequence[Sequence[flo
     flat = [v for vs in vectors for v in vs]
     if not flat:
         return [None] * len(vectors)
-    m = (np.vstack(flat) if isinstance(flat[0], np.ndarray) else np.asarray(flat)).astype(np.float64)
+    first: Any = flat[0]  # the Redis store hands numpy arrays over its bytes, the SQL one lists
+    m = (np.vstack(flat) if isinstance(first, np.ndarray) else np.asarray(flat)).astype(np.float64)
     q = np.asarray(query, dtype=np.float64)
     norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
     dots = m @ q

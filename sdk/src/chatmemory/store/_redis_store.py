@@ -47,6 +47,12 @@ if TYPE_CHECKING:
     import redis.asyncio.cluster
     import redis.cluster
 
+_np: Any
+try:
+    import numpy as _np
+except ImportError:  # pragma: no cover - numpy comes with langchain-core's usual installs
+    _np = None
+
 T = TypeVar("T")
 Command = tuple[Any, ...]
 
@@ -67,11 +73,9 @@ def unpack_vectors(data: bytes) -> list[Sequence[float]]:
     """The vectors of :func:`pack_vectors` (numpy arrays over the bytes when numpy is installed:
     the ranking stacks them without a Python float per dimension)."""
     raws = unpack(data)[1::2]
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with langchain-core's usual installs
+    if _np is None:  # pragma: no cover - numpy comes with langchain-core's usual installs
         return [array("f", raw).tolist() for raw in raws]
-    return [cast("Sequence[float]", np.frombuffer(raw, dtype=np.float32)) for raw in raws]
+    return [cast("Sequence[float]", _np.frombuffer(raw, dtype=_np.float32)) for raw in raws]
 
 
 class ChatMemoryRedisStore(StoreBase):
