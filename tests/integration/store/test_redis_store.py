@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -20,7 +21,7 @@ from chatmemory.errors import BackendError, NotSupported
 from chatmemory.store import ChatMemoryRedisStore, astore_for, store_for
 from chatmemory.store.redis import STORE_REDIS_COMMANDS, item_key, keys_key, namespace_index_key
 from chatmemory_operator.backends.redis import SDK_COMMANDS
-from langgraph.store.base import PutOp
+from langgraph.store.base import PutOp, SearchItem
 from redis.cluster import RedisCluster
 
 from tests.integration.checkpoint.conftest import Memory, redis_memory
@@ -239,3 +240,34 @@ def test_a_client_that_decodes_responses_is_refused() -> None:
 def test_a_prefix_with_braces_is_refused() -> None:
     with pytest.raises(ValueError, match="prefix"):
         ChatMemoryRedisStore(redis.Redis(), prefix="app:{x}:")
+
+
+def test_langmem_memory_tools_create_update_search_and_delete_on_the_store(
+    platform: Platform, target: str, memories: list[Memory]
+) -> None:
+    langmem = pytest.importorskip("langmem")
+    mem = _memory(platform, target, memories)
+    store = store_for(mem.binding, index=word_index(["content"]))
+    ns = ("memories", "user-1")
+    manage = langmem.create_manage_memory_tool(ns, store=store)
+    search = langmem.create_search_memory_tool(ns, store=store, response_format="content_and_artifact")
+    try:
+        manage.invoke({"content": "the user has a cat", "action": "create"})
+        manage.invoke({"content": "the user drives a car", "action": "create"})
+        _, found = _search(search, "cat")
+        assert found[0].value["content"] == "the user has a cat"
+        cat_id = found[0].key
+        manage.invoke({"content": "the user has a dog", "action": "update", "id": cat_id})
+        _, found = _search(search, "dog")
+        assert (found[0].key, found[0].value["content"]) == (cat_id, "the user has a dog")
+        manage.invoke({"action": "delete", "id": cat_id})
+        _, found = _search(search, "dog")
+        assert [f.value["content"] for f in found] == ["the user drives a car"]
+    finally:
+        store.close()
+
+
+def _search(tool: Any, query: str) -> tuple[str, list[SearchItem]]:
+    """The search tool's (content, artifact): the memories found, best first."""
+    message = tool.invoke({"type": "tool_call", "id": "1", "name": tool.name, "args": {"query": query}})
+    return message.content, message.artifact
