@@ -565,6 +565,7 @@ class KafkaBackend:
     def delete(self, store: KafkaConnection, plan: KafkaPlan, policy: DeletionPolicy) -> None:
         sasl = uses_sasl(store)
         validate_plan(plan, sasl=sasl)
+        self._replications.pop((store.bootstrap_servers, plan.topic), None)
         with self._errors(store) as admin:
             if sasl:
                 for user in (plan.username, base.alternate_user(plan.username)):
