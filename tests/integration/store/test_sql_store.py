@@ -407,3 +407,21 @@ def test_a_store_built_directly_creates_its_tables_with_setup(platform: Platform
         store.close()
         with pymysql.connect(**{**params, "autocommit": True}) as conn, conn.cursor() as cur:  # type: ignore[arg-type]
             cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_tidb_tables_made_before_the_vector_type_keep_the_brute_force(
+    memory: SQLMemory, stores: list[Any]
+) -> None:
+    """A TiDB upgraded to 8.4+ under an existing memory: the SDK asks the table, not the version."""
+    if not tidb(memory):
+        pytest.skip("TiDB only")
+    from chatmemory.store.sql import store_table_ddl
+
+    _, vectors = store_table_names(memory.binding.store_table_prefix)
+    admin(memory, f"DROP TABLE `{vectors}`")
+    admin(memory, store_table_ddl(memory.binding.store_table_prefix, tidb=True, vector_type=False)[1])
+    store = open_store(memory, stores, index=word_index())
+    store.put(("u",), "cats", {"text": "cat cat"})
+    store.put(("u",), "dogs", {"text": "dog"})
+    assert not store.vector_in_sql
+    assert [h.key for h in store.search(("u",), query="cat")] == ["cats", "dogs"]

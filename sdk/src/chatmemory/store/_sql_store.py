@@ -135,6 +135,7 @@ class ChatMemorySQLStore(StoreBase):
         self._connect_kwargs = kwargs
         self._pool = MySQLPool(self._open, pool_size)
         self._server_version: str | None = None
+        self._vector_column: bool | None = None
 
     @classmethod
     def from_binding(
@@ -181,11 +182,26 @@ class ChatMemorySQLStore(StoreBase):
 
     @property
     def vector_in_sql(self) -> bool:
-        """Whether searches rank vectors in SQL (TiDB 8.4+); known once a connection was opened."""
-        if self._server_version is None:
-            with self._pool.connection():
-                pass
-        return vector_in_sql(self._server_version or "")
+        """Whether the embeddings are a VECTOR column, ranked in SQL (TiDB 8.4+ made them so).
+
+        Read once from the table itself (one query, at the first indexed put or query search):
+        tables made before the server gained the type keep float32 bytes and the brute force.
+        """
+        if self._vector_column is None:
+            _, vectors = store_table_names(self.table_prefix)
+            rows = self._run(
+                [
+                    (
+                        "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                        "AND TABLE_NAME = %s AND COLUMN_NAME = 'embedding'",
+                        (vectors,),
+                    )
+                ]
+            )[0]
+            if not rows:  # no table (yet): what setup() would make
+                return vector_in_sql(self._version())
+            self._vector_column = str(rows[0][0]).lower() == "vector"
+        return self._vector_column
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -200,8 +216,9 @@ class ChatMemorySQLStore(StoreBase):
         the EVENT of :func:`chatmemory.store.sql.store_ttl_event_sql`, which needs the EVENT
         privilege and is not created here)."""
         tidb = "tidb" in (self._version()).lower()
-        ddl = store_table_ddl(self.table_prefix, tidb=tidb, vector_type=self.vector_in_sql)
+        ddl = store_table_ddl(self.table_prefix, tidb=tidb, vector_type=vector_in_sql(self._version()))
         self._run([(s, ()) for s in ddl])
+        self._vector_column = None
 
     def _version(self) -> str:
         if self._server_version is None:
