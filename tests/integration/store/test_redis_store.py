@@ -19,7 +19,13 @@ import redis
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendError, NotSupported
 from chatmemory.store import ChatMemoryRedisStore, astore_for, store_for
-from chatmemory.store.redis import STORE_REDIS_COMMANDS, item_key, keys_key, namespace_index_key
+from chatmemory.store.redis import (
+    STORE_REDIS_COMMANDS,
+    expiring_key,
+    item_key,
+    keys_key,
+    namespace_index_key,
+)
 from chatmemory_operator.backends.redis import SDK_COMMANDS
 from langgraph.store.base import PutOp, SearchItem
 from redis.cluster import RedisCluster
@@ -87,6 +93,7 @@ def test_every_key_lives_under_the_memory_prefix_and_a_namespace_in_one_slot(
         item_key(prefix, "users.u2", "c"),
     )
     expected = {ia, ib, ic, keys_key(prefix, "users.u1"), keys_key(prefix, "users.u2")}
+    expected.add(expiring_key(prefix, "users.u1"))  # b has a TTL
     expected.add(namespace_index_key(prefix))
     assert all(k.startswith(prefix + "store:") for k in expected)
     assert sum(admin.exists(k) for k in expected) == len(expected)
@@ -94,6 +101,9 @@ def test_every_key_lives_under_the_memory_prefix_and_a_namespace_in_one_slot(
     assert set(admin.hkeys(ic)) == {b"v", b"c", b"u"}  # not indexed: no vectors
     assert admin.pttl(ia) == -1  # no TTL: never expires
     assert 0 < admin.pttl(ib) <= 10 * 60 * 1000
+    assert not admin.exists(expiring_key(prefix, "users.u2"))  # no item with a TTL there
+    # the set of expiring keys goes 10 minutes (the grace) after its last item: nothing stays behind
+    assert 10 * 60 * 1000 < admin.pttl(expiring_key(prefix, "users.u1")) <= 20 * 60 * 1000
     if isinstance(admin, RedisCluster):
         slots = {admin.keyslot(k) for k in (ia, ib, keys_key(prefix, "users.u1"))}
         assert len(slots) == 1

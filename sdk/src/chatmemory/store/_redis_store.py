@@ -39,7 +39,7 @@ from chatmemory.store._common import (
     select_items,
     select_namespaces,
 )
-from chatmemory.store.redis import item_key, keys_key, namespace_index_key
+from chatmemory.store.redis import expiring_key, item_key, keys_key, namespace_index_key
 
 if TYPE_CHECKING:
     import redis
@@ -52,6 +52,9 @@ try:
     import numpy as _np
 except ImportError:  # pragma: no cover - numpy comes with langchain-core's usual installs
     _np = None
+
+#: How long a set of expiring keys (and an index entry) outlives the expiry its scores say.
+GRACE_MS = INDEX_GRACE_SECONDS * 1000
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
@@ -200,7 +203,8 @@ class ChatMemoryRedisStore(StoreBase):
             # XX: never give an expiry to an item a concurrent put made permanent (or deleted).
             groups[text] += [
                 ("PEXPIRE", item_key(self.prefix, text, key), ttl_ms, "XX"),
-                ("ZADD", keys_key(self.prefix, text), "XX", "GT", exp, key),
+                ("ZADD", expiring_key(self.prefix, text), "XX", "GT", exp, key),
+                ("PEXPIRE", expiring_key(self.prefix, text), ttl_ms + GRACE_MS, "GT"),
             ]
             latest[text] = max(latest.get(text, 0), exp)
         index = [("ZADD", self.namespace_index, "GT", exp, text) for text, exp in latest.items()]
@@ -235,11 +239,17 @@ class ChatMemoryRedisStore(StoreBase):
         low = f"({now - INDEX_GRACE_SECONDS * 1000}"
         key_sets = yield Batch(
             [
-                ("ZRANGE", keys_key(self.prefix, namespace_text(ns)), low, "+inf", "BYSCORE")
+                ("ZRANGE", of(self.prefix, namespace_text(ns)), low, "+inf", "BYSCORE")
                 for ns in namespaces
+                for of in (keys_key, expiring_key)
             ]
         )
-        wanted = [(ns, _text(k)) for ns, keys in zip(namespaces, key_sets, strict=True) for k in keys or []]
+        pairs = zip(key_sets[::2], key_sets[1::2], strict=True)
+        wanted = [
+            (ns, _text(k))
+            for ns, (lasting, expiring) in zip(namespaces, pairs, strict=True)
+            for k in lasting + expiring
+        ]
         if not wanted:
             return []
         fields = (*_FIELDS, "e") if query_vector is not None else _FIELDS
@@ -274,9 +284,14 @@ class ChatMemoryRedisStore(StoreBase):
         if not namespaces:
             return select_namespaces([], op)
         counts = yield Batch(
-            [("ZCOUNT", keys_key(self.prefix, namespace_text(ns)), now, "+inf") for ns in namespaces]
+            [
+                ("ZCOUNT", of(self.prefix, namespace_text(ns)), now, "+inf")
+                for ns in namespaces
+                for of in (keys_key, expiring_key)
+            ]
         )
-        return select_namespaces([ns for ns, n in zip(namespaces, counts, strict=True) if n], op)
+        live = [n + m for n, m in zip(counts[::2], counts[1::2], strict=True)]
+        return select_namespaces([ns for ns, n in zip(namespaces, live, strict=True) if n], op)
 
     def _write_op(self, writes: Sequence[Write]) -> Op[None]:
         now = now_ms()
@@ -285,10 +300,14 @@ class ChatMemoryRedisStore(StoreBase):
         latest: dict[str, float] = {}
         for w in writes:
             text = namespace_text(w.namespace)
-            ik, kk = item_key(self.prefix, text, w.key), keys_key(self.prefix, text)
+            ik, kk, xk = (
+                item_key(self.prefix, text, w.key),
+                keys_key(self.prefix, text),
+                expiring_key(self.prefix, text),
+            )
             cmds = groups[text]
             if w.value is None:
-                cmds += [("UNLINK", ik), ("ZREM", kk, w.key)]
+                cmds += [("UNLINK", ik), ("ZREM", kk, w.key), ("ZREM", xk, w.key)]
                 continue
             exp = expires_at(now, w.ttl)
             fields: list[Any] = ["v", encode_value(w.value, namespace=w.namespace, key=w.key), "u", now]
@@ -305,10 +324,15 @@ class ChatMemoryRedisStore(StoreBase):
                 cmds.append(("HDEL", ik, *drop))
             cmds += [("HSET", ik, *fields), ("HSETNX", ik, "c", now)]
             cmds.append(("PEXPIRE", ik, exp - now) if exp is not None else ("PERSIST", ik))
-            cmds.append(("ZADD", kk, exp if exp is not None else "+inf", w.key))
+            if exp is None:
+                cmds += [("ZADD", kk, "+inf", w.key), ("ZREM", xk, w.key)]
+            else:  # the set of expiring keys outlives its last item by the grace, then goes
+                keep = exp - now + GRACE_MS
+                cmds += [("ZADD", xk, exp, w.key), ("ZREM", kk, w.key)]
+                cmds += [("PEXPIRE", xk, keep, "NX"), ("PEXPIRE", xk, keep, "GT")]
             latest[text] = max(latest.get(text, -math.inf), math.inf if exp is None else exp)
         for text, cmds in groups.items():
-            cmds.append(("ZREMRANGEBYSCORE", keys_key(self.prefix, text), "-inf", cutoff))
+            cmds.append(("ZREMRANGEBYSCORE", expiring_key(self.prefix, text), "-inf", cutoff))
         index: list[Command] = [
             ("ZADD", self.namespace_index, "GT", "+inf" if math.isinf(s) else int(s), text)
             for text, s in latest.items()

@@ -9,7 +9,9 @@ and ``%`` percent-escaped), so a namespace lives in one cluster slot::
                                          t: TTL (ms; absent: never expires)
                                          e: vectors ("<field>" + float32 array, repeated; absent:
                                             not indexed)
-    <prefix>store:{<ns>}:k         ZSET  "<key>"  (score: the item's expiry, ms; +inf: never)
+    <prefix>store:{<ns>}:k         ZSET  "<key>" of the items that never expire (score +inf)
+    <prefix>store:{<ns>}:x         ZSET  "<key>" of the items with a TTL (score: their expiry, ms);
+                                         the set expires 10 minutes after the last of them
 
 and the memory has one index of its namespaces (its own slot on a cluster)::
 
@@ -47,6 +49,7 @@ from chatmemory.checkpoint.redis import escape_thread
 
 __all__ = [
     "STORE_REDIS_COMMANDS",
+    "expiring_key",
     "item_key",
     "keys_key",
     "namespace_index_key",
@@ -90,6 +93,11 @@ def keys_key(prefix: str, namespace_text: str) -> str:
 def item_key(prefix: str, namespace_text: str, key: str) -> str:
     """The hash of one item."""
     return f"{prefix}store:{namespace_tag(namespace_text)}:i:{key}"
+
+
+def expiring_key(prefix: str, namespace_text: str) -> str:
+    """The sorted set of the keys of a namespace's items that have a TTL, scored by expiry."""
+    return f"{prefix}store:{namespace_tag(namespace_text)}:x"
 
 
 def namespace_index_key(prefix: str) -> str:
