@@ -122,13 +122,6 @@ def test_a_killed_partition_leader_loses_no_acknowledged_turn_and_writes_none_tw
     assert writer.resumed_after is not None, "no turn was acknowledged after the kill"
 
 
-@pytest.mark.xfail(
-    reason="KafkaClients.watermarks does not retry _DESTROY_BROKER (the ListOffsets request sat on the "
-    "killed leader's broker handle) nor OFFSET_NOT_AVAILABLE (a new leader's high watermark not caught up, "
-    "KIP-207): both are a leader moving; with them in _leader_moving_codes this passed 3 runs of 3. "
-    "Remove this mark with that fix (sdk/src/chatmemory/histories/_kafka_clients.py).",
-    strict=False,
-)
 def test_reads_made_while_the_partition_leader_moves_complete(run: Run, report: Report) -> None:
     reads = run.reader.reads
     during = [r for r in reads if r[0] < run.elected_at and r[1] > run.killed_at]

@@ -333,9 +333,21 @@ class KafkaClients:
         return BackendError(message)
 
     def _leader_moving_codes(self) -> frozenset[Any]:
-        """Codes a request gets while a partition's leader is moving or not known yet: retried."""
+        """Codes a request gets while a partition's leader is moving or not known yet: retried.
+
+        ``_DESTROY_BROKER``: the request sat on the killed leader's connection; ``OFFSET_NOT_AVAILABLE``:
+        the new leader's high watermark has not caught up yet (KIP-207).
+        """
         e = self._ck.KafkaError
-        return frozenset({e.NOT_LEADER_FOR_PARTITION, e.LEADER_NOT_AVAILABLE, e._UNKNOWN_PARTITION})
+        return frozenset(
+            {
+                e.NOT_LEADER_FOR_PARTITION,
+                e.LEADER_NOT_AVAILABLE,
+                e._UNKNOWN_PARTITION,
+                e._DESTROY_BROKER,
+                e.OFFSET_NOT_AVAILABLE,
+            }
+        )
 
     def _refused_codes(self) -> frozenset[Any]:
         """The broker refused the client's user: its credentials, or a right they no longer have."""
