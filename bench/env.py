@@ -40,7 +40,6 @@ PACKAGES = (
     "langgraph-checkpoint-redis",
     "langgraph-checkpoint-mysql",
     "langgraph-checkpoint-plainredis",
-    "aiomysql",
     "asyncmy",
     "kopf",
     "kubernetes",
