@@ -106,10 +106,10 @@ def test_a_misspelt_keyword_argument_fails_at_construction() -> None:
         RedisChatMessageHistory("s", URL, max_mesages=5)
 
 
-@pytest.mark.parametrize("ttl", [0, -1])
-def test_ttl_zero_or_negative_is_refused_naming_none_as_forever(ttl: int) -> None:
-    with pytest.raises(ValueError, match="pass None to keep the session forever"):
-        RedisChatMessageHistory("s", URL, ttl=ttl)
+def test_ttl_zero_means_forever_and_a_negative_ttl_is_refused() -> None:
+    assert RedisChatMessageHistory("s", URL, ttl=0).ttl is None
+    with pytest.raises(ValueError, match="0 and None keep the session forever"):
+        RedisChatMessageHistory("s", URL, ttl=-1)
 
 
 @pytest.mark.parametrize(("query", "limit"), [("", 10), ("weather", 0), ("  ,, ", 10), (None, 10)])
