@@ -314,7 +314,7 @@ def test_stores_from_values_default_their_secret_namespaces_to_the_release_names
         (["--set", "crds.create=true"], "create"),
         (["--set-string", "operator.replicas=one"], "replicas"),
         (["--set-string", "crds.install=yes"], "install"),
-        (["--set", "operator.replicas=2"], "replicas"),
+        (["--set", "operator.leaderElection.leaseDuration=1"], "leaseDuration"),
         (["--set", "stores[0].name=x,stores[0].redis.host=r,stores[0].tidb.host=t"], "stores"),
         (
             ["--set", "serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
@@ -359,7 +359,7 @@ def test_stores_from_values_default_their_secret_namespaces_to_the_release_names
         "unknown-nested-key",
         "int-as-string",
         "bool-as-string",
-        "two-replicas",
+        "lease-too-short",
         "two-backends",
         "monitor-without-service",
         "two-default-stores",

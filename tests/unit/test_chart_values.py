@@ -111,9 +111,11 @@ def test_schema_rejects_a_wrong_type() -> None:
     assert any(e.startswith("crds/install") for e in errors), errors
 
 
-def test_schema_rejects_more_than_one_operator_replica() -> None:
+def test_schema_takes_two_operator_replicas_and_rejects_a_negative_count() -> None:
     doc = values()
     doc["operator"] = {**doc["operator"], "replicas": 2}
+    assert schema_errors(doc) == []
+    doc["operator"] = {**doc["operator"], "replicas": -1}
     assert any(e.startswith("operator/replicas") for e in schema_errors(doc))
 
 
