@@ -14,6 +14,11 @@ from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, Checkpoint
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatmemory._connect import Timeouts, no_retry
+from chatmemory._redis_driver import asend as _asend
+from chatmemory._redis_driver import decodes_responses as _decodes_responses
+from chatmemory._redis_driver import is_cluster as _is_cluster
+from chatmemory._redis_driver import round_trips as _round_trips
+from chatmemory._redis_driver import send as _send
 from chatmemory.checkpoint._common import (
     PAGE,
     SEP,
@@ -588,92 +593,6 @@ class ChatMemoryRedisSaver(Saver):
         return replies[main][: len(batch.commands)] if trips else []
 
 
-def _round_trips(
-    batch: Batch, *, cluster: bool
-) -> tuple[builtins.list[tuple[builtins.list[Command], bool]], int]:
-    """The (commands, atomic) pipelines that carry ``batch``, and which one holds its replies."""
-    if not batch.commands:
-        return [], 0
-    if not batch.index:
-        return [(batch.commands, batch.atomic)], 0
-    if not cluster:  # one slot space: the index changes in the same transaction
-        return [(batch.commands + batch.index, True)], 0
-    if batch.index_after:
-        return [(batch.commands, batch.atomic), (batch.index, False)], 0
-    return [(batch.index, False), (batch.commands, batch.atomic)], 1
-
-
-def _send(
-    client: redis.Redis | redis.cluster.RedisCluster, commands: Sequence[Command], atomic: bool
-) -> builtins.list[Any]:
-    if len(commands) == 1 and not atomic:
-        return [client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
-    pipe = client.pipeline(transaction=atomic)
-    for cmd in commands:
-        pipe.execute_command(*cmd)
-    return list(pipe.execute())
-
-
-async def _asend(
-    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
-    commands: Sequence[Command],
-    atomic: bool,
-) -> builtins.list[Any]:
-    import redis.asyncio.cluster as _acluster
-
-    if atomic and isinstance(client, _acluster.RedisCluster):
-        return await _acluster_transaction(client, commands)
-    if len(commands) == 1 and not atomic:
-        return [await client.execute_command(*commands[0])]
-    pipe = client.pipeline(transaction=atomic)
-    for cmd in commands:
-        pipe.execute_command(*cmd)
-    return list(await pipe.execute())
-
-
-def _is_cluster(client: Any) -> bool:
-    if client is None:
-        return False
-    import redis.asyncio.cluster
-    import redis.cluster
-
-    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
-
-
-async def _acluster_transaction(
-    client: redis.asyncio.cluster.RedisCluster, commands: Sequence[tuple[Any, ...]]
-) -> builtins.list[Any]:
-    """MULTI/EXEC on the primary of the commands' (single) slot, as one round trip.
-
-    redis-py 8.1's asyncio ``ClusterPipeline(transaction=True)`` runs every queued command through
-    ``asyncio.run`` in a new thread (~0.5 ms each) and, before the client is initialized, opens
-    connections on those short-lived loops; so the saver sends the block to the node itself.
-    """
-    from redis.asyncio.cluster import PipelineCommand
-    from redis.exceptions import ResponseError
-
-    await client.initialize()  # a no-op once the slot map is known
-    node = client.get_node_from_key(commands[0][1])
-    if node is None:
-        raise ResponseError(f"no cluster node serves the slot of {commands[0][1]!r}")
-    block = [
-        PipelineCommand(0, "MULTI"),
-        *(PipelineCommand(i + 1, *c) for i, c in enumerate(commands)),
-        PipelineCommand(len(commands) + 1, "EXEC"),
-    ]
-    await node.execute_pipeline(block)
-    for cmd in block:
-        if isinstance(cmd.result, Exception):
-            raise cmd.result
-    replies: Any = block[-1].result
-    if replies is None:
-        raise ResponseError("the transaction was aborted (EXEC returned nil)")
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return list(replies)
-
-
 def _prefetched(
     member: str, copy: bytes | None, window: builtins.list[str]
 ) -> tuple[builtins.list[Any], builtins.list[Any]] | None:
@@ -707,15 +626,3 @@ def _pairs(mapping: Any) -> builtins.list[tuple[Any, Any]]:
         return list(mapping.items())
     flat = list(mapping)  # RESP2 without a callback: a flat list
     return list(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _decodes_responses(client: Any) -> bool:
-    try:
-        if hasattr(client, "get_connection_kwargs"):
-            return bool(client.get_connection_kwargs().get("decode_responses"))
-        pool = getattr(client, "connection_pool", None)
-        if pool is not None:
-            return bool(pool.connection_kwargs.get("decode_responses"))
-    except (AttributeError, TypeError):
-        return False
-    return False
