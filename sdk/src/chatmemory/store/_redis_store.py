@@ -4,13 +4,20 @@ command list). Separate so that the layout imports without langgraph; users reac
 
 Like the checkpointer, each primitive is written once as an *operation* (a generator yielding
 batches of commands and receiving their replies) and run by a sync driver (``redis.Redis`` /
-``RedisCluster``) or a native asyncio one (``redis.asyncio``); the batching, the transaction on a
-cluster slot and the error mapping are the checkpointer's drivers.
+``RedisCluster``) or a native asyncio one (``redis.asyncio``); the batching and the transaction on
+a cluster slot are :mod:`chatmemory._redis_driver`, shared with the checkpointer.
+
+Vector sets: at the first indexed write or query search the store probes them once (``VCARD`` on
+a key of its prefix: a reply means the server has them and the user may use them; "unknown
+command" or "no permissions" means brute force). Why a probe and not ``COMMAND INFO``: the
+memory's user is allowed ``COMMAND`` only on a cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 from array import array
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,8 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from langgraph.store.base import GetOp, IndexConfig, Item, ListNamespacesOp, SearchItem, SearchOp, TTLConfig
 
 from chatmemory._connect import Timeouts, no_retry
+from chatmemory._redis_driver import asend, decodes_responses, is_cluster, round_trips, send
 from chatmemory.checkpoint._common import adrive, drive, pack, unpack
-from chatmemory.checkpoint._redis_saver import _asend, _decodes_responses, _is_cluster, _round_trips, _send
 from chatmemory.checkpoint.redis import INDEX_GRACE_SECONDS, Batch, Op
 from chatmemory.errors import BackendError
 from chatmemory.store._common import (
@@ -39,7 +46,15 @@ from chatmemory.store._common import (
     select_items,
     select_namespaces,
 )
-from chatmemory.store.redis import expiring_key, item_key, keys_key, namespace_index_key
+from chatmemory.store.redis import (
+    expiring_key,
+    item_key,
+    keys_key,
+    meta_key,
+    namespace_index_key,
+    vector_element,
+    vector_set_key,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -61,6 +76,12 @@ Command = tuple[Any, ...]
 
 #: The fields of an item's hash a read needs (``e``, the vectors, only for a query).
 _FIELDS = ("v", "c", "u", "t")
+#: First VSIM ``COUNT`` of a page's candidates (at least twice ``offset + limit``), then doubled.
+_FIRST_COUNT = 16
+#: Beyond this many candidates per namespace a search reads every item (brute force) instead.
+_MAX_COUNT = 4096
+#: Margin between a VSIM score (float32, in the server) and the client's cosine (float64).
+_EPSILON = 1e-4
 
 
 def _text(v: bytes | str) -> str:
@@ -91,8 +112,8 @@ class ChatMemoryRedisStore(StoreBase):
             async methods (native asyncio, no threads). At least one of the two is needed; a
             missing async client makes the async methods run the sync ones in a worker thread.
         prefix: every key starts with it (a ChatMemory's ``key_prefix``; the ACL allows ``~<prefix>*``).
-        index: LangGraph ``IndexConfig`` for semantic search (brute-force cosine ranking over the
-            namespaces searched).
+        index: LangGraph ``IndexConfig`` for semantic search (ranked on the server with vector
+            sets on Redis 8+, else a brute-force cosine ranking over the namespaces searched).
         ttl: LangGraph ``TTLConfig`` (``default_ttl`` minutes, ``refresh_on_read``).
         owns_clients: close the clients in :meth:`close` / :meth:`aclose`.
     """
@@ -111,9 +132,9 @@ class ChatMemoryRedisStore(StoreBase):
         if client is None and aclient is None:
             raise ValueError("ChatMemoryRedisStore needs a redis client, an asyncio client, or both")
         for c in (client, aclient):
-            if c is not None and _decodes_responses(c):
+            if c is not None and decodes_responses(c):
                 raise ValueError("the store reads bytes: pass a client with decode_responses=False")
-        if client is not None and aclient is not None and _is_cluster(client) != _is_cluster(aclient):
+        if client is not None and aclient is not None and is_cluster(client) != is_cluster(aclient):
             raise ValueError("client and aclient must both be cluster clients, or neither")
         if "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must not contain '{' or '}' (they would set the hash slot)")
@@ -122,7 +143,9 @@ class ChatMemoryRedisStore(StoreBase):
         self.prefix = prefix
         self.namespace_index = namespace_index_key(prefix)
         self._owns_clients = owns_clients
-        self._cluster = _is_cluster(client if client is not None else aclient)
+        self._cluster = is_cluster(client if client is not None else aclient)
+        #: Whether the server has vector sets and the user may use them (None: not probed yet).
+        self.vector_sets: bool | None = None
 
     @classmethod
     def from_url(
@@ -236,6 +259,115 @@ class ChatMemoryRedisStore(StoreBase):
         ]
         if not namespaces:
             return []
+        ranked = None
+        if query_vector is not None and self.vector_sets:
+            ranked = yield from self._vector_search_op(op, query_vector, namespaces)
+        if ranked is None:
+            found, ttls = yield from self._full_search_op(op, query_vector, namespaces, now)
+        else:
+            found, ttls = ranked
+        if op.refresh_ttl:
+            refresh = [
+                (r.namespace, r.key, ttls[(r.namespace, r.key)])
+                for r in found
+                if (r.namespace, r.key) in ttls
+            ]
+            yield from self._refresh_op(refresh)
+        return found
+
+    def _vector_search_op(
+        self, op: SearchOp, query_vector: list[float], namespaces: list[tuple[str, ...]]
+    ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], int]] | None]:
+        """The page of a query search ranked by the namespaces' vector sets, or None when they
+        cannot answer it (a namespace flagged ``flat``, a page that reaches the unindexed items, or
+        more than :data:`_MAX_COUNT` candidates a namespace): the caller then reads every item.
+
+        ``VSIM ... TRUTH`` returns each namespace's ``count`` nearest elements exactly; an item
+        whose client-side score is above the lowest score a namespace cut off (``threshold``) is
+        certainly ranked right, so a page of such items (filter applied) is final; else ``count``
+        doubles. The hashes read give the items and their exact scores (the core's ranking);
+        elements of missing items or of fields the item no longer has are pruned.
+        """
+        need = op.offset + op.limit
+        blob = _fp32(query_vector)
+        texts = [namespace_text(ns) for ns in namespaces]
+        count = max(_FIRST_COUNT, 2 * need)
+        while count <= _MAX_COUNT:
+            cmds: list[Command] = []
+            for t in texts:
+                vk = vector_set_key(self.prefix, t)
+                cmds.append(("VSIM", vk, "FP32", blob, "WITHSCORES", "COUNT", count, "TRUTH", "NOTHREAD"))
+                cmds.append(("HMGET", meta_key(self.prefix, t), "flat"))
+            replies = yield Batch(cmds)
+            if any(flag[0] for flag in replies[1::2]):
+                return None
+            threshold, exhausted = -math.inf, True
+            elements: list[tuple[tuple[str, ...], str, str]] = []
+            for ns, reply in zip(namespaces, replies[0::2], strict=True):
+                pairs = _pairs(reply)
+                if len(pairs) >= count:  # more may follow, each no nearer than the last
+                    exhausted = False
+                    threshold = max(threshold, 2.0 * float(pairs[-1][1]) - 1.0)
+                for element, _score in pairs:
+                    field, _, key = _text(element).partition("\0")
+                    elements.append((ns, key, field))
+            wanted = list(dict.fromkeys((ns, key) for ns, key, _ in elements))
+            replies = yield Batch(
+                [("HMGET", item_key(self.prefix, namespace_text(ns), k), *_FIELDS, "e") for ns, k in wanted]
+            )
+            candidates: list[Candidate] = []
+            ttls: dict[tuple[tuple[str, ...], str], int] = {}
+            fields: dict[tuple[tuple[str, ...], str], set[str]] = {}
+            for (ns, key), reply in zip(wanted, replies, strict=True):
+                item, ttl_ms = _item(ns, key, reply)
+                if item is None or not reply[4]:
+                    continue
+                fields[(ns, key)] = {_text(n) for n in unpack(reply[4])[0::2]}
+                candidates.append(Candidate(item, unpack_vectors(reply[4])))
+                if ttl_ms is not None:
+                    ttls[(ns, key)] = ttl_ms
+            stale = [(ns, key, f) for ns, key, f in elements if f not in fields.get((ns, key), ())]
+            if stale:
+                yield from self._prune_op(stale)
+            ranked = select_items(candidates, op._replace(offset=0, limit=len(candidates)), query_vector)
+            certain = ranked if exhausted else [r for r in ranked if (r.score or 0.0) > threshold + _EPSILON]
+            if len(certain) >= need:
+                return certain[op.offset : need], ttls
+            if exhausted:
+                return None  # the page reaches the unindexed items: they are listed after these
+            count *= 2
+        return None
+
+    def _prune_op(self, stale: Sequence[tuple[tuple[str, ...], str, str]]) -> Op[None]:
+        """Remove vector set elements whose item expired, went or lost that field.
+
+        The removal and a read of the item are one ``MULTI``; an item found there again (a put
+        raced the search) gets its current vectors back, so a prune never hides a live item.
+        """
+        groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for ns, key, f in stale:
+            groups[namespace_text(ns)].append((key, f))
+        for text, pairs in groups.items():
+            vk = vector_set_key(self.prefix, text)
+            keys = list(dict.fromkeys(k for k, _ in pairs))
+            cmds: list[Command] = [("VREM", vk, vector_element(f, k)) for k, f in pairs]
+            cmds += [("HMGET", item_key(self.prefix, text, k), "e") for k in keys]
+            replies = yield Batch(cmds, atomic=True)
+            back: list[Command] = []
+            for k, (packed,) in zip(keys, replies[len(pairs) :], strict=True):
+                if packed:
+                    parts = unpack(packed)
+                    back += [
+                        ("VADD", vk, "FP32", _fp32(array("f", raw)), vector_element(_text(n), k), "NOQUANT")
+                        for n, raw in zip(parts[0::2], parts[1::2], strict=True)
+                    ]
+            if back:
+                yield Batch(back, atomic=True)
+
+    def _full_search_op(
+        self, op: SearchOp, query_vector: list[float] | None, namespaces: list[tuple[str, ...]], now: int
+    ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], int]]]:
+        """Read every live item of ``namespaces`` and select the page in the client."""
         low = f"({now - INDEX_GRACE_SECONDS * 1000}"
         key_sets = yield Batch(
             [
@@ -251,7 +383,7 @@ class ChatMemoryRedisStore(StoreBase):
             for k in lasting + expiring
         ]
         if not wanted:
-            return []
+            return [], {}
         fields = (*_FIELDS, "e") if query_vector is not None else _FIELDS
         replies = yield Batch(
             [("HMGET", item_key(self.prefix, namespace_text(ns), key), *fields) for ns, key in wanted]
@@ -266,15 +398,7 @@ class ChatMemoryRedisStore(StoreBase):
             candidates.append(Candidate(item, vectors))
             if ttl_ms is not None:
                 ttls[(ns, key)] = ttl_ms
-        found = select_items(candidates, op, query_vector)
-        if op.refresh_ttl:
-            refresh = [
-                (r.namespace, r.key, ttls[(r.namespace, r.key)])
-                for r in found
-                if (r.namespace, r.key) in ttls
-            ]
-            yield from self._refresh_op(refresh)
-        return found
+        return select_items(candidates, op, query_vector), ttls
 
     def _list_op(self, op: ListNamespacesOp) -> Op[list[tuple[str, ...]]]:
         now = now_ms()
@@ -298,8 +422,10 @@ class ChatMemoryRedisStore(StoreBase):
         cutoff = f"({now - INDEX_GRACE_SECONDS * 1000}"
         groups: dict[str, list[Command]] = defaultdict(list)
         latest: dict[str, float] = {}
+        configured = self.embedder.fields if self.embedder is not None else []
         for w in writes:
             text = namespace_text(w.namespace)
+            vk = vector_set_key(self.prefix, text)
             ik, kk, xk = (
                 item_key(self.prefix, text, w.key),
                 keys_key(self.prefix, text),
@@ -308,6 +434,8 @@ class ChatMemoryRedisStore(StoreBase):
             cmds = groups[text]
             if w.value is None:
                 cmds += [("UNLINK", ik), ("ZREM", kk, w.key), ("ZREM", xk, w.key)]
+                if self.vector_sets:  # other fields' elements (tags[*], index=[...]) are pruned by searches
+                    cmds += [("VREM", vk, vector_element(f, w.key)) for f in configured]
                 continue
             exp = expires_at(now, w.ttl)
             fields: list[Any] = ["v", encode_value(w.value, namespace=w.namespace, key=w.key), "u", now]
@@ -323,6 +451,15 @@ class ChatMemoryRedisStore(StoreBase):
             if drop:  # an item's hash always keeps v, c and u: this never empties it
                 cmds.append(("HDEL", ik, *drop))
             cmds += [("HSET", ik, *fields), ("HSETNX", ik, "c", now)]
+            if self.vector_sets:
+                names = {name for name, _ in w.vectors}
+                cmds += [("VREM", vk, vector_element(f, w.key)) for f in configured if f not in names]
+                cmds += [
+                    ("VADD", vk, "FP32", _fp32(v), vector_element(name, w.key), "NOQUANT")
+                    for name, v in w.vectors
+                ]
+            elif w.vectors:  # this vector is in no vector set: searches of the namespace rank in the client
+                cmds.append(("HSET", meta_key(self.prefix, text), "flat", 1))
             cmds.append(("PEXPIRE", ik, exp - now) if exp is not None else ("PERSIST", ik))
             if exp is None:
                 cmds += [("ZADD", kk, "+inf", w.key), ("ZREM", xk, w.key)]
@@ -350,9 +487,13 @@ class ChatMemoryRedisStore(StoreBase):
         return await self._arun(self._get_op(gets))
 
     def _search_items(self, op: SearchOp, query_vector: list[float] | None) -> list[SearchItem]:
+        if query_vector is not None:
+            self._probe()
         return self._run(self._search_op(op, query_vector))
 
     async def _asearch_items(self, op: SearchOp, query_vector: list[float] | None) -> list[SearchItem]:
+        if query_vector is not None:
+            await self._aprobe()
         return await self._arun(self._search_op(op, query_vector))
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
@@ -362,10 +503,48 @@ class ChatMemoryRedisStore(StoreBase):
         return await self._arun(self._list_op(op))
 
     def _write_items(self, writes: Sequence[Write]) -> None:
+        if self.embedder is not None:
+            self._probe()
         self._run(self._write_op(writes))
 
     async def _awrite_items(self, writes: Sequence[Write]) -> None:
+        if self.embedder is not None:
+            await self._aprobe()
         await self._arun(self._write_op(writes))
+
+    def _probe(self) -> None:
+        """Find out once whether this store uses vector sets (module docstring)."""
+        if self.vector_sets is not None:
+            return
+        import redis as _redis
+
+        if self.client is None:
+            raise TypeError("this ChatMemoryRedisStore has only an asyncio client: use the async methods")
+        try:
+            self.client.execute_command("VCARD", vector_set_key(self.prefix, ""))  # type: ignore[no-untyped-call]
+        except _redis.ResponseError as e:
+            self.vector_sets = _no_vector_sets(e)
+        except _redis.RedisError as e:
+            raise BackendError(f"redis store operation failed: {e}") from e
+        else:
+            self.vector_sets = True
+
+    async def _aprobe(self) -> None:
+        """:meth:`_probe` on the asyncio client."""
+        if self.vector_sets is not None:
+            return
+        if self.aclient is None:
+            return await asyncio.to_thread(self._probe)
+        import redis as _redis
+
+        try:
+            await self.aclient.execute_command("VCARD", vector_set_key(self.prefix, ""))
+        except _redis.ResponseError as e:
+            self.vector_sets = _no_vector_sets(e)
+        except _redis.RedisError as e:
+            raise BackendError(f"redis store operation failed: {e}") from e
+        else:
+            self.vector_sets = True
 
     # -- drivers ----------------------------------------------------------------------------------
 
@@ -381,9 +560,9 @@ class ChatMemoryRedisStore(StoreBase):
     def _execute(self, client: redis.Redis | redis.cluster.RedisCluster, batch: Batch) -> list[Any]:
         import redis as _redis
 
-        trips, main = _round_trips(batch, cluster=self._cluster)
+        trips, main = round_trips(batch, cluster=self._cluster)
         try:
-            replies = [_send(client, commands, atomic) for commands, atomic in trips]
+            replies = [send(client, commands, atomic) for commands, atomic in trips]
         except _redis.RedisError as e:
             raise BackendError(f"redis store operation failed: {e}") from e
         return replies[main][: len(batch.commands)] if trips else []
@@ -397,14 +576,44 @@ class ChatMemoryRedisStore(StoreBase):
         import redis as _redis
 
         assert self.aclient is not None
-        trips, main = _round_trips(batch, cluster=self._cluster)
+        trips, main = round_trips(batch, cluster=self._cluster)
         replies = []
         try:
             for commands, atomic in trips:
-                replies.append(await _asend(self.aclient, commands, atomic))
+                replies.append(await asend(self.aclient, commands, atomic))
         except _redis.RedisError as e:
             raise BackendError(f"redis store operation failed: {e}") from e
         return replies[main][: len(batch.commands)] if trips else []
+
+
+def _no_vector_sets(error: Exception) -> bool:
+    """False for the probe's "unknown command" (no vector sets) or "no permissions" (not allowed):
+    the store ranks in the client; any other error is raised."""
+    import redis as _redis
+
+    message = str(error).lower()
+    if isinstance(error, _redis.exceptions.NoPermissionError) or "unknown command" in message:
+        return False
+    raise BackendError(f"redis store: probing vector sets failed: {error}") from error
+
+
+def _fp32(vector: Sequence[float]) -> bytes:
+    """A vector as VADD / VSIM ``FP32`` bytes (little-endian float32)."""
+    if _np is not None:
+        return bytes(_np.asarray(vector, dtype="<f4").tobytes())
+    out = array("f", vector)  # pragma: no cover - numpy comes with langchain-core's usual installs
+    if sys.byteorder == "big":  # pragma: no cover
+        out.byteswap()
+    return out.tobytes()  # pragma: no cover
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """(element, score) pairs of a ``VSIM ... WITHSCORES`` reply (a map in RESP3 / redis-py's
+    callback, a flat list in RESP2), nearest first."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    flat = list(reply or [])
+    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def _in_thread(run: Any, op: Op[T]) -> T:

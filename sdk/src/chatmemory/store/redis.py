@@ -13,6 +13,14 @@ and ``%`` percent-escaped), so a namespace lives in one cluster slot::
     <prefix>store:{<ns>}:x         ZSET  "<key>" of the items with a TTL (score: their expiry, ms);
                                          the set expires 10 minutes after the last of them
 
+On a server with vector sets (Redis 8+) and a user allowed their commands, an indexed namespace
+also has::
+
+    <prefix>store:{<ns>}:v         VSET  "<field>\\0<key>": the item's vector of that field (float32,
+                                         NOQUANT), added and removed in the item's MULTI
+    <prefix>store:{<ns>}:m         HASH  flat: "1" once a writer without vector sets stored a vector
+                                         here (the vector set may lack it: searches rank in the client)
+
 and the memory has one index of its namespaces (its own slot on a cluster)::
 
     <prefix>store:namespaces       ZSET  "<ns>"   (score: the latest expiry of its items; +inf)
@@ -35,6 +43,13 @@ pipelined round trips: it costs O(namespaces of the memory + items in the namesp
 whatever ``limit`` is. ``list_namespaces`` reads the index and counts each candidate's live keys.
 The memory's user needs no ``SCAN`` (an ACL cannot confine it to a prefix).
 
+A query search on a server with vector sets ranks on the server: ``VSIM ... WITHSCORES COUNT n
+TRUTH`` (an exact linear scan in the server, no HNSW approximation) per namespace, then reads the
+candidates' hashes; the scores are computed again in the client from the hash's vectors (the
+core's ranking, bit for bit), expired or deleted items are dropped (their elements pruned), and
+``n`` doubles until the page is certain. Cost: O(vectors of the namespaces) in the server, O(n)
+over the network. Elsewhere (Redis 7, Valkey, a user not allowed the commands) it is brute force.
+
 This module holds only the layout and the command list, importable without langgraph: the
 operator reads :data:`STORE_REDIS_COMMANDS` for the memory user's ACL. The store class
 (``chatmemory.store._redis_store.ChatMemoryRedisStore``) is exported, lazily, by
@@ -49,11 +64,15 @@ from chatmemory.checkpoint.redis import escape_thread
 
 __all__ = [
     "STORE_REDIS_COMMANDS",
+    "STORE_VECTOR_SET_COMMANDS",
     "expiring_key",
     "item_key",
     "keys_key",
+    "meta_key",
     "namespace_index_key",
     "namespace_tag",
+    "vector_element",
+    "vector_set_key",
 ]
 
 #: Every command the store sends (lower case, as in ``ACL SETUSER +<cmd>``), besides the cluster
@@ -79,6 +98,11 @@ STORE_REDIS_COMMANDS: Final[tuple[str, ...]] = (
     "zremrangebyscore",
 )
 
+#: The vector-set commands the store sends where the server has them (Redis 8+). Granted by the
+#: operator only on such servers: Redis 7 and Valkey refuse an ACL rule naming an unknown command.
+#: VCARD is the SDK's probe (a memory's user may not run ``COMMAND``).
+STORE_VECTOR_SET_COMMANDS: Final[tuple[str, ...]] = ("vadd", "vrem", "vsim", "vcard")
+
 
 def namespace_tag(namespace_text: str) -> str:
     """The hash tag of a namespace (its ``.``-joined text, ``{``, ``}`` and ``%`` percent-escaped)."""
@@ -103,3 +127,18 @@ def expiring_key(prefix: str, namespace_text: str) -> str:
 def namespace_index_key(prefix: str) -> str:
     """The memory's namespace index (no hash tag: its own slot)."""
     return f"{prefix}store:namespaces"
+
+
+def vector_set_key(prefix: str, namespace_text: str) -> str:
+    """The vector set of a namespace's indexed items (Redis 8+)."""
+    return f"{prefix}store:{namespace_tag(namespace_text)}:v"
+
+
+def meta_key(prefix: str, namespace_text: str) -> str:
+    """A namespace's flags (``flat``: its vector set may be incomplete)."""
+    return f"{prefix}store:{namespace_tag(namespace_text)}:m"
+
+
+def vector_element(field: str, key: str) -> str:
+    """The vector set element of one item's vector of one field (the field never holds NUL)."""
+    return f"{field}\0{key}"
