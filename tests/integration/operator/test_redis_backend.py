@@ -120,11 +120,17 @@ def test_check_reports_provider_version_and_capabilities(
     info = backend.check(redis_store(platform, key))
     assert info.provider == provider
     assert info.version[:1].isdigit()
-    assert info.capabilities == {"acl": True, "search": search, "json": search, "cluster": cluster}
+    assert info.capabilities == {
+        "acl": True,
+        "search": search,
+        "json": search,
+        "cluster": cluster,
+        "vector_sets": search,  # the platform's Redis 8 is the search server; the others are 7 / Valkey
+    }
 
 
 def test_ensure_twice_sets_one_user_per_node_with_exactly_the_memory_rules(
-    backend: RedisBackend, store: StoreConnection, memories: list[MemoryPlan]
+    backend: RedisBackend, store: StoreConnection, memories: list[MemoryPlan], platform: Platform
 ) -> None:
     p = plan()
     memories.append(p)
@@ -135,9 +141,11 @@ def test_ensure_twice_sets_one_user_per_node_with_exactly_the_memory_rules(
     try:
         lines = acl_lines(client, p.username)
         assert len(lines) == len(nodes(client)), lines  # one user on every node, no duplicates
+        vector_sets = store.port == redis_store(platform, "REDIS_SEARCH_URL").port  # the one Redis 8
         for line in lines:
             assert f"~{p.key_prefix}*" in line
             assert " on " in f" {line} " and "-@all" in line
+            assert ("+vsim" in line) is vector_sets, line  # granted only where the server has it
             for forbidden in ("+@all", "+flushall", "+keys", "+config", "+eval", "+@dangerous"):
                 assert forbidden not in line
     finally:
@@ -337,3 +345,49 @@ def test_a_memory_user_may_not_run_ft_search_even_where_the_search_module_is_loa
         backend.delete(store, p, DeletionPolicy.DELETE)
         mem.close()
         client.close()
+
+
+def test_the_drift_check_agrees_with_ensure_on_every_server_from_a_fresh_operator(
+    backend: RedisBackend, store: StoreConnection, memories: list[MemoryPlan]
+) -> None:
+    """The vector-set decision is asked again by a restarted operator and gives the same rules:
+    no drift reported, so no flapping between ensure and observe."""
+    p = plan()
+    memories.append(p)
+    backend.ensure(store, p, "pw")
+    fresh = RedisBackend()
+    try:
+        for _ in range(2):
+            observed = fresh.observe(store, p)
+            assert observed.details["rules_match"] == "true" and not observed.drift
+    finally:
+        fresh.close()
+
+
+def test_memory_b_cannot_vsim_or_vadd_memory_as_vector_set(backend: RedisBackend, platform: Platform) -> None:
+    """Vector sets are ordinary keys: the ACL's key pattern confines VSIM / VADD / VREM / VCARD."""
+    store = redis_store(platform, "REDIS_SEARCH_URL")
+    a, b = plan(), plan()
+    as_a = as_memory(store, backend.ensure(store, a, "pw-a"))
+    as_b = as_memory(store, backend.ensure(store, b, "pw-b"))
+    a_set, b_set = f"{a.key_prefix}store:{{ns}}:v", f"{b.key_prefix}store:{{ns}}:v"
+    try:
+        assert as_a.execute_command("VADD", a_set, "VALUES", 2, 1, 0, "secret", "NOQUANT") == 1
+        assert as_b.execute_command("VADD", b_set, "VALUES", 2, 1, 0, "mine", "NOQUANT") == 1
+        denied: list[Any] = [
+            ("VSIM", a_set, "VALUES", 2, 1, 0, "WITHSCORES"),
+            ("VADD", a_set, "VALUES", 2, 0, 1, "planted", "NOQUANT"),
+            ("VREM", a_set, "secret"),
+            ("VCARD", a_set),
+            ("VEMB", a_set, "secret"),  # not granted to anyone
+        ]
+        for command in denied:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                as_b.execute_command(*command)
+        assert as_a.execute_command("VCARD", a_set) == 1
+        assert [text(e) for e in as_a.execute_command("VSIM", a_set, "VALUES", 2, 1, 0)] == ["secret"]
+    finally:
+        for p in (a, b):
+            backend.delete(store, p, DeletionPolicy.DELETE)
+        as_a.close()
+        as_b.close()

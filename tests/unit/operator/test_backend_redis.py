@@ -8,8 +8,10 @@ import pytest
 from chatmemory.contract import glob_escape
 from chatmemory_operator.backends.redis import (
     SDK_COMMANDS,
+    VECTOR_SET_COMMANDS,
     acl_rules,
     command_rules,
+    has_commands,
     is_unknown_command,
     key_pattern,
     permissions,
@@ -54,6 +56,28 @@ def test_cluster_adds_the_slot_map_commands_and_nothing_grants_search() -> None:
     cluster = command_rules(cluster=True)
     assert {"+cluster|slots", "+command", "+asking", "+readonly"} <= set(cluster)
     assert "+cluster" not in cluster  # not CLUSTER RESET / FAILOVER ...
+
+
+def test_vector_set_commands_are_granted_only_when_the_server_has_them() -> None:
+    without = {r[1:] for r in acl_rules("p:", "pw", cluster=False) if r.startswith("+")}
+    with_vs = {r[1:] for r in acl_rules("p:", "pw", cluster=False, vector_sets=True) if r.startswith("+")}
+    assert not without & {"vadd", "vrem", "vsim", "vcard"}  # Redis 7 / Valkey refuse unknown commands
+    assert with_vs == without | {"vadd", "vrem", "vsim", "vcard"} == without | set(VECTOR_SET_COMMANDS)
+    assert {"+vsim", "+cluster|slots"} <= set(command_rules(cluster=True, vector_sets=True))
+
+
+@pytest.mark.parametrize(
+    ("reply", "known"),
+    [
+        ([[b"VADD", -1], [b"VREM", 3], [b"VSIM", -1], [b"VCARD", 2]], True),
+        ({"VADD": {}, "VREM": {}, "VSIM": {}, "VCARD": {}}, True),
+        ([None, None, None, None], False),  # Redis 7, Valkey
+        ([[b"VADD", -1], None, [b"VSIM", -1], [b"VCARD", 2]], False),  # one missing: none granted
+        ([], False),
+    ],
+)
+def test_command_info_replies_say_whether_every_vector_set_command_exists(reply: object, known: bool) -> None:
+    assert has_commands(reply) is known
 
 
 def getuser(**overrides: object) -> dict[str, object]:

@@ -7,6 +7,11 @@ user: its data is the SDK's session lists at ``<key_prefix>{<session_id>}``, cre
 
 - sets the user (``ACL SETUSER <user> reset on #<sha256> ~<prefix>* resetchannels -@all +...``) on
   the server, or on **every node** of a Redis Cluster (ACLs are per node);
+- adds the store's vector-set commands (``VADD VREM VSIM VCARD``: Redis 8+, keyed, so the key
+  pattern confines them) only where every node has them (``COMMAND INFO``): Redis 7 and Valkey
+  refuse an ACL rule naming a command they do not know. The answer is kept per store with the
+  server's rendering of the rules, so ``ensure`` and the drift check of ``observe`` always agree
+  (an operator restart asks again, e.g. after an upgrade to Redis 8);
 - on servers without ACLs (Memorystore-like, AUTH only) hands out the store's own credentials and
   says ``isolated=False`` in the binding;
 - on ``Delete`` removes the memory's keys (SCAN on the prefix + UNLINK, node by node) and the user;
@@ -28,7 +33,7 @@ import redis
 from chatmemory import contract
 from chatmemory.checkpoint.redis import REDIS_COMMANDS as CHECKPOINT_COMMANDS
 from chatmemory.contract import BackendKind, Binding
-from chatmemory.store.redis import STORE_REDIS_COMMANDS
+from chatmemory.store.redis import STORE_REDIS_COMMANDS, STORE_VECTOR_SET_COMMANDS
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -75,6 +80,8 @@ HISTORY_COMMANDS: Final[tuple[str, ...]] = (
 SDK_COMMANDS: Final[tuple[str, ...]] = tuple(
     dict.fromkeys(HISTORY_COMMANDS + CHECKPOINT_COMMANDS + STORE_REDIS_COMMANDS)
 )
+#: Added where every node has vector sets (Redis 8+): the store ranks query searches with them.
+VECTOR_SET_COMMANDS: Final[tuple[str, ...]] = STORE_VECTOR_SET_COMMANDS
 #: Added on a Redis Cluster: the client reads the slot map and the command table (COMMAND, to find
 #: key positions) and follows ASK redirects. All read-only metadata.
 CLUSTER_COMMANDS: Final[tuple[str, ...]] = ("cluster|slots", "command", "asking", "readonly")
@@ -115,14 +122,26 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def command_rules(*, cluster: bool) -> list[str]:
+def command_rules(*, cluster: bool, vector_sets: bool = False) -> list[str]:
     """The command part of the rules: ``-@all`` then each command the SDK needs (no ``FT.*``, even
-    where the search module is loaded: the SDK's search reads the session's list)."""
-    commands = SDK_COMMANDS + (CLUSTER_COMMANDS if cluster else ())
+    where the search module is loaded: a user allowed FT.CREATE can index another memory's keys),
+    plus the vector-set commands where the server has them (``vector_sets``)."""
+    commands = (
+        SDK_COMMANDS + (VECTOR_SET_COMMANDS if vector_sets else ()) + (CLUSTER_COMMANDS if cluster else ())
+    )
     return ["-@all", *(f"+{c}" for c in commands)]
 
 
-def acl_rules(key_prefix: str, password: str, *, cluster: bool, previous_sha256: str = "") -> list[str]:
+def has_commands(command_info: Any) -> bool:
+    """Whether a ``COMMAND INFO <names...>`` reply (raw, one entry per name) knows every name:
+    an unknown command's entry is nil."""
+    entries = list(command_info.values()) if isinstance(command_info, dict) else list(command_info or [])
+    return bool(entries) and all(e is not None and e != [] for e in entries)
+
+
+def acl_rules(
+    key_prefix: str, password: str, *, cluster: bool, previous_sha256: str = "", vector_sets: bool = False
+) -> list[str]:
     """The full ``ACL SETUSER`` rule list: starts from ``reset`` so repeated calls converge exactly.
 
     ``reset`` also drops every other password, which is what makes a password change a rotation;
@@ -137,7 +156,7 @@ def acl_rules(key_prefix: str, password: str, *, cluster: bool, previous_sha256:
         *previous,
         f"~{key_pattern(key_prefix)}",
         "resetchannels",
-        *command_rules(cluster=cluster),
+        *command_rules(cluster=cluster, vector_sets=vector_sets),
     ]
 
 
@@ -206,6 +225,7 @@ class RedisBackend:
         self._clients: ClientCache[_Client] = ClientCache(lambda c: c.close())
         self._lock = threading.Lock()
         self._canonical_cache: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._vector_sets_cache: dict[str, bool] = {}
 
     def close(self) -> None:
         """Release every cached admin client (called at operator cleanup)."""
@@ -279,6 +299,7 @@ class RedisBackend:
                 "search": "search" in modules,
                 "json": "rejson" in modules or "json" in modules,
                 "cluster": bool(int(cluster_info.get("cluster_enabled", 0) or 0)),
+                "vector_sets": self._has_vector_sets(node),
             },
         )
 
@@ -289,7 +310,7 @@ class RedisBackend:
             nodes = self._nodes(client, primaries=False)
             if not self._has_acl(nodes[0]):
                 return Observed(exists=True, user_exists=True, details={"acl": "false", "isolated": "false"})
-            canonical = self._canonical(store, nodes[0])
+            canonical = self._canonical(store, nodes[0], vector_sets=self._vector_sets(store, nodes))
             users = [n.acl_getuser(plan.username) for n in nodes]
         present = [u for u in users if u]
         match = len(present) == len(nodes) and all(
@@ -325,7 +346,13 @@ class RedisBackend:
             acl = self._has_acl(nodes[0])
             if acl:
                 previous = prior.previous_password_sha256
-                rules = acl_rules(plan.key_prefix, password, cluster=store.cluster, previous_sha256=previous)
+                rules = acl_rules(
+                    plan.key_prefix,
+                    password,
+                    cluster=store.cluster,
+                    previous_sha256=previous,
+                    vector_sets=self._vector_sets(store, nodes),
+                )
                 for node in nodes:
                     _cmd(node, "ACL", "SETUSER", plan.username, *rules)
         username, pw = (plan.username, password) if acl else (store.admin_username, store.admin_password)
@@ -361,7 +388,30 @@ class RedisBackend:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _canonical(self, store: RedisConnection, node: redis.Redis) -> tuple[frozenset[str], frozenset[str]]:
+    def _vector_sets(self, store: RedisConnection, nodes: Sequence[redis.Redis]) -> bool:
+        """Whether every node has the vector-set commands; asked once per store and kept (the one
+        place this is decided: the rules ``ensure`` sets and those ``observe`` expects use it)."""
+        key = fingerprint(store)
+        with self._lock:
+            cached = self._vector_sets_cache.get(key)
+        if cached is not None:
+            return cached
+        found = all(self._has_vector_sets(n) for n in nodes)
+        with self._lock:
+            return self._vector_sets_cache.setdefault(key, found)
+
+    @staticmethod
+    def _has_vector_sets(node: redis.Redis) -> bool:
+        """``COMMAND INFO`` of the store's vector-set commands on one node (as one word: redis-py's
+        parser for ``COMMAND`` fails on the nil entry of an unknown command)."""
+        try:
+            return has_commands(_cmd(node, "COMMAND INFO", *VECTOR_SET_COMMANDS))
+        except redis.ResponseError:
+            return False
+
+    def _canonical(
+        self, store: RedisConnection, node: redis.Redis, *, vector_sets: bool
+    ) -> tuple[frozenset[str], frozenset[str]]:
         """How this server renders our command rules, from a disabled, password-less probe user.
 
         Computed once per store (and cached): observe compares each memory's user against it.
@@ -380,7 +430,7 @@ class RedisBackend:
                 probe,
                 "reset",
                 "off",
-                *command_rules(cluster=store.cluster),
+                *command_rules(cluster=store.cluster, vector_sets=vector_sets),
             )
             result = permissions(node.acl_getuser(probe))
         finally:
