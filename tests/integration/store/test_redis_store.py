@@ -21,12 +21,15 @@ from chatmemory.errors import BackendError, NotSupported
 from chatmemory.store import ChatMemoryRedisStore, astore_for, store_for
 from chatmemory.store.redis import (
     STORE_REDIS_COMMANDS,
+    STORE_VECTOR_SET_COMMANDS,
     expiring_key,
     item_key,
     keys_key,
+    meta_key,
     namespace_index_key,
+    vector_set_key,
 )
-from chatmemory_operator.backends.redis import SDK_COMMANDS
+from chatmemory_operator.backends.redis import SDK_COMMANDS, VECTOR_SET_COMMANDS
 from langgraph.store.base import PutOp, SearchItem
 from redis.cluster import RedisCluster
 
@@ -58,6 +61,7 @@ def _memory(platform: Platform, target: str, memories: list[Memory]) -> Memory:
 
 def test_the_operator_grants_every_command_the_store_sends() -> None:
     assert set(STORE_REDIS_COMMANDS) <= set(SDK_COMMANDS)
+    assert set(STORE_VECTOR_SET_COMMANDS) <= set(VECTOR_SET_COMMANDS)  # where the server has them
 
 
 def test_a_kafka_memory_has_no_store_and_says_which_backends_serve_one() -> None:
@@ -95,8 +99,12 @@ def test_every_key_lives_under_the_memory_prefix_and_a_namespace_in_one_slot(
     expected = {ia, ib, ic, keys_key(prefix, "users.u1"), keys_key(prefix, "users.u2")}
     expected.add(expiring_key(prefix, "users.u1"))  # b has a TTL
     expected.add(namespace_index_key(prefix))
+    # this user is allowed no vector-set command (tests/integration/store/test_redis_vectors.py has
+    # those): the namespace with vectors is flagged for client-side ranking, and has no vector set
+    expected.add(meta_key(prefix, "users.u1"))
     assert all(k.startswith(prefix + "store:") for k in expected)
     assert sum(admin.exists(k) for k in expected) == len(expected)
+    assert not admin.exists(vector_set_key(prefix, "users.u1"), meta_key(prefix, "users.u2"))
     assert set(admin.hkeys(ia)) == {b"v", b"c", b"u", b"e"}
     assert set(admin.hkeys(ic)) == {b"v", b"c", b"u"}  # not indexed: no vectors
     assert admin.pttl(ia) == -1  # no TTL: never expires
@@ -105,7 +113,9 @@ def test_every_key_lives_under_the_memory_prefix_and_a_namespace_in_one_slot(
     # the set of expiring keys goes 10 minutes (the grace) after its last item: nothing stays behind
     assert 10 * 60 * 1000 < admin.pttl(expiring_key(prefix, "users.u1")) <= 20 * 60 * 1000
     if isinstance(admin, RedisCluster):
-        slots = {admin.keyslot(k) for k in (ia, ib, keys_key(prefix, "users.u1"))}
+        slots = {
+            admin.keyslot(k) for k in (ia, ib, keys_key(prefix, "users.u1"), meta_key(prefix, "users.u1"))
+        }
         assert len(slots) == 1
 
 

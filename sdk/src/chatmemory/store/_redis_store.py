@@ -522,10 +522,10 @@ class ChatMemoryRedisStore(StoreBase):
             raise TypeError("this ChatMemoryRedisStore has only an asyncio client: use the async methods")
         try:
             self.client.execute_command("VCARD", vector_set_key(self.prefix, ""))  # type: ignore[no-untyped-call]
-        except _redis.ResponseError as e:
-            self.vector_sets = _no_vector_sets(e)
-        except _redis.RedisError as e:
+        except (_redis.ConnectionError, _redis.TimeoutError) as e:
             raise BackendError(f"redis store operation failed: {e}") from e
+        except _redis.RedisError as e:
+            self.vector_sets = _no_vector_sets(e)
         else:
             self.vector_sets = True
 
@@ -539,10 +539,10 @@ class ChatMemoryRedisStore(StoreBase):
 
         try:
             await self.aclient.execute_command("VCARD", vector_set_key(self.prefix, ""))
-        except _redis.ResponseError as e:
-            self.vector_sets = _no_vector_sets(e)
-        except _redis.RedisError as e:
+        except (_redis.ConnectionError, _redis.TimeoutError) as e:
             raise BackendError(f"redis store operation failed: {e}") from e
+        except _redis.RedisError as e:
+            self.vector_sets = _no_vector_sets(e)
         else:
             self.vector_sets = True
 
@@ -587,12 +587,14 @@ class ChatMemoryRedisStore(StoreBase):
 
 
 def _no_vector_sets(error: Exception) -> bool:
-    """False for the probe's "unknown command" (no vector sets) or "no permissions" (not allowed):
-    the store ranks in the client; any other error is raised."""
+    """False for the probe's "unknown command" (no vector sets; a cluster client says it from its
+    command table without asking) or "no permissions" (not allowed): the store ranks in the client;
+    any other error is raised."""
     import redis as _redis
 
     message = str(error).lower()
-    if isinstance(error, _redis.exceptions.NoPermissionError) or "unknown command" in message:
+    unknown = "unknown command" in message or "doesn't exist in redis commands" in message  # cluster client
+    if isinstance(error, _redis.exceptions.NoPermissionError) or unknown:
         return False
     raise BackendError(f"redis store: probing vector sets failed: {error}") from error
 
