@@ -31,17 +31,21 @@ def lookup_order(order_id: str) -> str:
     return f"order {order_id} has shipped"
 
 
-class ScriptedToolModel(BaseChatModel):
-    """Asks for ``lookup_order`` after each user turn, then answers with the tool's result."""
+class ScriptedChatModel(BaseChatModel):
+    """A chat model whose answer is a pure function of the conversation (:meth:`reply`); tools bound
+    to it are accepted and ignored, since the script names the tool calls itself."""
 
     @property
     def _llm_type(self) -> str:
-        return "scripted-tool-model"
+        return "scripted-chat-model"
 
     def bind_tools(
         self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], **kwargs: Any
     ) -> Runnable[Any, BaseMessage]:
         return self
+
+    def reply(self, messages: list[BaseMessage]) -> AIMessage:
+        raise NotImplementedError
 
     def _generate(
         self,
@@ -50,18 +54,23 @@ class ScriptedToolModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self.reply(messages))])
+
+
+class ScriptedToolModel(ScriptedChatModel):
+    """Asks for ``lookup_order`` after each user turn, then answers with the tool's result."""
+
+    def reply(self, messages: list[BaseMessage]) -> AIMessage:
         last = messages[-1]
         turn = sum(isinstance(m, HumanMessage) for m in messages)
         if isinstance(last, ToolMessage):
-            reply = AIMessage(content=f"turn {turn}: {last.content}", id=f"ai-final-{turn}")
-        else:
-            order = str(last.content).split()[-1]
-            reply = AIMessage(
-                content="",
-                id=f"ai-call-{turn}",
-                tool_calls=[{"name": "lookup_order", "args": {"order_id": order}, "id": f"call-{turn}"}],
-            )
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+            return AIMessage(content=f"turn {turn}: {last.content}", id=f"ai-final-{turn}")
+        order = str(last.content).split()[-1]
+        return AIMessage(
+            content="",
+            id=f"ai-call-{turn}",
+            tool_calls=[{"name": "lookup_order", "args": {"order_id": order}, "id": f"call-{turn}"}],
+        )
 
 
 def build_agent(checkpointer: Any) -> Any:

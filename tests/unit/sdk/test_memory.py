@@ -101,51 +101,44 @@ def test_checkpointer_without_the_module_says_so(monkeypatch: pytest.MonkeyPatch
         memory.checkpointer()
 
 
-async def test_acheckpointer_delegates_to_the_checkpoint_module(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_module(
+    monkeypatch: pytest.MonkeyPatch, name: str, sync_name: str, async_name: str
+) -> list[tuple[str, object]]:
+    """Install a stand-in for ``name`` whose two factories record their keyword arguments."""
     import types
 
     calls: list[tuple[str, object]] = []
-    fake = types.ModuleType("chatmemory.checkpoint")
+    fake = types.ModuleType(name)
 
-    def checkpointer_for(binding: object, **kw: object) -> str:
+    def sync_factory(binding: object, **kw: object) -> str:
         calls.append(("sync", kw))
-        return "sync-saver"
+        return "sync"
 
-    async def acheckpointer_for(binding: object, **kw: object) -> str:
+    async def async_factory(binding: object, **kw: object) -> str:
         calls.append(("async", kw))
-        return "async-saver"
+        return "async"
 
-    fake.checkpointer_for = checkpointer_for  # type: ignore[attr-defined]
-    fake.acheckpointer_for = acheckpointer_for  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "chatmemory.checkpoint", fake)
+    setattr(fake, sync_name, sync_factory)
+    setattr(fake, async_name, async_factory)
+    monkeypatch.setitem(sys.modules, name, fake)
+    return calls
+
+
+async def test_acheckpointer_delegates_to_the_checkpoint_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_module(monkeypatch, "chatmemory.checkpoint", "checkpointer_for", "acheckpointer_for")
     with chatmemory.connect_url("redis://127.0.0.1:1") as memory:
-        assert memory.checkpointer(x=1) == "sync-saver"
-        assert await memory.acheckpointer(y=2) == "async-saver"
+        assert memory.checkpointer(x=1) == "sync"
+        assert await memory.acheckpointer(y=2) == "async"
     assert calls == [("sync", {"x": 1}), ("async", {"y": 2})]
 
 
 async def test_store_and_astore_delegate_to_the_store_module_with_the_memorys_timeouts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import types
-
-    calls: list[tuple[str, object]] = []
-    fake = types.ModuleType("chatmemory.store")
-
-    def store_for(binding: object, **kw: object) -> str:
-        calls.append(("sync", kw))
-        return "store"
-
-    async def astore_for(binding: object, **kw: object) -> str:
-        calls.append(("async", kw))
-        return "astore"
-
-    fake.store_for = store_for  # type: ignore[attr-defined]
-    fake.astore_for = astore_for  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "chatmemory.store", fake)
+    calls = fake_module(monkeypatch, "chatmemory.store", "store_for", "astore_for")
     with chatmemory.connect_url("redis://127.0.0.1:1?timeout=2") as memory:
-        assert memory.store(index={"dims": 3}) == "store"
-        assert await memory.astore(ttl={"default_ttl": 1}) == "astore"
+        assert memory.store(index={"dims": 3}) == "sync"
+        assert await memory.astore(ttl={"default_ttl": 1}) == "async"
     timeouts = memory.timeouts
     assert calls == [
         ("sync", {"index": {"dims": 3}, "ttl": None, "timeout": timeouts}),
