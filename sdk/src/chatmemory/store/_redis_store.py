@@ -254,14 +254,25 @@ class ChatMemoryRedisStore(StoreBase):
 
     def _search_op(self, op: SearchOp, query_vector: list[float] | None) -> Op[list[SearchItem]]:
         now = now_ms()
+        low = f"({now - INDEX_GRACE_SECONDS * 1000}"
+        cmds: list[Command] = [("ZRANGE", self.namespace_index, low, "+inf", "BYSCORE")]
+        # A prefix is most often a namespace itself: its VSIM rides along with the index read.
+        ahead = query_vector is not None and bool(self.vector_sets) and bool(op.namespace_prefix)
+        if ahead:
+            assert query_vector is not None
+            cmds += self._vsim_cmds([namespace_text(op.namespace_prefix)], _fp32(query_vector), _count(op))
+        replies = yield Batch(cmds)
         namespaces = [
-            ns for ns in (yield from self._namespaces_op(now)) if prefix_matches(ns, op.namespace_prefix)
+            ns
+            for ns in (namespace_of(_text(m)) for m in replies[0] or [])
+            if prefix_matches(ns, op.namespace_prefix)
         ]
         if not namespaces:
             return []
         ranked = None
         if query_vector is not None and self.vector_sets:
-            ranked = yield from self._vector_search_op(op, query_vector, namespaces)
+            first = replies[1:] if ahead and namespaces == [op.namespace_prefix] else None
+            ranked = yield from self._vector_search_op(op, query_vector, namespaces, first)
         if ranked is None:
             found, ttls = yield from self._full_search_op(op, query_vector, namespaces, now)
         else:
@@ -275,8 +286,21 @@ class ChatMemoryRedisStore(StoreBase):
             yield from self._refresh_op(refresh)
         return found
 
+    def _vsim_cmds(self, texts: Sequence[str], blob: bytes, count: int) -> list[Command]:
+        """Per namespace: its ``count`` nearest elements (exact: ``TRUTH``) and its ``flat`` flag."""
+        cmds: list[Command] = []
+        for t in texts:
+            vk = vector_set_key(self.prefix, t)
+            cmds.append(("VSIM", vk, "FP32", blob, "WITHSCORES", "COUNT", count, "TRUTH", "NOTHREAD"))
+            cmds.append(("HMGET", meta_key(self.prefix, t), "flat"))
+        return cmds
+
     def _vector_search_op(
-        self, op: SearchOp, query_vector: list[float], namespaces: list[tuple[str, ...]]
+        self,
+        op: SearchOp,
+        query_vector: list[float],
+        namespaces: list[tuple[str, ...]],
+        first: list[Any] | None = None,
     ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], int]] | None]:
         """The page of a query search ranked by the namespaces' vector sets, or None when they
         cannot answer it (a namespace flagged ``flat``, a page that reaches the unindexed items, or
@@ -291,14 +315,12 @@ class ChatMemoryRedisStore(StoreBase):
         need = op.offset + op.limit
         blob = _fp32(query_vector)
         texts = [namespace_text(ns) for ns in namespaces]
-        count = max(_FIRST_COUNT, 2 * need)
+        count = _count(op)
         while count <= _MAX_COUNT:
-            cmds: list[Command] = []
-            for t in texts:
-                vk = vector_set_key(self.prefix, t)
-                cmds.append(("VSIM", vk, "FP32", blob, "WITHSCORES", "COUNT", count, "TRUTH", "NOTHREAD"))
-                cmds.append(("HMGET", meta_key(self.prefix, t), "flat"))
-            replies = yield Batch(cmds)
+            if first is not None:  # sent with the namespace index's read, for this count
+                replies, first = first, None
+            else:
+                replies = yield Batch(self._vsim_cmds(texts, blob, count))
             if any(flag[0] for flag in replies[1::2]):
                 return None
             threshold, exhausted = -math.inf, True
@@ -597,6 +619,11 @@ def _no_vector_sets(error: Exception) -> bool:
     if isinstance(error, _redis.exceptions.NoPermissionError) or unknown:
         return False
     raise BackendError(f"redis store: probing vector sets failed: {error}") from error
+
+
+def _count(op: SearchOp) -> int:
+    """The first VSIM ``COUNT`` of a search: twice its page's end, at least :data:`_FIRST_COUNT`."""
+    return max(_FIRST_COUNT, 2 * (op.offset + op.limit))
 
 
 def _fp32(vector: Sequence[float]) -> bytes:
