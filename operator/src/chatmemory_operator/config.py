@@ -96,6 +96,10 @@ class OperatorConfig:
     metrics_port: int = 9090
     metrics_addr: str = "0.0.0.0"  # noqa: S104 - a pod's metrics must be scrapable
     drift_interval: float = 60.0
+    # drift checks a second across all memories: 10,000 memories at the 60 s interval would ask
+    # 167 a second, more than a 2-core operator and API server do beside new work; past
+    # interval x rate memories each is checked every memories/rate seconds (500 s at 10,000)
+    drift_rate: float = 20.0
     store_interval: float = 60.0
     retry_delay: float = 10.0
     retry_max_delay: float = 300.0

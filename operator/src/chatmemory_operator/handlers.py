@@ -182,12 +182,38 @@ async def memory_changed(
     raise_for(outcome.error, retry)
 
 
+class Pacer:
+    """Spaces events to at most ``rate`` a second across all callers: each caller takes the next
+    free slot and is told how long to wait for it (no lock: the event loop is one thread)."""
+
+    def __init__(self, rate: float) -> None:
+        self.gap = 1.0 / rate
+        self._next = 0.0
+
+    def delay(self, now: float) -> float:
+        """Seconds from ``now`` (event-loop time) until the caller's slot."""
+        slot = max(now, self._next)
+        self._next = slot + self.gap
+        return slot - now
+
+
+#: The drift checks of every memory, in turn: ``CONFIG.drift_rate`` a second at most. kopf starts
+#: each memory's timer on its own, so a restart or a burst of creations would otherwise check them
+#: all in the same second, ``drift_interval`` later, and every interval after that.
+DRIFT_PACER = Pacer(CONFIG.drift_rate)
+
+
 @kopf.timer(*MEMORIES, interval=CONFIG.drift_interval, initial_delay=CONFIG.drift_interval)
-async def memory_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
-    """Every interval: observe the backend, repair what was changed by hand, rewrite a lost Secret.
+async def memory_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """Every interval (and in turn, see :data:`DRIFT_PACER`): observe the backend, repair what was
+    changed by hand, rewrite a lost Secret.
 
     Errors are shown in status, never raised: the next tick is the retry."""
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf passes it to timers too (not in TimerFn)
+    wait = DRIFT_PACER.delay(asyncio.get_running_loop().time())
+    if wait > 0:
+        await stopped.wait(wait)  # a deleted memory or a stopping operator does not wait its turn
+    if stopped or body.get("metadata", {}).get("deletionTimestamp"):
         return
     await run_memory(body, memo, logger, into_patch(patch, body), check_drift=True)
 
