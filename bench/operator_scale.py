@@ -46,6 +46,14 @@ from bench.harness import Check, Row, Stat, redis_commandstats, skipped, summari
 AREA = "operator"
 GROUP, VERSION = "chatmemory.io", "v1alpha1"
 MEMORIES, STORES = "chatmemories", "chatmemorystores"
+#: Log lines of the steady state, not of a restart's work: every memory's drift check logs one.
+_STEADY = re.compile(rb"Timer '(memory_drift|store_check)' succeeded")
+
+
+def goals(n: int) -> tuple[float, int, float]:
+    """(seconds to all Ready, RSS MB, seconds from a restart to quiet) for ``n`` memories: the
+    1,000-memory row of ``make bench`` and, past 1,000, issue 15's row at 10,000 on 2 cores."""
+    return (60.0, 150, 60.0) if n <= 1000 else (180.0, 300, 60.0)
 
 
 def _why_not(ctx: Ctx) -> str | None:
@@ -339,7 +347,7 @@ def _bulk(
             )
         )
     created = time.monotonic() - t0
-    deadline = t0 + max(180.0, n * 0.3)
+    deadline = t0 + 2 * goals(n)[0]  # twice the goal: a miss still reports how many got there
     while time.monotonic() < deadline and sum(1 for nm in names if nm in watcher.ready_at) < n:
         if not op.alive():
             raise RuntimeError(f"the operator exited; see {op.log}")
@@ -356,9 +364,13 @@ def _bulk(
 def run(ctx: Ctx) -> list[Row]:
     if reason := _why_not(ctx):
         print(f"  skipped: {reason}")
+        ready_s, rss_mb, _ = goals(ctx.scale)
         return [
             skipped(
-                AREA, f"{ctx.scale} ChatMemory (Redis store)", reason, "≤ 60 s; p50 ≤ 0.5 s; RSS ≤ 150 MB"
+                AREA,
+                f"{ctx.scale} ChatMemory (Redis store)",
+                reason,
+                f"≤ {ready_s:.0f} s; p50 ≤ 0.5 s; RSS ≤ {rss_mb} MB",
             )
         ]
     try:
@@ -442,6 +454,7 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
 
     try:
         n = ctx.scale
+        goal_ready, goal_rss, goal_quiet = goals(n)
         up = op.start()
         import psutil
 
@@ -469,8 +482,14 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
                 bulk,
                 None,
                 None,
-                "≤ 60 s",
-                checks=[Check("≤ 60 s", all_ready <= 60.0, f"{all_ready:.1f} s, {n_ready}/{n} Ready")],
+                f"≤ {goal_ready:.0f} s",
+                checks=[
+                    Check(
+                        f"≤ {goal_ready:.0f} s",
+                        all_ready <= goal_ready,
+                        f"{all_ready:.1f} s, {n_ready}/{n} Ready",
+                    )
+                ],
                 note=f"creates took {created:.1f} s (8 client threads); ACL SETUSER "
                 f"{delta.get('acl|setuser', 0)}",
             )
@@ -526,8 +545,8 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
                 None,
                 None,
                 None,
-                "≤ 150 MB",
-                checks=[Check("≤ 150 MB", rss <= 150 * 2**20, f"{rss / 2**20:.0f} MB")],
+                f"≤ {goal_rss} MB",
+                checks=[Check(f"≤ {goal_rss} MB", rss <= goal_rss * 2**20, f"{rss / 2**20:.0f} MB")],
                 note=f"settled (idle 1 s); {burst_rss / 2**20:.0f} MB right after the burst; "
                 f"{_import_rss_mb():.0f} MB after importing the operator's modules alone, "
                 f"{base_rss / 2**20:.0f} MB right after start-up with no memories, "
@@ -549,18 +568,23 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
         t2 = time.monotonic()
         up2 = op.start()
         result["operator_restart_start_s"] = round(up2, 2)
-        # Steady state: neither the operator's log nor the memories' watch changed for 3 s.
+        # Steady state: no log line (but the drift checks' own, which go on for ever, paced) and no
+        # event on the memories' watch for 3 s.
         quiet = 3.0
-        limit = t2 + up2 + (30 if ctx.s.quick else 90)
-        size, last_change = log.stat().st_size, time.monotonic()
-        while time.monotonic() < limit:
-            time.sleep(0.2)
-            now_size = log.stat().st_size
-            if now_size != size:
-                size, last_change = now_size, time.monotonic()
-            last = max(last_change, watcher.last_event)
-            if time.monotonic() - last >= quiet:
-                break
+        limit = t2 + up2 + (30 if ctx.s.quick else goal_quiet + 30)
+        last_change = time.monotonic()
+        with log.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            pending = b""
+            while time.monotonic() < limit:
+                time.sleep(0.2)
+                lines = (pending + fh.read()).split(b"\n")
+                pending = lines.pop()
+                if any(line and not _STEADY.search(line) for line in lines):
+                    last_change = time.monotonic()
+                last = max(last_change, watcher.last_event)
+                if time.monotonic() - last >= quiet:
+                    break
         settled = max(last_change, watcher.last_event, t2) - t2
         after = redis_commandstats(rstats)
         delta = {
@@ -597,18 +621,20 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
                 Stat("restart → quiet", settled, settled, settled, 1),
                 None,
                 None,
-                "no re-provisioning",
+                f"no re-provisioning, quiet ≤ {goal_quiet:.0f} s",
                 checks=[
                     Check(
                         "no ACL SETUSER",
                         setuser <= 0.05 * (n + k),
                         f"~{setuser} SETUSER net of the server's background ({raw_setuser} seen in "
-                        f"{window:.0f} s, {bg_setuser} in {bg_window:.0f} s with our operator idle), "
-                        f"{watcher.events - ev0} object events",
-                    )
+                        f"{window:.0f} s, {bg_setuser} in {bg_window:.0f} s with our operator idle)",
+                    ),
+                    Check("no object events", watcher.events == ev0, f"{watcher.events - ev0} object events"),
+                    Check(f"quiet ≤ {goal_quiet:.0f} s", settled <= goal_quiet, f"{settled:.1f} s"),
                 ],
-                note=f"process start {up2:.1f} s; {resumed} objects resumed; quiet = no log line and "
-                "no object event for 3 s; Redis counters are server-wide (shared server)",
+                note=f"process start {up2:.1f} s; {resumed} objects resumed; quiet = no log line (the "
+                "paced drift checks' own aside) and no object event for 3 s; Redis counters are "
+                "server-wide (shared server)",
             )
         )
     except Exception as e:  # noqa: BLE001
@@ -619,39 +645,73 @@ def _redis(ctx: Ctx, cl: Cluster) -> list[Row]:
             skipped(AREA, "operator at scale", f"error: {type(e).__name__}: {str(e)[:200]} (log {log})")
         )
     finally:
-        _cleanup(api, core, ns, store, op, watcher)
+        _cleanup(api, core, ns, store, op, watcher, env["REDIS_URL"])
     return rows
 
 
-def _cleanup(api: Any, core: Any, ns: str, store: str, op: Operator, watcher: Watcher) -> None:
+def _left(api: Any, ns: str) -> int:
+    """How many memories the namespace still holds (one item read: the server counts the rest)."""
+    out = api.list_namespaced_custom_object(GROUP, VERSION, ns, MEMORIES, limit=1)
+    return len(out["items"]) + int(out["metadata"].get("remainingItemCount") or 0)
+
+
+def _cleanup(
+    api: Any,
+    core: Any,
+    ns: str,
+    store: str,
+    op: Operator,
+    watcher: Watcher,
+    redis_url: str | None = None,
+) -> None:
+    """Delete the memories through the operator (it removes users and finalizers) while it makes
+    progress; strip the finalizers it did not get to and, on a Redis store (``redis_url``), remove
+    those memories' users by hand; then the store and the namespace (Secrets and Leases with it)."""
     t = time.monotonic()
     with contextlib.suppress(Exception):
         api.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, MEMORIES)
-    # The operator (if alive) removes ACL users and finalizers; wait for it, then strip what is left.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and op.alive():
+    last, progress = -1, time.monotonic()
+    while op.alive() and time.monotonic() - progress < 30:  # give up after 30 s without progress
         try:
-            left = api.list_namespaced_custom_object(GROUP, VERSION, ns, MEMORIES, limit=1)["items"]
+            left = _left(api, ns)
         except Exception:  # noqa: BLE001
             break
         if not left:
             break
+        if left != last:
+            last, progress = left, time.monotonic()
         time.sleep(1)
+    op.stop()
     with contextlib.suppress(Exception):
         items = api.list_namespaced_custom_object(GROUP, VERSION, ns, MEMORIES)["items"]
-        for it in items:
+        names = [it["metadata"]["name"] for it in items]
+
+        def strip(name: str) -> None:
             with contextlib.suppress(Exception):
                 api.patch_namespaced_custom_object(
-                    GROUP, VERSION, ns, MEMORIES, it["metadata"]["name"], {"metadata": {"finalizers": None}}
+                    GROUP, VERSION, ns, MEMORIES, name, {"metadata": {"finalizers": None}}
                 )
-        if items:
-            print(f"  stripped finalizers from {len(items)} memories the operator did not finish")
+
+        with ThreadPoolExecutor(8) as ex:
+            list(ex.map(strip, names))
+        if names:
+            print(f"  stripped finalizers from {len(names)} memories the operator did not finish")
+        if names and redis_url:
+            import redis
+            from chatmemory_operator import naming
+
+            r = redis.Redis.from_url(redis_url)
+            users = [naming.username(ns, nm) for nm in names]
+            gone = sum(
+                int(r.execute_command("ACL", "DELUSER", *users[i : i + 500]))
+                for i in range(0, len(users), 500)
+            )
+            print(f"  removed {gone} of their Redis users by hand")
     with contextlib.suppress(Exception):
         api.delete_cluster_custom_object(GROUP, VERSION, STORES, store)
     time.sleep(1)
     with contextlib.suppress(Exception):
         api.patch_cluster_custom_object(GROUP, VERSION, STORES, store, {"metadata": {"finalizers": None}})
-    op.stop()
     watcher.stop()
     with contextlib.suppress(Exception):
         core.delete_namespace(ns)
