@@ -89,6 +89,7 @@ __all__ = [
     "now_ms",
     "prefix_matches",
     "resolve_ttl",
+    "scored_item",
     "select_items",
     "select_namespaces",
     "ttl_seconds",
@@ -421,17 +422,18 @@ def select_items(
     ]
     if query_vector is None:
         kept.sort(key=lambda c: _recency(c.item))
-        return [_search_item(c.item, None) for c in kept[op.offset : op.offset + op.limit]]
+        return [scored_item(c.item, None) for c in kept[op.offset : op.offset + op.limit]]
     scores = _best_scores(query_vector, [c.vectors for c in kept])
     scored = [(s, c.item) for s, c in zip(scores, kept, strict=True) if s is not None]
     unscored = [c.item for s, c in zip(scores, kept, strict=True) if s is None]
     scored.sort(key=lambda si: (-si[0], *_recency(si[1])))
     unscored.sort(key=_recency)
     ranked: list[tuple[float | None, Item]] = [*scored, *((None, it) for it in unscored)]
-    return [_search_item(it, s) for s, it in ranked[op.offset : op.offset + op.limit]]
+    return [scored_item(it, s) for s, it in ranked[op.offset : op.offset + op.limit]]
 
 
-def _search_item(item: Item, score: float | None) -> SearchItem:
+def scored_item(item: Item, score: float | None) -> SearchItem:
+    """The item as a search result with its score (None: unranked)."""
     return SearchItem(
         namespace=item.namespace,
         key=item.key,

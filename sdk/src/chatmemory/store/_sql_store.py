@@ -41,6 +41,7 @@ from chatmemory.store._common import (
     namespace_matches,
     namespace_of,
     namespace_text,
+    scored_item,
     select_items,
     select_namespaces,
 )
@@ -397,7 +398,7 @@ class ChatMemorySQLStore(StoreBase):
                 for item in (_item(r),)
             }
             return [
-                (_scored(full[(h.namespace, h.key)][0], h.score), full[(h.namespace, h.key)][1])
+                (scored_item(full[(h.namespace, h.key)][0], h.score), full[(h.namespace, h.key)][1])
                 for h in hits
                 if (h.namespace, h.key) in full  # deleted since the first read
             ]
@@ -614,18 +615,7 @@ def _bare_item(row: Sequence[Any]) -> Item:
 
 
 def _search_item(row: Sequence[Any]) -> SearchItem:
-    return _scored(_item(row), None if row[6] is None else float(row[6]))
-
-
-def _scored(item: Item, score: float | None) -> SearchItem:
-    return SearchItem(
-        namespace=item.namespace,
-        key=item.key,
-        value=item.value,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-        score=score,
-    )
+    return scored_item(_item(row), None if row[6] is None else float(row[6]))
 
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
