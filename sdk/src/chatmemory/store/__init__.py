@@ -82,7 +82,8 @@ def store_for(
 
     ``options`` go to the store's constructor. ``timeout``: the clients' connect and operation
     timeouts (seconds, or ``Timeouts``; default 5 s and 10 s). The store owns its clients: call
-    ``close()`` (or ``await aclose()``) when done. No I/O happens here.
+    ``close()`` (or ``await aclose()``) when done. No I/O happens here, except on a Redis Cluster,
+    whose client reads the slot map when it is built (:func:`astore_for` does that off the loop).
     """
     timeouts = Timeouts.of(timeout)
     if binding.backend is BackendKind.REDIS:
