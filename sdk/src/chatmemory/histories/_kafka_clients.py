@@ -25,8 +25,10 @@ credentials anyway (the Secret changed after the grace period ended, or the kube
 failed authentication (``error_cb``) makes the source be read again and the producers get the new
 credentials while the turn waits; a read refused (authentication or authorization) is retried once;
 a turn whose every message the broker refused by authorization (nothing was appended) is sent once
-more on a new producer, but only when no connection was lost while it was outstanding (an earlier
-attempt might have been appended: then the error says the write may have been applied).
+more on a new producer, but only when no connection was lost while it was outstanding (reset, or
+dropped after a request timed out, or its broker down: an earlier attempt might have been appended,
+and the new producer's id would not deduplicate it; then the error says the write may have been
+applied).
 """
 
 from __future__ import annotations
@@ -310,7 +312,7 @@ class KafkaClients:
         if self.auth_failed or code in self._refused_codes():
             self._refusals += 1
             self._renew_wanted = self._follow is not None
-        if code in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
+        if code in self._loss_codes():
             self._losses += 1
 
     def fail(
@@ -377,6 +379,12 @@ class KafkaClients:
             }
         )
 
+    def _loss_codes(self) -> frozenset[Any]:
+        """Codes of a connection dropped or given up on, which may have taken a written request's answer
+        with it: a ProduceRequest appended whose acknowledgement never came (``_TIMED_OUT`` is
+        librdkafka's "N request(s) timed out: disconnect"). Any of them blocks a resend (:meth:`refused`)."""
+        return self._unavailable_codes() | {self._ck.KafkaError._DESTROY_BROKER}
+
     def _check_open(self) -> None:
         if self._closed:
             raise BackendError(f"{self.where}: the history's Kafka clients are closed")
@@ -442,7 +450,9 @@ class KafkaClients:
     def refused(self, delivery: Delivery) -> bool:
         """The broker refused every message of ``delivery`` by authorization, so none was appended,
         and no connection of these clients was lost while it was outstanding (a lost connection
-        leaves an earlier attempt possibly appended): sending the turn again cannot write it twice."""
+        leaves an earlier attempt possibly appended, whether it was reset, given up on after a request
+        timed out or its broker went down: :meth:`_loss_codes`): sending the turn again cannot write
+        it twice."""
         codes = {
             self._ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
             self._ck.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
@@ -782,9 +792,15 @@ class KafkaClients:
                 unavailable=True,
             )
         if delivery.errors:
+            lost = ""
+            if delivery.losses != self._losses:  # an earlier attempt may be in the log (see refused)
+                lost = (
+                    " (a connection was dropped while the turn was outstanding, so the write may have been "
+                    "applied: read the session before sending it again)"
+                )
             raise self.fail(
                 f"writing to {topic!r}",
-                "delivery failed: " + "; ".join(delivery.errors),
+                "delivery failed: " + "; ".join(delivery.errors) + lost,
                 unavailable=bool(delivery.codes & self._unavailable_codes()),
             )
 
