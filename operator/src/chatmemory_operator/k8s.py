@@ -9,10 +9,11 @@ camelCase dicts, as kopf hands them to handlers, so the rest of the operator see
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from chatmemory_operator.api.v1alpha1 import (
@@ -45,6 +46,19 @@ class KubernetesError(Exception):
     """An API call failed for a reason other than "not found" (retried by the caller)."""
 
 
+#: Seconds a Lease call may take unless its caller says otherwise (leader election says less).
+LEASE_TIMEOUT: Final = 10.0
+
+
+def _bounded(fn: Callable[[], Any], what: str) -> Any:
+    """``fn()``, with a timed-out or broken connection (urllib3's errors, not an API reply) as a
+    :class:`KubernetesError` naming the call."""
+    try:
+        return fn()
+    except urllib3.exceptions.HTTPError as e:
+        raise KubernetesError(f"{what}: {e}") from None
+
+
 def load_api_client() -> kubernetes.client.ApiClient:
     """An API client from ``KUBECONFIG`` / ``~/.kube/config``, or the in-cluster service account."""
     try:
@@ -52,6 +66,15 @@ def load_api_client() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     return kubernetes.client.ApiClient()
+
+
+def lease_client() -> KubeClient:
+    """A client of its own for leader election (after :func:`load_api_client`): its renewals never
+    wait behind the reconciles' calls, and it makes one attempt per call (the shared client retries
+    a timed-out request 3 times, so a 0.5 s timeout took 2 s), so a call's ``timeout`` bounds it."""
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    configuration.retries = False
+    return KubeClient(kubernetes.client.ApiClient(configuration))
 
 
 class KubeClient:
@@ -166,46 +189,104 @@ class KubeClient:
         """Delete a Secret; already gone is fine."""
         self._get(lambda: self._secrets("DELETE", namespace, name), f"Secret {namespace}/{name}")
 
-    # -- leases (name claims) and namespaces -----------------------------------------------------
+    # -- leases (name claims, leader election) and namespaces ------------------------------------
+    # Every Lease call is bounded (``timeout``, seconds, the whole request): a call that hangs ends
+    # as a KubernetesError instead of holding its thread, or a standby's wait, forever.
 
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_lease(
+        self, namespace: str, name: str, *, timeout: float = LEASE_TIMEOUT
+    ) -> dict[str, Any] | None:
+        what = f"Lease {namespace}/{name}"
         lease: dict[str, Any] | None = self._get(
-            lambda: self._request("GET", _LEASES, {"namespace": namespace, "name": name}),
-            f"Lease {namespace}/{name}",
+            lambda: _bounded(
+                lambda: self._request(
+                    "GET", _LEASES, {"namespace": namespace, "name": name}, timeout=timeout
+                ),
+                f"while reading {what}",
+            ),
+            what,
         )
         return lease
 
-    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    def create_lease(
+        self, namespace: str, body: Mapping[str, Any], *, timeout: float = LEASE_TIMEOUT
+    ) -> dict[str, Any] | None:
         """Create a Lease; None when one of that name exists already (409: another holder won)."""
+        what = f"while creating Lease {namespace}/{body['metadata']['name']}"
         try:
-            created: dict[str, Any] = self._request("POST", _LEASES_ALL, {"namespace": namespace}, body=body)
+            created: dict[str, Any] = _bounded(
+                lambda: self._request(
+                    "POST", _LEASES_ALL, {"namespace": namespace}, body=body, timeout=timeout
+                ),
+                what,
+            )
         except ApiException as e:
             if e.status == 409:
                 return None
-            raise KubernetesError(
-                f"while creating Lease {namespace}/{body['metadata']['name']}: {e.status} {e.reason}"
-            ) from None
+            raise KubernetesError(f"{what}: {e.status} {e.reason}") from None
         return created
 
-    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+    def replace_lease(
+        self, namespace: str, body: Mapping[str, Any], *, timeout: float = LEASE_TIMEOUT
+    ) -> dict[str, Any] | None:
+        """Replace a Lease at the ``metadata.resourceVersion`` in ``body`` (the version the caller
+        read); None when it changed or went since (409, 404: another writer came first)."""
+        name = body["metadata"]["name"]
+        what = f"while replacing Lease {namespace}/{name}"
+        try:
+            replaced: dict[str, Any] = _bounded(
+                lambda: self._request(
+                    "PUT", _LEASES, {"namespace": namespace, "name": name}, body=body, timeout=timeout
+                ),
+                what,
+            )
+        except ApiException as e:
+            if e.status in (404, 409):
+                return None
+            raise KubernetesError(f"{what}: {e.status} {e.reason}") from None
+        return replaced
+
+    def list_leases(
+        self, namespace: str, selector: str, *, timeout: float = LEASE_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        what = f"listing Leases in {namespace}"
         result = self._call(
-            lambda: self._request(
-                "GET", _LEASES_ALL, {"namespace": namespace}, query={"labelSelector": selector}
+            lambda: _bounded(
+                lambda: self._request(
+                    "GET",
+                    _LEASES_ALL,
+                    {"namespace": namespace},
+                    query={"labelSelector": selector},
+                    timeout=timeout,
+                ),
+                what,
             ),
-            f"listing Leases in {namespace}",
+            what,
         )
         return list(result.get("items") or [])
 
-    def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+    def delete_lease(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str | None = None,
+        *,
+        timeout: float = LEASE_TIMEOUT,
+    ) -> None:
         """Delete a Lease (only at ``resource_version`` when given); already gone is fine."""
+        what = f"Lease {namespace}/{name}"
         self._get(
-            lambda: self._request(
-                "DELETE",
-                _LEASES,
-                {"namespace": namespace, "name": name},
-                body=_precondition(resource_version),
+            lambda: _bounded(
+                lambda: self._request(
+                    "DELETE",
+                    _LEASES,
+                    {"namespace": namespace, "name": name},
+                    body=_precondition(resource_version),
+                    timeout=timeout,
+                ),
+                f"while deleting {what}",
             ),
-            f"Lease {namespace}/{name}",
+            what,
         )
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
@@ -233,8 +314,10 @@ class KubeClient:
         *,
         body: Mapping[str, Any] | None = None,
         query: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """One call through the ApiClient itself (the generated API modules cost memory)."""
+        """One call through the ApiClient itself (the generated API modules cost memory); ``timeout``
+        bounds the whole request (None: unbounded)."""
         api = self._api
         request = api.param_serialize(
             method,
@@ -245,7 +328,7 @@ class KubeClient:
             body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],
         )
-        response = api.call_api(*request)
+        response = api.call_api(*request, _request_timeout=timeout)
         response.read()  # type: ignore[no-untyped-call]
         types = {"200": "object", "201": "object", "202": "object"}
         return api.response_deserialize(response, types).data  # raises ApiException unless 2xx
