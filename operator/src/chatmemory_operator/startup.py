@@ -28,17 +28,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import kopf
-from kubernetes.leaderelection.electionconfig import Config as ElectionConfig
-from kubernetes.leaderelection.leaderelection import LeaderElection
-from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 from prometheus_client import Gauge
 
 from chatmemory_operator import config, k8s, metrics
@@ -103,16 +101,17 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **
 async def cleanup(memo: Any, logger: Logger, **_: Any) -> None:
     ctx: Context | None = memo.get("ctx")
     leadership: Leadership | None = memo.get("leadership")
-    if leadership is not None and ctx is not None:
+    if leadership is not None:
         # the Lease goes only once no reconcile of this replica runs any more (a thread outlives
         # the handler kopf cancelled): the next holder must not start beside one
         executor: ThreadPoolExecutor | None = memo.get("executor")
         if executor is not None:
             executor.shutdown(wait=True)
         try:
-            leadership.release(ctx.kube)
+            leadership.release()
         except k8s.KubernetesError as e:
             logger.warning("the Lease stays until it expires: %s", e)
+        leadership.close()
     if ctx is not None:
         for backend in ctx.backends.values():
             backend.close()
@@ -159,16 +158,57 @@ def _exit_now(reason: str) -> None:
     os._exit(EXIT_LEADERSHIP_LOST)
 
 
-class Leadership:
-    """The operator's ``coordination.k8s.io`` Lease, held through the Kubernetes client's own
-    leader election (``kubernetes.leaderelection``: the record, the optimistic-concurrency update,
-    a standby's expiry measured on its own clock), with our loop around it.
+def _wall_now() -> str:
+    """Now as a Lease's MicroTime (UTC): written for people and other clients, never compared."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    A standby polls every ``lease_retry_period`` and takes the Lease once its holder has not renewed
-    it for ``lease_duration`` (measured from when the standby saw the last change, so clocks need not
-    agree). The holder renews as often, and exits the process (``on_lost``) when it could not renew
-    for ``lease_renew_deadline`` (5/8 of the duration), a stuck API call included, or sees another
-    holder: it is gone before any standby may start. A graceful stop deletes the Lease, so a standby
+
+def _record(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The part of a Lease a holder's renewal changes (what a standby watches for a change)."""
+    return tuple(spec.get(k) for k in ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime"))
+
+
+class LeaseApi(Protocol):
+    """The Lease calls leader election makes (:class:`k8s.KubeClient`'s)."""
+
+    def get_lease(self, namespace: str, name: str, *, timeout: float = ...) -> dict[str, Any] | None: ...
+
+    def create_lease(
+        self, namespace: str, body: Mapping[str, Any], *, timeout: float = ...
+    ) -> dict[str, Any] | None: ...
+
+    def replace_lease(
+        self, namespace: str, body: Mapping[str, Any], *, timeout: float = ...
+    ) -> dict[str, Any] | None: ...
+
+    def delete_lease(
+        self, namespace: str, name: str, resource_version: str | None = None, *, timeout: float = ...
+    ) -> None: ...
+
+
+#: Seconds a standby's Lease call (and the release at shutdown) may take: a hung call ends and is
+#: retried at the next poll, instead of keeping the standby waiting while its liveness answers 200.
+STANDBY_CALL_TIMEOUT: Final = 5.0
+#: A standby whose Lease calls have all failed for this long answers its liveness probe with 503.
+STANDBY_FAILING_LIMIT: Final = 60.0
+#: While the calls fail, a warning at most this often (the first failure is always logged).
+FAILURE_LOG_INTERVAL: Final = 10.0
+
+
+class Leadership:
+    """The operator's ``coordination.k8s.io`` Lease: the record ``kubernetes.leaderelection`` and
+    client-go write (``holderIdentity``, ``leaseDurationSeconds``, ``acquireTime``, ``renewTime``),
+    taken and renewed by an optimistic-concurrency replace at the resourceVersion read.
+
+    A standby polls every ``lease_retry_period`` and takes the Lease once the record has not changed
+    for ``lease_duration``, timed with ``time.monotonic()`` from when this process last saw it change
+    (after the read returned). The wall-clock times in the record are never compared: a clock step
+    on either node changes nothing (the library times the expiry with ``time.time()``, so a forward
+    step on a standby's node let it take a healthy holder's Lease). The holder renews as often, and
+    exits the process (``on_lost``) when it could not renew for ``lease_renew_deadline`` (5/8 of the
+    duration), a stuck API call included, or sees another holder: it is gone before any standby may
+    start. Every call has a timeout: the holder's half the renew period (a read and a replace fit in
+    one), a standby's :data:`STANDBY_CALL_TIMEOUT`. A graceful stop deletes the Lease, so a standby
     takes over at its next poll instead of after the duration.
     """
 
@@ -176,41 +216,116 @@ class Leadership:
         self,
         cfg: config.OperatorConfig,
         me: str,
+        kube: LeaseApi,
         on_lost: Callable[[str], None] = _exit_now,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], str] = _wall_now,
     ) -> None:
-        self.cfg, self.me, self._on_lost = cfg, me, on_lost
-        self._lock = LeaseLock(cfg.leader_lease, cfg.operator_namespace, me)  # type: ignore[no-untyped-call]
-        self._election = LeaderElection(  # type: ignore[no-untyped-call]
-            ElectionConfig(  # type: ignore[no-untyped-call]
-                self._lock,
-                lease_duration=cfg.lease_duration,
-                renew_deadline=cfg.lease_renew_deadline,
-                retry_period=cfg.lease_retry_period,
-                onstarted_leading=lambda: None,  # our own loop runs the operator
-                onstopped_leading=None,
-            )
-        )
+        self.cfg, self.me, self.kube, self._on_lost = cfg, me, kube, on_lost
+        self._clock, self._wall = clock, wall
         self._stop = threading.Event()
         self._renewed = 0.0  # monotonic time the last successful renewal was sent
+        self._seen: tuple[Any, ...] | None = None  # the record as last read
+        self._seen_at = 0.0  # monotonic time it was read changed
+        self._failing_since: float | None = None  # monotonic time of the first failed call in a row
+        self._failures = 0
+        self._logged_at = 0.0
+        self.last_error = ""
+        self.holder = ""  # the holder this replica saw last ("" before its first look, or free)
         self.leading = False
 
     @property
-    def holder(self) -> str:
-        """The holder this replica saw last ("" before its first look)."""
-        record = self._election.observed_record
-        return str(record.holder_identity or "") if record is not None else ""
+    def call_timeout(self) -> float:
+        """Seconds one Lease call may take: the holder's read and replace fit in one renew period."""
+        return self.cfg.lease_retry_period / 2 if self.leading else STANDBY_CALL_TIMEOUT
+
+    def try_acquire_or_renew(self) -> bool:
+        """One look at the Lease: create it, renew it (ours), or take it (free, or its record
+        unchanged for the duration); True when this replica holds it after the call. Raises
+        :class:`k8s.KubernetesError` when a call failed (timed out included)."""
+        ns, name, timeout = self.cfg.operator_namespace, self.cfg.leader_lease, self.call_timeout
+        lease = self.kube.get_lease(ns, name, timeout=timeout)
+        now = self._clock()  # after the read: never earlier than the renewal it shows
+        if lease is None:
+            body = self._claim(None)
+            return self._took(self.kube.create_lease(ns, body, timeout=timeout), now)
+        spec = lease.get("spec") or {}
+        record = _record(spec)
+        if record != self._seen:
+            self._seen, self._seen_at = record, now
+        self.holder = str(spec.get("holderIdentity") or "")
+        if self.holder not in ("", self.me):
+            # the longer of ours and the holder's: a holder configured longer keeps it that long
+            duration = max(self.cfg.lease_duration, int(spec.get("leaseDurationSeconds") or 0))
+            if now - self._seen_at < duration:
+                return False
+            log.info("Lease %s: %s did not renew for %d s, taking it over", name, self.holder, duration)
+        return self._took(self.kube.replace_lease(ns, self._claim(lease), timeout=timeout), now)
+
+    def _claim(self, lease: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The Lease with this replica's record; ``metadata`` (its resourceVersion) as read."""
+        now = self._wall()
+        spec = dict((lease or {}).get("spec") or {})
+        previous = spec.get("holderIdentity") or ""
+        spec.update(holderIdentity=self.me, leaseDurationSeconds=self.cfg.lease_duration, renewTime=now)
+        if previous != self.me:
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if previous else 0)
+        metadata = dict(lease["metadata"]) if lease else {"name": self.cfg.leader_lease}
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+
+    def _took(self, written: dict[str, Any] | None, now: float) -> bool:
+        """Whether the create or replace went through (None: another writer came first)."""
+        if written is None:
+            return False
+        self._seen = _record(written.get("spec") or {})
+        self._seen_at, self.holder = now, self.me
+        return True
 
     def _attempt(self) -> bool:
-        sent = time.monotonic()
+        sent = self._clock()
         try:
-            renewed = self._election.try_acquire_or_renew()  # type: ignore[no-untyped-call]
-            held = bool(renewed) and self.holder == self.me
+            held = self.try_acquire_or_renew()
         except Exception as e:  # noqa: BLE001 - any failure is a period without renewal (bounded by the watchdog)
-            log.debug("lease %s: %s", self.cfg.leader_lease, e)
+            self._failed(e)
             return False
+        self._succeeded()
         if held:
             self._renewed = sent
         return held
+
+    def _failed(self, error: Exception) -> None:
+        """Count a failed call and say so: at once, then every :data:`FAILURE_LOG_INTERVAL`."""
+        now = self._clock()
+        self.last_error = str(error) or type(error).__name__
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._logged_at < FAILURE_LOG_INTERVAL:
+            return
+        self._logged_at = now
+        log.warning(
+            "Lease %s: %d call(s) in a row failed over %.0f s (%s): %s",
+            self.cfg.leader_lease,
+            self._failures,
+            now - self._failing_since,
+            "holder" if self.leading else "standby",
+            self.last_error,
+        )
+
+    def _succeeded(self) -> None:
+        if self._failing_since is not None:
+            log.info("Lease %s: calls work again after %d failure(s)", self.cfg.leader_lease, self._failures)
+        self._failing_since, self._failures, self.last_error = None, 0, ""
+
+    def health(self) -> tuple[bool, str]:
+        """A standby's liveness: unhealthy once every Lease call failed for :data:`STANDBY_FAILING_LIMIT`."""
+        if self._failing_since is None:
+            return True, "standby"
+        failing = self._clock() - self._failing_since
+        text = f"standby: {self._failures} Lease call(s) failed over {failing:.0f} s: {self.last_error}"
+        return failing < STANDBY_FAILING_LIMIT, text
 
     def acquire(self) -> bool:
         """Block until this replica holds the Lease (True) or :meth:`stop` was called (False)."""
@@ -235,7 +350,7 @@ class Leadership:
     def _watchdog(self) -> None:
         # a renewal that hangs never returns to the loop above: the deadline is watched apart
         while not self._stop.wait(0.1):
-            late = time.monotonic() - self._renewed
+            late = self._clock() - self._renewed
             if late > self.cfg.lease_renew_deadline:
                 self._lose(f"Lease {self.cfg.leader_lease} not renewed for {late:.1f} s")
                 return
@@ -248,34 +363,44 @@ class Leadership:
         LEADER.set(0)
         self._on_lost(reason)
 
+    def close(self) -> None:
+        """Close the election's own client (after :meth:`release`)."""
+        close = getattr(self.kube, "close", None)
+        if close is not None:
+            close()
+
     def stop(self) -> None:
         """Stop waiting or renewing (the Lease stays until :meth:`release` or it expires)."""
         self._stop.set()
 
-    def release(self, kube: k8s.KubeClient) -> None:
+    def release(self) -> None:
         """Stop renewing and delete the Lease if this replica still holds it, at the version read
         (never another holder's): a standby takes over at its next poll."""
         was_leading, self.leading = self.leading, False
         self.stop()
         if not was_leading:
             return
-        lease = kube.get_lease(self.cfg.operator_namespace, self.cfg.leader_lease)
+        ns, name = self.cfg.operator_namespace, self.cfg.leader_lease
+        lease = self.kube.get_lease(ns, name, timeout=STANDBY_CALL_TIMEOUT)
         spec = (lease or {}).get("spec") or {}
         if lease is None or spec.get("holderIdentity") != self.me:
             return
-        kube.delete_lease(
-            self.cfg.operator_namespace, self.cfg.leader_lease, lease["metadata"].get("resourceVersion")
-        )
-        log.info("released Lease %s", self.cfg.leader_lease)
+        version = lease["metadata"].get("resourceVersion")
+        self.kube.delete_lease(ns, name, version, timeout=STANDBY_CALL_TIMEOUT)
+        log.info("released Lease %s", name)
 
 
 class _StandbyHealth(BaseHTTPRequestHandler):
     """Liveness of a standby replica, where kopf's endpoint will be once it leads (kopf serves it
-    only after the start-up handlers, and a standby waits in one)."""
+    only after the start-up handlers, and a standby waits in one): 200, or 503 with the reason once
+    the standby's Lease calls have kept failing (``server.status``)."""
+
+    server: _HealthServer
 
     def do_GET(self) -> None:
-        body = b"standby\n"
-        self.send_response(200)
+        healthy, text = self.server.status()
+        body = f"{text}\n".encode()
+        self.send_response(200 if healthy else 503)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -285,15 +410,23 @@ class _StandbyHealth(BaseHTTPRequestHandler):
         """No access log: the kubelet probes every few seconds."""
 
 
+class _HealthServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], status: Callable[[], tuple[bool, str]]) -> None:
+        super().__init__(address, _StandbyHealth)
+        self.status = status
+
+
 @contextmanager
-def standby_health(url: str) -> Iterator[None]:
-    """Serve a liveness endpoint at ``url`` (host and port) while the block runs; none for ``""``."""
+def standby_health(url: str, status: Callable[[], tuple[bool, str]]) -> Iterator[None]:
+    """Serve a liveness endpoint at ``url`` (host and port) answering ``status()`` while the block
+    runs; none for ``""``."""
     if not url:
         yield
         return
     parts = urlsplit(url)
-    server = ThreadingHTTPServer((parts.hostname or "0.0.0.0", parts.port or 80), _StandbyHealth)  # noqa: S104
-    server.daemon_threads = True
+    server = _HealthServer((parts.hostname or "0.0.0.0", parts.port or 80), status)  # noqa: S104
     threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
     try:
         yield
@@ -307,13 +440,12 @@ async def lead(cfg: config.OperatorConfig, memo: Any, logger: Logger) -> None:
     if not cfg.leader_lease:
         LEADER.set(1)
         return
-    logging.getLogger("leaderelection").setLevel(logging.WARNING)  # an INFO line per renewal
-    leadership = Leadership(cfg, identity())
+    leadership = Leadership(cfg, identity(), k8s.lease_client())
     memo.leadership = leadership
     LEADER.set(0)
     where = f"Lease {cfg.operator_namespace}/{cfg.leader_lease}"
     logger.info("standing by as %s until %s is free", leadership.me, where)
-    with standby_health(liveness_url(sys.argv, cfg.liveness)):
+    with standby_health(liveness_url(sys.argv, cfg.liveness), leadership.health):
         waiter = threading.Thread(target=leadership.acquire, name="lease-acquire", daemon=True)
         waiter.start()
         try:
