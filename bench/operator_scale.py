@@ -671,7 +671,8 @@ def _cleanup(
     with contextlib.suppress(Exception):
         api.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, MEMORIES)
     last, progress = -1, time.monotonic()
-    while op.alive() and time.monotonic() - progress < 30:  # give up after 30 s without progress
+    end = progress + 180  # the operator deletes ~10 a second at 10,000: the rest is stripped below
+    while op.alive() and time.monotonic() - progress < 30 and time.monotonic() < end:
         try:
             left = _left(api, ns)
         except Exception:  # noqa: BLE001
