@@ -6,6 +6,8 @@ es; the saver (``chatmemory.checkpoint._redis_saver``) and the store
 splits into pipelines on a standalone server or a cluster (:func:`round_trips`), how one pipeline
 is sent by the sync and the asyncio clients (:func:`send`, :func:`asend`, with a hand-made
 MULTI/EXEC on the asyncio cluster client), and two checks on the clients users pass in.
+The Redis chat history (:mod:`chatmemory.histories.redis`) sends its asyncio cluster turns, a
+hand-made MULTI/EXEC (and WAIT), through :func:`aslot_pipeline`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     import redis.asyncio.cluster
     import redis.cluster
 
-__all__ = ["Command", "asend", "decodes_responses", "is_cluster", "round_trips", "send"]
+__all__ = ["Command", "asend", "aslot_pipeline", "decodes_responses", "is_cluster", "round_trips", "send"]
 
 Command = tuple[Any, ...]
 
@@ -111,6 +113,31 @@ async def _acluster_transaction(
         if isinstance(reply, Exception):
             raise reply
     return list(replies)
+
+
+async def aslot_pipeline(
+    client: redis.asyncio.cluster.RedisCluster, key: Any, commands: Sequence[Command]
+) -> list[Any]:
+    """``commands`` written together on one connection to the primary of ``key``'s slot (as the
+    client's slot map says): one round trip, and each reply, or the error the server answered, in
+    order, for the caller to judge.
+
+    Unlike the cluster client's own pipeline, nothing here follows a redirection or resends a
+    command, so a hand-made ``MULTI ... EXEC`` stays one transaction the server applies whole or
+    discards whole. Raises (nothing sent) ``SlotNotCoveredError`` when no node serves the slot and
+    redis-py's ``ConnectionError`` when the connection cannot be opened; a connection that breaks
+    while writing raises too, one that breaks while reading leaves its error as the replies.
+    """
+    from redis.asyncio.cluster import PipelineCommand
+    from redis.exceptions import SlotNotCoveredError
+
+    await client.initialize()  # a no-op once the slot map is known
+    node = client.get_node_from_key(key)  # raises SlotNotCoveredError when no node serves it
+    if node is None:
+        raise SlotNotCoveredError(f"no cluster node serves the slot of {key!r}")
+    block = [PipelineCommand(i, *c) for i, c in enumerate(commands)]
+    await node.execute_pipeline(block)
+    return [c.result for c in block]
 
 
 def decodes_responses(client: Any) -> bool:

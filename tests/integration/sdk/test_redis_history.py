@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio.cluster
 from chatmemory import BackendError, ChatMemory, RedisChatMessageHistory
 from chatmemory.histories.redis import session_key
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -394,3 +395,87 @@ def test_memorystore_errors_are_raised_not_swallowed(platform: Any, target: str,
     finally:
         client.delete(f"{prefix}str")
         client.close()
+
+
+#: Commands a new connection sends before its first command, or the cluster client's slot map reads.
+SETUP_COMMANDS = {"AUTH", "HELLO", "CLIENT", "SELECT", "READONLY", "CLUSTER", "COMMAND", "PING", "INFO"}
+
+
+def seen_from_the_writer(admin: RedisCluster, key: str, write: Callable[[], object]) -> list[str]:
+    """The commands the primary of ``key``'s slot received from the connection that wrote ``key``
+    while ``write()`` ran (MONITOR on that node, read up to an ECHO sent after it)."""
+    node = admin.get_redis_connection(admin.get_node_from_key(key))
+    end = f"end-{uid()}"
+    with node.monitor() as monitor:
+        write()
+        node.echo(end)
+        seen = []
+        while end not in (entry := monitor.next_command())["command"]:
+            seen.append(entry)
+    writers = {
+        (e["client_address"], e["client_port"]) for e in seen if e["command"].startswith(f"RPUSH {key}")
+    }
+    assert len(writers) == 1, seen
+    names = [
+        e["command"].split(" ", 1)[0].upper()
+        for e in seen
+        if (e["client_address"], e["client_port"]) in writers
+    ]
+    return [n for n in names if n not in SETUP_COMMANDS]
+
+
+@pytest.mark.parametrize("target", ["REDIS_CLUSTER_NODES"], indirect=True)
+def test_async_cluster_turn_is_one_multi_exec_on_the_slots_primary(
+    make_memory: Callable[..., ChatMemory], admin: Admin
+) -> None:
+    """A turn the server applies whole or not at all, so a retry after a redirection cannot store it
+    twice (redis-py's plain cluster pipeline resends redirected commands one by one)."""
+    import asyncio
+
+    assert isinstance(admin, RedisCluster)
+    memory = make_memory(ttl_seconds=100, max_messages=50)
+    history = memory.history(f"multi-{uid()}")
+    assert isinstance(history, RedisChatMessageHistory)
+
+    async def turn() -> None:
+        await history.aadd_messages([HumanMessage("q"), AIMessage("a")])
+        await memory.connector.async_clients.aclose()  # type: ignore[attr-defined]
+
+    assert seen_from_the_writer(admin, history.key, lambda: asyncio.run(turn())) == [
+        "MULTI",
+        "RPUSH",
+        "LTRIM",
+        "EXPIRE",
+        "EXEC",
+    ]
+    assert [m.text for m in history.messages] == ["q", "a"]
+
+
+@pytest.mark.parametrize("target", ["REDIS_CLUSTER_NODES"], indirect=True)
+def test_async_cluster_turn_sent_to_a_node_that_moved_the_slot_is_stored_once(
+    make_memory: Callable[..., ChatMemory], admin: Admin
+) -> None:
+    """A stale slot map (a failover's aftermath): the wrong node answers MOVED, discards the whole
+    transaction, and the history retries on the slot's primary after reading the map again."""
+    import asyncio
+
+    memory = make_memory(ttl_seconds=100)
+    history = memory.history(f"moved-{uid()}")
+    assert isinstance(history, RedisChatMessageHistory)
+
+    async def turn_via_the_wrong_node() -> tuple[str, str]:
+        client = history._aclient()
+        assert isinstance(client, redis.asyncio.cluster.RedisCluster)
+        await client.initialize()
+        slot = client.keyslot(history.key)
+        owner = client.nodes_manager.slots_cache[slot][0]
+        wrong = next(n for n in client.get_primaries() if n.name != owner.name)
+        client.nodes_manager.slots_cache[slot] = [wrong]
+        await history.aadd_messages([HumanMessage("once"), AIMessage("only")])
+        followed = client.get_node_from_key(history.key)
+        await memory.connector.async_clients.aclose()  # type: ignore[attr-defined]
+        return owner.name, followed.name if followed is not None else "?"
+
+    owner, followed = asyncio.run(turn_via_the_wrong_node())
+    assert followed == owner  # the map was read again
+    assert [m.text for m in history.messages] == ["once", "only"]

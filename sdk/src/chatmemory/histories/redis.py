@@ -14,9 +14,10 @@ Layout (the operator's ACL for a memory grants exactly these commands on ``<key_
   JSON), appended with ``RPUSH``, so the list is in write order;
 - ``add_messages`` is one ``MULTI RPUSH [LTRIM] [EXPIRE] EXEC`` transaction: atomic, one round trip,
   the TTL slides on every write (the session expires ``ttl`` seconds after its last write) and
-  ``max_messages`` keeps the newest messages. (The asyncio client on a Redis Cluster sends the same
-  commands as one plain pipeline: redis-py's async cluster transactions are not usable, see
-  :meth:`RedisChatMessageHistory.aadd_messages`);
+  ``max_messages`` keeps the newest messages. (The asyncio client on a Redis Cluster writes the
+  same ``MULTI ... EXEC`` by hand on one connection to the slot's primary: redis-py's async cluster
+  transactions are not usable, and its plain pipeline resends redirected commands one at a time,
+  which could apply half a turn and then send it again; see :meth:`RedisChatMessageHistory.aadd_messages`);
 - ``messages`` is one ``LRANGE 0 -1``: the full history, never capped, atomic with respect to writers;
 - with ``key_prefix=""`` the key is the session id verbatim, which is the Memorystore seed's layout
   (see :mod:`chatmemory.histories.memorystore`).
@@ -78,6 +79,7 @@ from chatmemory._connect import (
     redis_client,
     require,
 )
+from chatmemory._redis_driver import aslot_pipeline
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendError, BackendUnavailable, BindingError
 
@@ -144,6 +146,28 @@ class NotReplicated(BackendUnavailable):
         self.wanted = wanted
 
 
+def check_applied(replies: Sequence[Any]) -> None:
+    """Check the replies of ``MULTI <turn> EXEC``: raise the first error, in the order received.
+
+    A queued command the server refused (``MOVED``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``NOPERM``) made
+    it discard the whole transaction, and comes before EXEC's ``EXECABORT``, so the caller sees the
+    reason (and retries a redirection, :data:`NOT_APPLIED`); an error inside EXEC's reply is raised
+    too. A connection broken while reading leaves redis-py's error on every reply after it: the turn
+    may have been applied, and that error is not retried.
+    """
+    *queued, executed = replies
+    for reply in queued:
+        if isinstance(reply, Exception):
+            raise reply
+    if isinstance(executed, Exception):
+        raise executed
+    if executed is None:  # no WATCH is sent, so the server never aborts on its own
+        raise redis.exceptions.ResponseError("the transaction was aborted (EXEC returned nil)")
+    for reply in executed:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 def check_waited(replies: Sequence[Any], *, wanted: int, timeout_ms: int, where: str, key: str) -> None:
     """Check the replies of ``MULTI <turn> EXEC WAIT``: raise the first refusal, or
     :class:`NotReplicated` when WAIT counted fewer than ``wanted`` replicas.
@@ -153,15 +177,8 @@ def check_waited(replies: Sequence[Any], *, wanted: int, timeout_ms: int, where:
     reply too. A failed WAIT after an EXEC that succeeded is a :class:`NotReplicated`: the turn was
     applied.
     """
-    *queued, executed, acked = replies
-    for reply in queued:
-        if isinstance(reply, Exception):
-            raise reply
-    if isinstance(executed, Exception):
-        raise executed
-    for reply in executed or ():
-        if isinstance(reply, Exception):
-            raise reply
+    *turn, acked = replies
+    check_applied(turn)
     option = f"wait_replicas={wanted} (binding key redis_wait_replicas)"
     if isinstance(acked, Exception):
         raise NotReplicated(
@@ -508,16 +525,19 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         docs = _codec.encode_all(list(messages))
         if not docs:
             return
-        # redis.asyncio's cluster *transaction* pipeline runs every queued command in a new
-        # thread and event loop (redis-py 8.1), leaving connections bound to dead loops. On a
-        # cluster the session's commands go, in order, as one plain pipeline to the slot's node:
-        # the RPUSH of a turn is still one atomic command, the TTL and the trim follow it.
-        cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
 
+        # redis.asyncio's cluster *transaction* pipeline runs every queued command in a new
+        # thread and event loop (redis-py 8.1), leaving connections bound to dead loops, and its
+        # plain pipeline resends redirected commands one by one (a retry after a half-applied turn
+        # would store it twice). On a cluster the turn is written by hand as MULTI ... EXEC to the
+        # slot's primary, one round trip: applied whole or discarded whole, as NOT_APPLIED assumes.
         async def send() -> Any:
             if self.wait_replicas:
                 return await self._asend_waited(client, docs)
-            pipe = client.pipeline(transaction=not cluster)
+            if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                check_applied(await aslot_pipeline(client, self.key, self._transaction(docs)))
+                return None
+            pipe = client.pipeline(transaction=True)
             self._queue_add(pipe, docs)
             return await pipe.execute()
 
@@ -559,7 +579,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             pipe.expire(self.key, self.ttl)
 
     def _turn(self, docs: list[str]) -> list[tuple[Any, ...]]:
-        """:meth:`_queue_add`'s commands as tuples, for the WAIT path's explicit MULTI/EXEC."""
+        """:meth:`_queue_add`'s commands as tuples, for the hand-made MULTI/EXEC (WAIT, asyncio cluster)."""
         commands: list[tuple[Any, ...]] = [("RPUSH", self.key, *docs)]
         if self.max_messages is not None:
             commands.append(("LTRIM", self.key, -self.max_messages, -1))
@@ -567,9 +587,13 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             commands.append(("EXPIRE", self.key, self.ttl))
         return commands
 
+    def _transaction(self, docs: list[str]) -> list[tuple[Any, ...]]:
+        """``MULTI <turn> EXEC``, for the asyncio cluster client's hand-made transaction."""
+        return [("MULTI",), *self._turn(docs), ("EXEC",)]
+
     def _waited(self, docs: list[str]) -> list[tuple[Any, ...]]:
         """``MULTI <turn> EXEC WAIT``: sent together on one connection to the key's primary."""
-        return [("MULTI",), *self._turn(docs), ("EXEC",), ("WAIT", self.wait_replicas, self.wait_timeout_ms)]
+        return [*self._transaction(docs), ("WAIT", self.wait_replicas, self.wait_timeout_ms)]
 
     def _check_waited(self, replies: Sequence[Any]) -> None:
         check_waited(
@@ -595,13 +619,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """:meth:`_send_waited` on the asyncio client (a cluster node's own pipeline call)."""
         commands = self._waited(docs)
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
-            await client.initialize()  # the slot map, once (the client's commands do it implicitly)
-            node = client.get_node_from_key(self.key)
-            if node is None:  # no primary serves the slot: nothing was sent
-                raise redis.exceptions.SlotNotCoveredError(f"no node serves the slot of {self.key!r}")
-            stack = [redis.asyncio.cluster.PipelineCommand(i, *c) for i, c in enumerate(commands)]
-            await node.execute_pipeline(stack)
-            self._check_waited([c.result for c in stack])
+            self._check_waited(await aslot_pipeline(client, self.key, commands))
             return
         pipe = client.pipeline(transaction=False)
         for command in commands:
