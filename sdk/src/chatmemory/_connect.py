@@ -16,6 +16,7 @@ apply a turn twice): the histories retry what is safe to retry themselves (see
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import queue
@@ -154,7 +155,12 @@ def redis_kwargs(binding: Binding, timeouts: Timeouts | None = None) -> dict[str
 
 
 class _FollowedCredentials:
-    """redis-py's credential provider for a binding with a source: asked on every new connection."""
+    """redis-py's credential provider for a binding with a source: asked on every new connection.
+
+    The source may read its Secret when asked (every few seconds, or after a refusal), which from
+    the Kubernetes API is a blocking HTTP call: ``redis.asyncio`` clients get the answer from a
+    thread, so their event loop never waits on it; sync clients ask in their own thread.
+    """
 
     def __init__(self, binding: Binding) -> None:
         self._binding = binding
@@ -164,12 +170,13 @@ class _FollowedCredentials:
         return (username, password) if username else (password,)
 
     async def get_credentials_async(self) -> tuple[str, str] | tuple[str]:
-        return self.get_credentials()
+        return await asyncio.to_thread(self.get_credentials)
 
 
 def live_mysql_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """PyMySQL ``connect`` arguments for a new connection: the user and password the binding's
-    source holds now (see :func:`mysql_kwargs`), for the pools' openers."""
+    source holds now (see :func:`mysql_kwargs`), for the sync pools' openers (they run in the
+    caller's thread; :class:`chatmemory.sql.AsyncMySQLPool` reads the source in a thread)."""
     out = dict(kwargs)
     binding = out.pop("binding", None)
     if binding is not None:

@@ -100,6 +100,10 @@ class BindingSource:
     Clients ask it on each new connection (redis-py's credential provider, the MySQL pools'
     opener), so a rotated password reaches them once the kubelet has updated the mounted Secret,
     without a restart. A failed read keeps the last good binding. Thread-safe.
+
+    :meth:`credentials` may read (a file, or an HTTP call to the Kubernetes API) in the caller's
+    thread, holding a lock; :meth:`refresh` never does. So asyncio clients call :meth:`credentials`
+    in a thread (``asyncio.to_thread``) and may call :meth:`refresh` on the loop.
     """
 
     def __init__(
@@ -124,9 +128,13 @@ class BindingSource:
         return b.username, b.password
 
     def refresh(self) -> None:
-        """The server refused the credentials: read the source again on the next connection."""
-        with self._lock:
-            self._read_at = float("-inf")
+        """The server refused the credentials: read the source again at the next :meth:`credentials`
+        (not now: this only marks the binding stale, so it is safe on an event loop).
+
+        Without the lock, which a read in another thread may hold for as long as the read takes: one
+        attribute store is atomic, and a read already under way reads the Secret after this anyway.
+        """
+        self._read_at = float("-inf")
 
 
 def read_directory(directory: Path) -> dict[str, str]:

@@ -26,9 +26,11 @@ that saw an error is closed, never reused.
 :class:`AsyncMySQLPool` is its asyncio twin, used by the history's and the checkpointer's ``a*``
 methods (and public for the operator and the store): asyncmy connections per event loop, at most
 ``size`` open, the same reuse rule, timeouts, retry rules and Secret re-read as the sync history, and
-:func:`mysql_error` for both paths' errors. No statement waits in a thread; two rare steps do: asyncio
-resolves a host *name* (not an IP) in its default executor when a new connection opens, and the
-Secret is re-read in a thread after the server refused the credentials. asyncmy was chosen over
+:func:`mysql_error` for both paths' errors. No statement waits in a thread; two rare steps do, both
+when a new connection opens: asyncio resolves a host *name* (not an IP) in its default executor, and
+a memory that follows its Secret asks the Secret for the credentials in a thread (a read from the
+Kubernetes API is a blocking HTTP call; the source reads at most every few seconds, or at once after
+the server refused the credentials). asyncmy was chosen over
 aiomysql by measurement (``bench/async_driver_choice.py``: 100 concurrent turns, a 2-row INSERT and
 the session's SELECT each, through a 1.5 ms RTT proxy on TiDB: 3.8-4.6x the sync path's throughput
 with asyncmy, 3.5-3.8x with aiomysql, pools of 8 and 50; on loopback both 1.6-1.9x, bounded by
@@ -407,21 +409,19 @@ _ASYNCMY_DROPPED: Final = frozenset({"write_timeout", "cursorclass", "binding"})
 
 
 def asyncmy_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """asyncmy ``connect`` arguments from PyMySQL ones, with the credentials the binding holds now.
+    """asyncmy ``connect`` arguments from PyMySQL ones (the ``binding`` entry left out).
 
-    With a ``binding`` entry (:func:`chatmemory._connect.mysql_kwargs` adds it when the memory follows
-    its Secret) the user and password are read from it, as the sync pools' openers do. asyncmy is a
-    port of PyMySQL: most names are the same; ``db``/``passwd`` are renamed, ``write_timeout`` is
-    dropped, an ``ssl.SSLContext`` passes as is; an argument asyncmy does not know makes its
-    ``connect`` raise ``TypeError`` naming it (rather than a setting the async path silently lost).
+    A ``binding`` entry (:func:`chatmemory._connect.mysql_kwargs` adds it when the memory follows its
+    Secret) is not read here: reading it may block, so :class:`AsyncMySQLPool` asks it for the user and
+    password in a thread. asyncmy is a port of PyMySQL: most names are the same; ``db``/``passwd`` are
+    renamed, ``write_timeout`` is dropped, an ``ssl.SSLContext`` passes as is; an argument asyncmy does
+    not know makes its ``connect`` raise ``TypeError`` naming it (rather than a setting the async path
+    silently lost).
     """
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
         if name not in _ASYNCMY_DROPPED:
             out[_ASYNCMY_RENAMED.get(name, name)] = value
-    binding = kwargs.get("binding")
-    if isinstance(binding, Binding):
-        out["user"], out["password"] = binding.credentials()
     return out
 
 
@@ -452,7 +452,8 @@ class AsyncMySQLPool:
 
     Timeouts: a new connection must be open and authenticated within ``connect_timeout +
     read_timeout``, and each unit of work (a history call's one or two statements, a checkpointer
-    step's few) done within ``read_timeout``; either raises
+    step's few) done within ``read_timeout``, counting the ping of a pooled connection that was idle
+    for ``ping_after`` seconds (a server that vanished without closing never answers it); either raises
     :class:`~chatmemory.errors.BackendUnavailable`. One timer per unit of work, not asyncmy's own
     ``read_timeout``: that one wraps every packet read in ``asyncio.wait_for`` (a task each) and
     turns off asyncmy's fast read path, which cost more CPU than the statements' round trips.
@@ -524,6 +525,11 @@ class AsyncMySQLPool:
 
     async def _open(self) -> Any:
         args = asyncmy_kwargs(self._kwargs)
+        binding = self._kwargs.get("binding")
+        if isinstance(binding, Binding):
+            # The source may read its Secret now (every few seconds, or after a refusal): from the
+            # Kubernetes API that is a blocking HTTP call, which the loop must not wait on.
+            args["user"], args["password"] = await asyncio.to_thread(binding.credentials)
         try:
             async with asyncio.timeout(self._open_within):
                 return await self._asyncmy.connect(**args)
@@ -537,7 +543,9 @@ class AsyncMySQLPool:
         except OSError as e:
             raise BackendUnavailable(f"{self.where}: unreachable: connection refused or lost: {e}") from e
 
-    async def _reusable(self, conn: Any, idle_for: float, generation: int) -> bool:
+    async def _reusable(self, conn: Any, idle_for: float, generation: int, deadline: float) -> bool:
+        """Whether a pooled connection can be used; a ping not answered by ``deadline`` (loop time)
+        closes it and raises :class:`~chatmemory.errors.BackendUnavailable`."""
         if generation != self._generation or not conn.connected or getattr(conn, "_stream_broken", False):
             return False
         # The loop may not have read the server's EOF or error packet yet (a KILL while the loop was
@@ -549,8 +557,17 @@ class AsyncMySQLPool:
         if idle_for < self._ping_after:
             return True
         try:
-            await conn.ping(reconnect=False)
-        except Exception:  # noqa: BLE001 - any failure means: open a new one
+            async with asyncio.timeout_at(deadline):
+                await conn.ping(reconnect=False)
+        except TimeoutError as e:
+            # Silence, not a closed socket: the server or the path to it is gone. The unit of work's
+            # time is spent; asking for a new connection now would wait as long again.
+            conn.close()
+            raise BackendUnavailable(
+                f"{self.where}: unreachable: timed out (the server did not answer a ping within "
+                f"{self._operation:g} s)"
+            ) from e
+        except Exception:  # noqa: BLE001 - any other failure means: open a new one
             return False
         return True
 
@@ -565,21 +582,26 @@ class AsyncMySQLPool:
         if self._closed:
             raise BackendError(f"{self.where}: the connection pool is closed")
         mine = await self._mine()
+        loop = asyncio.get_running_loop()
         async with mine.slots:
+            # One deadline for the unit of work, the reused connection's ping included; a new
+            # connection has its own (``_open``) and the work then gets the full operation timeout.
+            deadline = loop.time() + self._operation
             conn = None
             while mine.idle:
                 candidate, last, generation = mine.idle.pop()
-                if await self._reusable(candidate, time.monotonic() - last, generation):
+                if await self._reusable(candidate, time.monotonic() - last, generation, deadline):
                     conn = candidate
                     break
                 candidate.close()
             generation = self._generation
             if conn is None:
                 conn = await self._open()
+                deadline = loop.time() + self._operation
             if opened is not None:
                 opened.append(True)
             try:
-                async with asyncio.timeout(self._operation):
+                async with asyncio.timeout_at(deadline):
                     yield conn
             except self._asyncmy.errors.MySQLError as e:
                 conn.close()
@@ -630,9 +652,7 @@ class AsyncMySQLPool:
                 if refreshed or source is None or not denied(e):
                     raise
                 refreshed = True
-                # The one step off the loop, and only after a refusal: a Secret read from the
-                # Kubernetes API is an HTTP call the loop must not wait on.
-                await asyncio.to_thread(source.refresh)
+                source.refresh()  # marks it stale only: the next connection reads it, in a thread
                 await self.forget_connections()
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -3,12 +3,13 @@
 Many threads' checkpoints at once on one saver each read back as written; no worker thread is used
 (``asyncio.to_thread``, the loop's executor and ``Thread.start`` are made to raise); a blackholed
 server raises ``BackendUnavailable`` instead of hanging; a saver on a mounted Secret follows a rotated
-password after its connections were killed.
+password after its connections were killed, and reads the Secret in a thread, never on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from chatmemory._connect import Timeouts
 from chatmemory.checkpoint import acheckpointer_for
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendUnavailable
+from chatmemory.loaders import BindingSource
 from langgraph.checkpoint.base import empty_checkpoint
 
 from tests.integration.checkpoint.conftest import TABLE_PREFIX, MemoryFactory
@@ -145,3 +147,28 @@ async def test_a_saver_follows_its_rotated_password_after_a_blip(
         await saver.aclose()
         await memory_.aclose()
         root.close()
+
+
+@pytest.mark.parametrize("key", KEYS)
+async def test_a_saver_that_follows_its_secret_reads_it_in_a_thread_not_on_the_event_loop(
+    key: str, memory: MemoryFactory
+) -> None:
+    binding = memory(key, ttl_seconds=600).binding
+    readers: list[threading.Thread] = []
+
+    def load() -> Binding:  # stands for a blocking read (the Kubernetes API)
+        readers.append(threading.current_thread())
+        return binding
+
+    source = BindingSource(load, binding, interval=0)  # every new connection reads the source
+    saver = await acheckpointer_for(binding.with_source(source))
+    readers.clear()  # only the saver's methods are under test
+    thread = f"t-{uuid4().hex[:8]}"
+    try:
+        await saver.aput(_config(thread), _checkpoint("a"), {"step": 1}, {"messages": "1"})
+        stored = await saver.aget_tuple(_config(thread))
+        assert stored is not None and stored.checkpoint["channel_values"] == {"messages": "a"}
+    finally:
+        await saver.aclose()  # type: ignore[attr-defined]
+    assert readers, "the new connection asked the source for the credentials"
+    assert threading.current_thread() not in readers  # the event loop's thread

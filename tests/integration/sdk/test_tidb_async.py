@@ -3,13 +3,16 @@
 Many sessions at once share one connector's pool and each reads back exactly its own turn; no
 worker thread is used (``asyncio.to_thread`` and the loop's executor are made to raise); a
 blackholed server and a reply that never comes raise ``BackendUnavailable`` naming the server
-instead of hanging; a memory reading its Secret from a mounted directory follows a rotated
-password after its connections were killed (a network blip), as the sync path does.
+instead of hanging, and so does a pooled connection whose server went silent (its reuse ping
+counts in the operation timeout); a memory reading its Secret from a mounted directory follows a
+rotated password after its connections were killed (a network blip), as the sync path does, and
+reads the Secret in a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -25,6 +28,7 @@ from chatmemory._connect import Timeouts, mysql_kwargs
 from chatmemory.contract import BackendKind, Binding
 from chatmemory.errors import BackendUnavailable
 from chatmemory.histories.tidb import TiDBConnector
+from chatmemory.loaders import BindingSource
 from chatmemory.sql import ASYNC_POOL_SIZE, AsyncMySQLPool
 from langchain_core.messages import AIMessage, HumanMessage
 
@@ -216,3 +220,98 @@ async def test_a_memory_follows_its_rotated_password_after_a_blip(
     finally:
         await memory.aclose()
         root.close()
+
+
+class SilentProxy:
+    """A TCP proxy to ``upstream`` that can go silent: it then drops every byte both ways and closes
+    nothing, as a server that vanished without FIN or RST (or a path that blackholes) looks."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.silent = threading.Event()
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if not self.silent.is_set():
+                    dst.sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._listener.close()
+        for s in self._sockets:
+            s.close()
+
+
+async def test_a_pooled_connection_whose_server_went_silent_raises_within_the_operation_timeout(
+    platform: Platform, server: str, memory_user: Binding
+) -> None:
+    proxy = SilentProxy((memory_user.host, memory_user.port))
+    binding = memory_user.model_copy(update={"host": "127.0.0.1", "port": proxy.port})
+    # ping_after=0: every reuse pings, as one after 30 s idle does.
+    pool = AsyncMySQLPool(
+        mysql_kwargs(binding, Timeouts(connect=1, operation=1)), f"mysql 127.0.0.1:{proxy.port}", ping_after=0
+    )
+
+    async def select(cur: Any) -> Any:
+        await cur.execute("SELECT 1")
+        return await cur.fetchone()
+
+    async def insert(cur: Any) -> None:
+        await cur.execute("INSERT INTO messages (session_id, message) VALUES (%s, %s)", ("s", "{}"))
+
+    try:
+        assert await pool.run(select) == (1,)  # one pooled connection, idle from here on
+        proxy.silent.set()
+        with pytest.raises(BackendUnavailable) as err:
+            await asyncio.wait_for(pool.run(insert, write=True), HANG)
+        assert "timed out" in str(err.value) and "ping" in str(err.value)
+        assert err.value.applied is False  # the ping failed: the INSERT was never sent
+        with pytest.raises(BackendUnavailable):  # the silent connection is gone, not pooled again
+            await asyncio.wait_for(pool.run(select), HANG)
+    finally:
+        pool.close()
+        proxy.close()
+
+
+async def test_a_memory_that_follows_its_secret_reads_it_in_a_thread_not_on_the_event_loop(
+    memory_user: Binding,
+) -> None:
+    readers: list[threading.Thread] = []
+
+    def load() -> Binding:  # stands for a blocking read (the Kubernetes API)
+        readers.append(threading.current_thread())
+        return memory_user
+
+    source = BindingSource(load, memory_user, interval=0)  # every new connection reads the source
+    connector = TiDBConnector(memory_user.with_source(source), timeout=1)
+    readers.clear()  # building it is a sync call: only the async methods are under test
+    try:
+        history = connector.history("s")
+        await history.aadd_messages([HumanMessage("hi")])
+        assert [m.content for m in await history.aget_messages()] == ["hi"]
+    finally:
+        await connector.aclose()
+    assert readers, "the new connection asked the source for the credentials"
+    assert threading.current_thread() not in readers  # the event loop's thread

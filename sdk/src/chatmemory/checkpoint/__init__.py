@@ -252,7 +252,9 @@ def _aagain(
             except BackendError as e:
                 if attempt + 1 == attempts or not _refused(e):
                     raise
-                await asyncio.to_thread(source.refresh)
+                # Marks the source stale only; the next connection reads it, in a thread (the
+                # async Redis client's credential provider, the async SQL pool's opener).
+                source.refresh()
         raise AssertionError("unreachable")  # pragma: no cover
 
     return run
