@@ -34,7 +34,7 @@ from langgraph.store.base import PutOp, SearchItem
 from redis.cluster import RedisCluster
 
 from tests.integration.checkpoint.conftest import Memory, redis_memory
-from tests.integration.store.conftest import REDIS_BACKENDS, word_index
+from tests.integration.store.conftest import REDIS_BACKENDS, WordEmbeddings, word_index
 from tests.support.platform import Platform
 
 
@@ -117,6 +117,35 @@ def test_every_key_lives_under_the_memory_prefix_and_a_namespace_in_one_slot(
             admin.keyslot(k) for k in (ia, ib, keys_key(prefix, "users.u1"), meta_key(prefix, "users.u1"))
         }
         assert len(slots) == 1
+
+
+def test_a_model_with_other_dimensions_leaves_earlier_vectors_unindexed_in_the_client_ranking(
+    platform: Platform, target: str, memories: list[Memory]
+) -> None:
+    """Brute force (this user has no vector-set command): vectors whose length is not the query's
+    count as unindexed, as in the SQL store, instead of failing the ranking."""
+    mem = _memory(platform, target, memories)
+    old = store_for(mem.binding, index=word_index())
+    wider = {"dims": 10, "embed": lambda texts: [[*v, 0.5] for v in word_embed(texts)], "fields": ["text"]}
+    new = store_for(mem.binding, index=wider)  # type: ignore[arg-type]
+    try:
+        old.put(("docs",), "old", {"text": "cat"})
+        new.put(("docs",), "new", {"text": "cat dog"})
+        assert [(it.key, it.score is None) for it in new.search(("docs",), query="cat")] == [
+            ("new", False),
+            ("old", True),
+        ]
+        assert [(it.key, it.score is None) for it in old.search(("docs",), query="cat")] == [
+            ("old", False),
+            ("new", True),
+        ]
+    finally:
+        old.close()
+        new.close()
+
+
+def word_embed(texts: list[str]) -> list[list[float]]:
+    return WordEmbeddings().embed_documents(texts)
 
 
 def test_a_memory_user_cannot_read_another_memorys_items(

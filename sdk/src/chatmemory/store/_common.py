@@ -369,9 +369,12 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def _best_scores(query: Sequence[float], vectors: Sequence[Sequence[Sequence[float]]]) -> list[float | None]:
     """For each candidate's vectors, the best cosine with ``query`` (None: no vectors).
 
-    numpy when installed (one matrix product; LangGraph's own InMemoryStore does the same), else
-    plain Python.
+    Vectors of another length than the query (written under a model of other dimensions) count as
+    unindexed, as in the SQL store. numpy when installed (one matrix product; LangGraph's own
+    InMemoryStore does the same), else plain Python.
     """
+    dims = len(query)
+    vectors = [[v for v in vs if len(v) == dims] for vs in vectors]
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy comes with langchain-core's usual installs
