@@ -104,7 +104,7 @@ def test_every_key_lives_under_the_memory_prefix_and_a_namespace_in_one_slot(
     expected.add(meta_key(prefix, "users.u1"))
     assert all(k.startswith(prefix + "store:") for k in expected)
     assert sum(admin.exists(k) for k in expected) == len(expected)
-    assert not admin.exists(vector_set_key(prefix, "users.u1"), meta_key(prefix, "users.u2"))
+    assert not admin.exists(vector_set_key(prefix, "users.u1", 9), meta_key(prefix, "users.u2"))
     assert set(admin.hkeys(ia)) == {b"v", b"c", b"u", b"e"}
     assert set(admin.hkeys(ic)) == {b"v", b"c", b"u"}  # not indexed: no vectors
     assert admin.pttl(ia) == -1  # no TTL: never expires

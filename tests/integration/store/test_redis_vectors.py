@@ -11,6 +11,7 @@ trips are those of the brute-force path; and the whole conformance module passes
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,7 @@ from redis.crc import key_slot
 
 from tests.integration.checkpoint.conftest import Memory, redis_memory
 from tests.integration.checkpoint.test_round_trips import Sends, sends  # noqa: F401 - the fixture
-from tests.integration.store.conftest import VOCABULARY, StoreFactory, word_index
+from tests.integration.store.conftest import VOCABULARY, StoreFactory, WordEmbeddings, word_index
 from tests.integration.store.test_conformance import *  # noqa: F403 - the conformance module, rerun here
 from tests.support.platform import Platform
 
@@ -99,7 +100,7 @@ def test_the_ranking_on_the_server_equals_the_cores_exact_ranking(
         indexed = _fill(store, 300)
         assert store.vector_sets is True
         cards = sum(
-            mem.admin.execute_command("VCARD", vector_set_key(mem.binding.key_prefix, t))
+            mem.admin.execute_command("VCARD", vector_set_key(mem.binding.key_prefix, t, WordEmbeddings.dims))
             for t in ("docs.a", "docs.b")
         )
         assert cards == indexed  # one element per indexed item
@@ -137,15 +138,14 @@ def test_an_expired_item_is_never_returned_and_its_element_is_pruned(
 ) -> None:
     mem = vector_memory(platform, memories)
     store = store_for(mem.binding, index=word_index())
-    vset = vector_set_key(mem.binding.key_prefix, "docs.a")
     try:
         store.put(NS, "old", {"text": "cat cat"}, ttl=0.002)  # 120 ms
         store.put(NS, "live", {"text": "cat dog"})
-        assert mem.admin.execute_command("VCARD", vset) == 2
+        assert sum(vector_sets(mem).values()) == 2
         while mem.admin.exists(item_key(mem.binding.key_prefix, "docs.a", "old")):
             time.sleep(0.02)
         assert [it.key for it in store.search(NS, query="cat")] == ["live"]
-        assert mem.admin.execute_command("VCARD", vset) == 1  # the search pruned the expired one
+        assert sum(vector_sets(mem).values()) == 1  # the search pruned the expired one
         assert [it.key for it in store.search(NS, query="cat")] == ["live"]
     finally:
         store.close()
@@ -156,7 +156,7 @@ def test_a_delete_or_an_unindexed_overwrite_removes_the_element(
 ) -> None:
     mem = vector_memory(platform, memories)
     store = store_for(mem.binding, index=word_index())
-    vset = vector_set_key(mem.binding.key_prefix, "docs.a")
+    vset = vector_set_key(mem.binding.key_prefix, "docs.a", WordEmbeddings.dims)
     admin = mem.admin
     try:
         store.put(NS, "a", {"text": "cat"})
@@ -179,10 +179,12 @@ def test_a_prune_racing_a_put_gives_the_item_its_element_back(
     prune's MULTI reads the item and adds its vectors again, so the live item stays ranked."""
     mem = vector_memory(platform, memories)
     store = _redis(store_for(mem.binding, index=word_index()))
-    vset = vector_set_key(mem.binding.key_prefix, "docs.a")
+    vset = vector_set_key(mem.binding.key_prefix, "docs.a", WordEmbeddings.dims)
     try:
         store.put(NS, "back", {"text": "cat"})
-        store._run(store._prune_op([(NS, "back", "text")]))  # the element as a stale search saw it
+        store._run(
+            store._prune_op([("docs.a", "back", vset, vector_element("text", "back"))])
+        )  # the element as a stale search saw it
         assert mem.admin.execute_command("VISMEMBER", vset, vector_element("text", "back")) == 1
         assert [it.key for it in store.search(NS, query="cat")] == ["back"]
     finally:
@@ -214,11 +216,157 @@ def test_a_namespace_written_without_vector_sets_is_still_searched_completely(
         after.close()
 
 
+class WiderEmbeddings(WordEmbeddings):
+    """The word embedding with one more dimension: a model whose dimensions changed."""
+
+    dims = WordEmbeddings.dims + 1
+
+    def _vector(self, text: str) -> list[float]:
+        return [*super()._vector(text), 0.5]
+
+
+def wider_index() -> dict[str, Any]:
+    return {"dims": WiderEmbeddings.dims, "embed": WiderEmbeddings(), "fields": ["text"]}
+
+
+def vector_sets(mem: Memory) -> dict[bytes, int]:
+    """Every vector set under the memory's prefix, with its number of elements."""
+    keys = mem.admin.scan_iter(match=mem.binding.key_prefix + "*", _type="vectorset", count=1000)
+    return {k: mem.admin.execute_command("VCARD", k) for k in keys}
+
+
+def sets_holding(mem: Memory, element: str) -> list[bytes]:
+    return [k for k in vector_sets(mem) if mem.admin.execute_command("VISMEMBER", k, element) == 1]
+
+
+def test_a_delete_by_a_store_without_index_removes_every_vector_of_the_item(
+    platform: Platform, memories: list[Memory]
+) -> None:
+    """An erase job runs ``memory.store()`` without ``index``: the items' embeddings go with them,
+    the configured field's, a per-put ``index=[...]`` field's and ``tags[*]`` expansions alike."""
+    mem = vector_memory(platform, memories)
+    indexed = store_for(mem.binding, index=word_index())
+    plain = store_for(mem.binding)
+    try:
+        indexed.put(NS, "a", {"text": "cat", "tags": ["dog", "fish"]}, index=["text", "tags[*]"])
+        indexed.put(NS, "b", {"text": "dog", "note": "bird"}, index=["note"])
+        indexed.put(NS, "c", {"text": "sun"}, ttl=10)
+        assert sum(vector_sets(mem).values()) == 5
+        plain.delete(NS, "a")
+        plain.delete(NS, "c")
+        assert sum(vector_sets(mem).values()) == 1  # b's "note" only
+        plain.put(NS, "b", {"text": "dog", "note": "bird"})  # an unindexed overwrite
+        assert sum(vector_sets(mem).values()) == 0
+        assert [(it.key, it.score) for it in indexed.search(NS, query="dog")] == [("b", None)]
+    finally:
+        indexed.close()
+        plain.close()
+
+
+def test_an_overwrite_removes_the_vectors_of_fields_the_item_no_longer_has(
+    platform: Platform, memories: list[Memory]
+) -> None:
+    mem = vector_memory(platform, memories)
+    store = store_for(mem.binding, index=word_index(["tags[*]"]))
+    try:
+        store.put(NS, "a", {"tags": ["cat", "dog", "fish"]})
+        assert sum(vector_sets(mem).values()) == 3
+        store.put(NS, "a", {"tags": ["cat"]})
+        assert sum(vector_sets(mem).values()) == 1
+        assert [(it.key, it.score is not None) for it in store.search(NS, query="cat")] == [("a", True)]
+    finally:
+        store.close()
+
+
+def test_vectors_of_items_with_a_ttl_expire_with_them_and_a_permanent_items_never(
+    platform: Platform, memories: list[Memory]
+) -> None:
+    """The vectors of expiring items live in a set that expires the grace (10 min) after its last
+    item, raised by every put and refresh; a permanent item's vector is in a set without expiry,
+    whatever expiring items the namespace also has."""
+    mem = vector_memory(platform, memories)
+    store = store_for(mem.binding, index=word_index(), ttl={"refresh_on_read": True})
+    grace = 10 * 60 * 1000
+    try:
+        store.put(("t", "only"), "a", {"text": "cat"}, ttl=1)
+        (expiring,) = sets_holding(mem, vector_element("text", "a"))
+        assert grace < mem.admin.pttl(expiring) <= grace + 60_000
+        store.put(("t", "only"), "b", {"text": "dog"}, ttl=30)  # a later item raises the expiry
+        assert grace + 60_000 < mem.admin.pttl(expiring) <= grace + 30 * 60_000
+        store.put(NS, "perm", {"text": "cat"})
+        store.put(NS, "brief", {"text": "dog"}, ttl=1)
+        (lasting,) = sets_holding(mem, vector_element("text", "perm"))
+        assert mem.admin.pttl(lasting) == -1
+        (brief,) = sets_holding(mem, vector_element("text", "brief"))
+        assert 0 < mem.admin.pttl(brief) <= grace + 60_000
+        mem.admin.pexpire(brief, 1000)  # a refreshing read raises it again (GT)
+        assert store.get(NS, "brief") is not None
+        assert mem.admin.pttl(brief) > grace
+        store.put(NS, "brief", {"text": "dog"})  # made permanent: its vector moves to the lasting set
+        assert sets_holding(mem, vector_element("text", "brief")) == [lasting]
+    finally:
+        store.close()
+
+
+def test_a_model_with_other_dimensions_leaves_earlier_vectors_unindexed_and_searches_work(
+    platform: Platform, memories: list[Memory]
+) -> None:
+    """As the SQL store does: vectors of other dimensions count as unindexed, a put never fails on
+    them and no search errors."""
+    mem = vector_memory(platform, memories)
+    old = _redis(store_for(mem.binding, index=word_index()))
+    new = _redis(store_for(mem.binding, index=wider_index()))
+    try:
+        old.put(NS, "old", {"text": "cat"})
+        new.put(NS, "new", {"text": "cat dog"})
+        assert new.get(NS, "new") is not None
+        assert [(it.key, it.score is None) for it in new.search(NS, query="cat")] == [
+            ("new", False),
+            ("old", True),
+        ]
+        assert [(it.key, it.score is None) for it in old.search(NS, query="cat")] == [
+            ("old", False),
+            ("new", True),
+        ]
+        assert [it.key for it in new.search(("docs",), query="dog", limit=1)] == ["new"]
+        assert old.vector_sets is True and new.vector_sets is True
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_prune_racing_a_put_of_a_new_vector_leaves_the_new_vector(
+    platform: Platform, memories: list[Memory]
+) -> None:
+    """A prune reads the item, then a put gives it a new vector before the prune's re-add: the
+    vector set must hold the put's vector (VSIM ranks by it), not the one the prune read."""
+    mem = vector_memory(platform, memories)
+    store = _redis(store_for(mem.binding, index=word_index()))
+    try:
+        store.put(NS, "back", {"text": "cat"})
+        vset = vector_set_key(mem.binding.key_prefix, "docs.a", WordEmbeddings.dims)
+        op = store._prune_op([("docs.a", "back", vset, vector_element("text", "back"))])
+        batch = next(op)
+        replies = store._execute(store.client, batch)  # type: ignore[arg-type]
+        store.put(NS, "back", {"text": "dog"})  # between the prune's read and its re-add
+        with contextlib.suppress(StopIteration):
+            while True:
+                batch = op.send(replies)
+                replies = store._execute(store.client, batch)  # type: ignore[arg-type]
+        (vset,) = sets_holding(mem, vector_element("text", "back"))
+        dog = WordEmbeddings().embed_query("dog")
+        reply = mem.admin.execute_command("VSIM", vset, "VALUES", len(dog), *dog, "WITHSCORES")
+        scores = dict(zip(reply[0::2], reply[1::2], strict=True)) if isinstance(reply, list) else reply
+        assert float(scores[vector_element("text", "back").encode()]) > 0.99
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("labels", [("docs", "a"), ("we{ird}", "%7B"), ("ünï", "cödé")])
 def test_the_vector_set_lives_in_its_namespaces_cluster_slot(labels: tuple[str, ...]) -> None:
     text = ".".join(labels)
     slots = {key_slot(k.encode()) for k in (item_key("p:", text, "k"), keys_key("p:", text))}
-    slots |= {key_slot(vector_set_key("p:", text).encode()), key_slot(meta_key("p:", text).encode())}
+    slots |= {key_slot(vector_set_key("p:", text, 8).encode()), key_slot(meta_key("p:", text).encode())}
     assert len(slots) == 1
 
 

@@ -75,11 +75,13 @@ T = TypeVar("T")
 Command = tuple[Any, ...]
 
 #: The fields of an item's hash a read needs (``e``, the vectors, only for a query).
-_FIELDS = ("v", "c", "u", "t")
+_FIELDS = ("v", "c", "u", "t", "d")
 #: First VSIM ``COUNT`` of a page's candidates (at least twice ``offset + limit``), then doubled.
 _FIRST_COUNT = 16
 #: Beyond this many candidates per namespace a search reads every item (brute force) instead.
 _MAX_COUNT = 4096
+#: Rounds of a prune that keeps meeting concurrent puts before it leaves the rest to a later one.
+_PRUNE_ROUNDS = 8
 #: Margin between a VSIM score (float32, in the server) and the client's cosine (float64).
 _EPSILON = 1e-4
 
@@ -196,31 +198,51 @@ class ChatMemoryRedisStore(StoreBase):
 
     # -- operations (no I/O: they yield command batches) ------------------------------------------
 
-    def _apply_op(self, groups: dict[str, list[Command]], index: list[Command]) -> Op[None]:
-        """Write ``groups`` (commands per namespace, each group atomic) and the index commands.
+    def _apply_op(self, groups: dict[str, list[Command]], index: list[Command]) -> Op[dict[str, list[Any]]]:
+        """Write ``groups`` (commands per namespace, each group atomic) and the index commands;
+        return each group's replies.
 
         One ``MULTI`` on a standalone server; on a cluster the index first (its own slot), then a
         ``MULTI`` per namespace.
         """
         groups = {t: cmds for t, cmds in groups.items() if cmds}
+        out: dict[str, list[Any]] = {}
         if not groups:
-            return
+            return out
         if not self._cluster:
-            yield Batch([c for cmds in groups.values() for c in cmds], atomic=True, index=index)
-            return
+            replies = yield Batch([c for cmds in groups.values() for c in cmds], atomic=True, index=index)
+            at = 0
+            for t, cmds in groups.items():
+                out[t], at = replies[at : at + len(cmds)], at + len(cmds)
+            return out
         if index:
             yield Batch(index)
-        for cmds in groups.values():
-            yield Batch(cmds, atomic=True)
+        for t, cmds in groups.items():
+            out[t] = yield Batch(cmds, atomic=True)
+        return out
 
-    def _refresh_op(self, found: Sequence[tuple[tuple[str, ...], str, int]]) -> Op[None]:
-        """Set again the expiry of items read (namespace, key, TTL in ms)."""
+    def _vectors(self, text: str, key: str, ttl: Any, packed: Any) -> dict[tuple[str, str], bytes]:
+        """The vector set elements an item's hash (its ``t`` and ``e``) says it has: (set, element)
+        -> float32 bytes. The set follows the vector's length and whether the item expires."""
+        if not packed:
+            return {}
+        parts = unpack(packed)
+        return {
+            (
+                vector_set_key(self.prefix, text, len(raw) // 4, expiring=ttl is not None),
+                vector_element(_text(name), key),
+            ): raw
+            for name, raw in zip(parts[0::2], parts[1::2], strict=True)
+        }
+
+    def _refresh_op(self, found: Sequence[tuple[tuple[str, ...], str, tuple[int, int | None]]]) -> Op[None]:
+        """Set again the expiry of items read (namespace, key, (TTL in ms, dims of its vectors))."""
         if not found:
             return
         now = now_ms()
         groups: dict[str, list[Command]] = defaultdict(list)
         latest: dict[str, int] = {}
-        for ns, key, ttl_ms in found:
+        for ns, key, (ttl_ms, dims) in found:
             text = namespace_text(ns)
             exp = now + ttl_ms
             # XX: never give an expiry to an item a concurrent put made permanent (or deleted).
@@ -229,6 +251,9 @@ class ChatMemoryRedisStore(StoreBase):
                 ("ZADD", expiring_key(self.prefix, text), "XX", "GT", exp, key),
                 ("PEXPIRE", expiring_key(self.prefix, text), ttl_ms + GRACE_MS, "GT"),
             ]
+            if dims is not None:  # its vectors' set of expiring items
+                vk = vector_set_key(self.prefix, text, dims, expiring=True)
+                groups[text].append(("PEXPIRE", vk, ttl_ms + GRACE_MS, "GT"))
             latest[text] = max(latest.get(text, 0), exp)
         index = [("ZADD", self.namespace_index, "GT", exp, text) for text, exp in latest.items()]
         yield from self._apply_op(groups, index)
@@ -237,12 +262,12 @@ class ChatMemoryRedisStore(StoreBase):
         cmds = [("HMGET", item_key(self.prefix, namespace_text(g.namespace), g.key), *_FIELDS) for g in gets]
         replies = yield Batch(cmds)
         items: list[Item | None] = []
-        refresh: list[tuple[tuple[str, ...], str, int]] = []
+        refresh: list[tuple[tuple[str, ...], str, tuple[int, int | None]]] = []
         for g, reply in zip(gets, replies, strict=True):
             item, ttl_ms = _item(g.namespace, g.key, reply)
             items.append(item)
             if item is not None and ttl_ms is not None and g.refresh_ttl:
-                refresh.append((g.namespace, g.key, ttl_ms))
+                refresh.append((g.namespace, g.key, (ttl_ms, _dims(reply))))
         yield from self._refresh_op(refresh)
         return items
 
@@ -260,7 +285,10 @@ class ChatMemoryRedisStore(StoreBase):
         ahead = query_vector is not None and bool(self.vector_sets) and bool(op.namespace_prefix)
         if ahead:
             assert query_vector is not None
-            cmds += self._vsim_cmds([namespace_text(op.namespace_prefix)], _fp32(query_vector), _count(op))
+            blob = _fp32(query_vector)
+            cmds += self._vsim_cmds(
+                [namespace_text(op.namespace_prefix)], blob, _count(op), len(query_vector)
+            )
         replies = yield Batch(cmds)
         namespaces = [
             ns
@@ -286,12 +314,14 @@ class ChatMemoryRedisStore(StoreBase):
             yield from self._refresh_op(refresh)
         return found
 
-    def _vsim_cmds(self, texts: Sequence[str], blob: bytes, count: int) -> list[Command]:
-        """Per namespace: its ``count`` nearest elements (exact: ``TRUTH``) and its ``flat`` flag."""
+    def _vsim_cmds(self, texts: Sequence[str], blob: bytes, count: int, dims: int) -> list[Command]:
+        """Per namespace: the ``count`` nearest elements (exact: ``TRUTH``) of its two vector sets of
+        ``dims`` dimensions (items without and with a TTL), and its ``flat`` flag."""
         cmds: list[Command] = []
         for t in texts:
-            vk = vector_set_key(self.prefix, t)
-            cmds.append(("VSIM", vk, "FP32", blob, "WITHSCORES", "COUNT", count, "TRUTH", "NOTHREAD"))
+            for expiring in (False, True):
+                vk = vector_set_key(self.prefix, t, dims, expiring=expiring)
+                cmds.append(("VSIM", vk, "FP32", blob, "WITHSCORES", "COUNT", count, "TRUTH", "NOTHREAD"))
             cmds.append(("HMGET", meta_key(self.prefix, t), "flat"))
         return cmds
 
@@ -301,7 +331,7 @@ class ChatMemoryRedisStore(StoreBase):
         query_vector: list[float],
         namespaces: list[tuple[str, ...]],
         first: list[Any] | None = None,
-    ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], int]] | None]:
+    ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], tuple[int, int | None]]] | None]:
         """The page of a query search ranked by the namespaces' vector sets, or None when they
         cannot answer it (a namespace flagged ``flat``, a page that reaches the unindexed items, or
         more than :data:`_MAX_COUNT` candidates a namespace): the caller then reads every item.
@@ -320,35 +350,41 @@ class ChatMemoryRedisStore(StoreBase):
             if first is not None:  # sent with the namespace index's read, for this count
                 replies, first = first, None
             else:
-                replies = yield Batch(self._vsim_cmds(texts, blob, count))
-            if any(flag[0] for flag in replies[1::2]):
+                replies = yield Batch(self._vsim_cmds(texts, blob, count, len(query_vector)))
+            if any(flag[0] for flag in replies[2::3]):
                 return None
             threshold, exhausted = -math.inf, True
-            elements: list[tuple[tuple[str, ...], str, str]] = []
-            for ns, reply in zip(namespaces, replies[0::2], strict=True):
-                pairs = _pairs(reply)
-                if len(pairs) >= count:  # more may follow, each no nearer than the last
-                    exhausted = False
-                    threshold = max(threshold, 2.0 * float(pairs[-1][1]) - 1.0)
-                for element, _score in pairs:
-                    field, _, key = _text(element).partition("\0")
-                    elements.append((ns, key, field))
-            wanted = list(dict.fromkeys((ns, key) for ns, key, _ in elements))
+            elements: list[tuple[tuple[str, ...], str, str, str]] = []  # namespace, key, set, element
+            for i, ns in enumerate(namespaces):
+                for expiring in (False, True):
+                    pairs = _pairs(replies[3 * i + expiring])
+                    if len(pairs) >= count:  # more may follow, each no nearer than the last
+                        exhausted = False
+                        threshold = max(threshold, 2.0 * float(pairs[-1][1]) - 1.0)
+                    vk = vector_set_key(self.prefix, texts[i], len(query_vector), expiring=expiring)
+                    for element, _score in pairs:
+                        name = _text(element)
+                        elements.append((ns, name.partition("\0")[2], vk, name))
+            wanted = list(dict.fromkeys((ns, key) for ns, key, _, _ in elements))
             replies = yield Batch(
                 [("HMGET", item_key(self.prefix, namespace_text(ns), k), *_FIELDS, "e") for ns, k in wanted]
             )
             candidates: list[Candidate] = []
-            ttls: dict[tuple[tuple[str, ...], str], int] = {}
-            fields: dict[tuple[tuple[str, ...], str], set[str]] = {}
+            ttls: dict[tuple[tuple[str, ...], str], tuple[int, int | None]] = {}
+            has: dict[tuple[tuple[str, ...], str], dict[tuple[str, str], bytes]] = {}
             for (ns, key), reply in zip(wanted, replies, strict=True):
                 item, ttl_ms = _item(ns, key, reply)
-                if item is None or not reply[4]:
+                if item is None or not reply[5]:
                     continue
-                fields[(ns, key)] = {_text(n) for n in unpack(reply[4])[0::2]}
-                candidates.append(Candidate(item, unpack_vectors(reply[4])))
+                has[(ns, key)] = self._vectors(namespace_text(ns), key, reply[3], reply[5])
+                candidates.append(Candidate(item, unpack_vectors(reply[5])))
                 if ttl_ms is not None:
-                    ttls[(ns, key)] = ttl_ms
-            stale = [(ns, key, f) for ns, key, f in elements if f not in fields.get((ns, key), ())]
+                    ttls[(ns, key)] = (ttl_ms, _dims(reply))
+            stale = [
+                (namespace_text(ns), key, vk, el)
+                for ns, key, vk, el in elements
+                if (vk, el) not in has.get((ns, key), {})
+            ]
             if stale:
                 yield from self._prune_op(stale)
             ranked = select_items(candidates, op._replace(offset=0, limit=len(candidates)), query_vector)
@@ -360,35 +396,53 @@ class ChatMemoryRedisStore(StoreBase):
             count *= 2
         return None
 
-    def _prune_op(self, stale: Sequence[tuple[tuple[str, ...], str, str]]) -> Op[None]:
-        """Remove vector set elements whose item expired, went or lost that field.
+    def _prune_op(self, stale: Sequence[tuple[str, str, str, str]]) -> Op[None]:
+        """Make vector set elements (namespace text, key, set, element) agree with their items'
+        hashes: remove those whose item expired, went, lost that field or moved to another set.
 
-        The removal and a read of the item are one ``MULTI``; an item found there again (a put
-        raced the search) gets its current vectors back, so a prune never hides a live item.
+        Each round is one ``MULTI``: the removals (or re-adds) decided from the items as last read,
+        and a read of the items. When the read inside agrees with what the round wrote, the sets
+        were right at that instant (a later put writes its own elements); else a put raced the
+        prune and the next round corrects with the newer read. So a prune never hides a live item
+        nor leaves a vector it replaced.
         """
-        groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for ns, key, f in stale:
-            groups[namespace_text(ns)].append((key, f))
-        for text, pairs in groups.items():
-            vk = vector_set_key(self.prefix, text)
-            keys = list(dict.fromkeys(k for k, _ in pairs))
-            cmds: list[Command] = [("VREM", vk, vector_element(f, k)) for k, f in pairs]
-            cmds += [("HMGET", item_key(self.prefix, text, k), "e") for k in keys]
-            replies = yield Batch(cmds, atomic=True)
-            back: list[Command] = []
-            for k, (packed,) in zip(keys, replies[len(pairs) :], strict=True):
-                if packed:
-                    parts = unpack(packed)
-                    back += [
-                        ("VADD", vk, "FP32", _fp32(array("f", raw)), vector_element(_text(n), k), "NOQUANT")
-                        for n, raw in zip(parts[0::2], parts[1::2], strict=True)
-                    ]
-            if back:
-                yield Batch(back, atomic=True)
+        groups: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        for text, key, vk, el in stale:
+            groups[text].append((key, vk, el))
+        for text, elems in groups.items():
+            keys = list(dict.fromkeys(k for k, _, _ in elems))
+            read: dict[str, tuple[Any, Any]] = {}
+            cmds = self._prune_cmds(text, elems, read)
+            for _ in range(_PRUNE_ROUNDS):
+                replies = yield Batch(
+                    [*cmds, *(("HMGET", item_key(self.prefix, text, k), "t", "e") for k in keys)], atomic=True
+                )
+                read = {k: (r[0], r[1]) for k, r in zip(keys, replies[len(cmds) :], strict=True)}
+                again = self._prune_cmds(text, elems, read)
+                if again == cmds:
+                    break
+                cmds = again
+
+    def _prune_cmds(
+        self, text: str, elems: Sequence[tuple[str, str, str]], read: dict[str, tuple[Any, Any]]
+    ) -> list[Command]:
+        """The commands that make ``elems`` agree with the items' ``read`` (t, e); none read: remove."""
+        cmds: list[Command] = []
+        for key, vk, el in elems:
+            ttl, packed = read.get(key, (None, None))
+            raw = self._vectors(text, key, ttl, packed).get((vk, el))
+            if raw is None:
+                cmds.append(("VREM", vk, el))
+                continue
+            cmds.append(("VADD", vk, "FP32", _fp32(array("f", raw)), el, "NOQUANT"))
+            if ttl is not None:
+                keep = int(ttl) + GRACE_MS
+                cmds += [("PEXPIRE", vk, keep, "NX"), ("PEXPIRE", vk, keep, "GT")]
+        return cmds
 
     def _full_search_op(
         self, op: SearchOp, query_vector: list[float] | None, namespaces: list[tuple[str, ...]], now: int
-    ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], int]]]:
+    ) -> Op[tuple[list[SearchItem], dict[tuple[tuple[str, ...], str], tuple[int, int | None]]]]:
         """Read every live item of ``namespaces`` and select the page in the client."""
         low = f"({now - INDEX_GRACE_SECONDS * 1000}"
         key_sets = yield Batch(
@@ -411,15 +465,15 @@ class ChatMemoryRedisStore(StoreBase):
             [("HMGET", item_key(self.prefix, namespace_text(ns), key), *fields) for ns, key in wanted]
         )
         candidates: list[Candidate] = []
-        ttls: dict[tuple[tuple[str, ...], str], int] = {}
+        ttls: dict[tuple[tuple[str, ...], str], tuple[int, int | None]] = {}
         for (ns, key), reply in zip(wanted, replies, strict=True):
             item, ttl_ms = _item(ns, key, reply)
             if item is None:
                 continue
-            vectors = unpack_vectors(reply[4]) if query_vector is not None and reply[4] else []
+            vectors = unpack_vectors(reply[5]) if query_vector is not None and reply[5] else []
             candidates.append(Candidate(item, vectors))
             if ttl_ms is not None:
-                ttls[(ns, key)] = ttl_ms
+                ttls[(ns, key)] = (ttl_ms, _dims(reply))
         return select_items(candidates, op, query_vector), ttls
 
     def _list_op(self, op: ListNamespacesOp) -> Op[list[tuple[str, ...]]]:
@@ -440,47 +494,76 @@ class ChatMemoryRedisStore(StoreBase):
         return select_namespaces([ns for ns, n in zip(namespaces, live, strict=True) if n], op)
 
     def _write_op(self, writes: Sequence[Write]) -> Op[None]:
+        """The writes, one ``MULTI`` per slot. With vector sets each item's ``t`` and ``e`` are read
+        first in the same ``MULTI``: elements the item had and the write did not remove itself
+        (fields of another index, ``tags[*]``, a set it moved out of) go in a prune just after,
+        whatever this store's index (one more round trip, only then)."""
         now = now_ms()
         cutoff = f"({now - INDEX_GRACE_SECONDS * 1000}"
         groups: dict[str, list[Command]] = defaultdict(list)
         latest: dict[str, float] = {}
+        dims = self.embedder.dims if self.embedder is not None else None
         configured = self.embedder.fields if self.embedder is not None else []
+        #: namespace text, key, position of the read of the old hash, elements the write handles
+        olds: list[tuple[str, str, int, set[tuple[str, str]]]] = []
         for w in writes:
             text = namespace_text(w.namespace)
-            vk = vector_set_key(self.prefix, text)
             ik, kk, xk = (
                 item_key(self.prefix, text, w.key),
                 keys_key(self.prefix, text),
                 expiring_key(self.prefix, text),
             )
             cmds = groups[text]
+            exp = expires_at(now, w.ttl) if w.value is not None else None
+            vectors = w.vectors if w.value is not None else []
+            if self.vector_sets:
+                at = len(cmds)
+                cmds.append(("HMGET", ik, "t", "e"))
+                new = {
+                    (
+                        vector_set_key(self.prefix, text, len(v), expiring=exp is not None),
+                        vector_element(n, w.key),
+                    ): v
+                    for n, v in vectors
+                }
+                # the usual elements (this index's fields, both sets) go in this MULTI already
+                gone = {
+                    (vector_set_key(self.prefix, text, dims, expiring=e), vector_element(f, w.key))
+                    for f in {*configured, *(n for n, _ in vectors)}
+                    for e in (False, True)
+                    if dims is not None
+                } - new.keys()
+                cmds += [("VREM", vk, el) for vk, el in sorted(gone)]
+                olds.append((text, w.key, at, gone | new.keys()))
             if w.value is None:
                 cmds += [("UNLINK", ik), ("ZREM", kk, w.key), ("ZREM", xk, w.key)]
-                if self.vector_sets:  # other fields' elements (tags[*], index=[...]) are pruned by searches
-                    cmds += [("VREM", vk, vector_element(f, w.key)) for f in configured]
                 continue
-            exp = expires_at(now, w.ttl)
             fields: list[Any] = ["v", encode_value(w.value, namespace=w.namespace, key=w.key), "u", now]
             drop: list[str] = []
             if exp is not None:
                 fields += ["t", exp - now]
             else:
                 drop.append("t")
-            if w.vectors:
-                fields += ["e", pack_vectors(w.vectors)]
+            if vectors:
+                fields += ["e", pack_vectors(vectors)]
             else:
                 drop.append("e")
-            if drop:  # an item's hash always keeps v, c and u: this never empties it
+            if exp is not None and vectors:  # the set of expiring items its vectors are in
+                fields += ["d", len(vectors[0][1])]
+            else:
+                drop.append("d")
+            # an item's hash always keeps v, c and u: this never empties it
+            if drop:
                 cmds.append(("HDEL", ik, *drop))
             cmds += [("HSET", ik, *fields), ("HSETNX", ik, "c", now)]
             if self.vector_sets:
-                names = {name for name, _ in w.vectors}
-                cmds += [("VREM", vk, vector_element(f, w.key)) for f in configured if f not in names]
-                cmds += [
-                    ("VADD", vk, "FP32", _fp32(v), vector_element(name, w.key), "NOQUANT")
-                    for name, v in w.vectors
-                ]
-            elif w.vectors:  # this vector is in no vector set: searches of the namespace rank in the client
+                for (vk, el), v in new.items():
+                    cmds.append(("VADD", vk, "FP32", _fp32(v), el, "NOQUANT"))
+                if exp is not None and vectors:  # the set outlives its last item by the grace, as :x
+                    keep = exp - now + GRACE_MS
+                    for vk in {vk for vk, _ in new}:
+                        cmds += [("PEXPIRE", vk, keep, "NX"), ("PEXPIRE", vk, keep, "GT")]
+            elif vectors:  # this vector is in no vector set: searches of the namespace rank in the client
                 cmds.append(("HSET", meta_key(self.prefix, text), "flat", 1))
             cmds.append(("PEXPIRE", ik, exp - now) if exp is not None else ("PERSIST", ik))
             if exp is None:
@@ -498,7 +581,14 @@ class ChatMemoryRedisStore(StoreBase):
         ]
         if index:
             index.append(("ZREMRANGEBYSCORE", self.namespace_index, "-inf", cutoff))
-        yield from self._apply_op(groups, index)
+        replies = yield from self._apply_op(groups, index)
+        stale = [
+            (text, key, vk, el)
+            for text, key, at, handled in olds
+            for vk, el in self._vectors(text, key, *replies[text][at]).keys() - handled
+        ]
+        if stale:
+            yield from self._prune_op(stale)
 
     # -- primitives -------------------------------------------------------------------------------
 
@@ -525,13 +615,11 @@ class ChatMemoryRedisStore(StoreBase):
         return await self._arun(self._list_op(op))
 
     def _write_items(self, writes: Sequence[Write]) -> None:
-        if self.embedder is not None:
-            self._probe()
+        self._probe()  # without an index too: a delete removes the item's vectors
         self._run(self._write_op(writes))
 
     async def _awrite_items(self, writes: Sequence[Write]) -> None:
-        if self.embedder is not None:
-            await self._aprobe()
+        await self._aprobe()  # without an index too: a delete removes the item's vectors
         await self._arun(self._write_op(writes))
 
     def _probe(self) -> None:
@@ -543,7 +631,7 @@ class ChatMemoryRedisStore(StoreBase):
         if self.client is None:
             raise TypeError("this ChatMemoryRedisStore has only an asyncio client: use the async methods")
         try:
-            self.client.execute_command("VCARD", vector_set_key(self.prefix, ""))  # type: ignore[no-untyped-call]
+            self.client.execute_command("VCARD", vector_set_key(self.prefix, "", 1))  # type: ignore[no-untyped-call]
         except (_redis.ConnectionError, _redis.TimeoutError) as e:
             raise BackendError(f"redis store operation failed: {e}") from e
         except _redis.RedisError as e:
@@ -560,7 +648,7 @@ class ChatMemoryRedisStore(StoreBase):
         import redis as _redis
 
         try:
-            await self.aclient.execute_command("VCARD", vector_set_key(self.prefix, ""))
+            await self.aclient.execute_command("VCARD", vector_set_key(self.prefix, "", 1))
         except (_redis.ConnectionError, _redis.TimeoutError) as e:
             raise BackendError(f"redis store operation failed: {e}") from e
         except _redis.RedisError as e:
@@ -650,6 +738,11 @@ async def _in_thread(run: Any, op: Op[T]) -> T:
 
     result: T = await asyncio.to_thread(run, op)
     return result
+
+
+def _dims(reply: Sequence[Any]) -> int | None:
+    """The ``d`` of an ``HMGET v c u t d ...`` reply: its vectors' set of expiring items."""
+    return int(reply[4]) if reply[4] is not None else None
 
 
 def _item(namespace: tuple[str, ...], key: str, reply: Sequence[Any]) -> tuple[Item | None, int | None]:

@@ -7,6 +7,7 @@ and ``%`` percent-escaped), so a namespace lives in one cluster slot::
 
     <prefix>store:{<ns>}:i:<key>   HASH  v: value (JSON)  c: created  u: updated (ms since the epoch)
                                          t: TTL (ms; absent: never expires)
+                                         d: dims of its vectors in a ``:w`` set (TTL items only)
                                          e: vectors ("<field>" + float32 array, repeated; absent:
                                             not indexed)
     <prefix>store:{<ns>}:k         ZSET  "<key>" of the items that never expire (score +inf)
@@ -16,8 +17,10 @@ and ``%`` percent-escaped), so a namespace lives in one cluster slot::
 On a server with vector sets (Redis 8+) and a user allowed their commands, an indexed namespace
 also has::
 
-    <prefix>store:{<ns>}:v         VSET  "<field>\\0<key>": the item's vector of that field (float32,
-                                         NOQUANT), added and removed in the item's MULTI
+    <prefix>store:{<ns>}:v:<dims>  VSET  "<field>\\0<key>": the vector of that field of an item that
+                                         never expires (float32, NOQUANT), one set per dimensions
+    <prefix>store:{<ns>}:w:<dims>  VSET  the same for items with a TTL; expires 10 minutes after the
+                                         last of them (as ``:x``)
     <prefix>store:{<ns>}:m         HASH  flat: "1" once a writer without vector sets stored a vector
                                          here (the vector set may lack it: searches rank in the client)
 
@@ -129,9 +132,10 @@ def namespace_index_key(prefix: str) -> str:
     return f"{prefix}store:namespaces"
 
 
-def vector_set_key(prefix: str, namespace_text: str) -> str:
-    """The vector set of a namespace's indexed items (Redis 8+)."""
-    return f"{prefix}store:{namespace_tag(namespace_text)}:v"
+def vector_set_key(prefix: str, namespace_text: str, dims: int, *, expiring: bool = False) -> str:
+    """The vector set of a namespace's vectors of ``dims`` dimensions (Redis 8+): ``:v:<dims>`` for
+    items that never expire, ``:w:<dims>`` for items with a TTL (that one expires after them)."""
+    return f"{prefix}store:{namespace_tag(namespace_text)}:{'w' if expiring else 'v'}:{dims}"
 
 
 def meta_key(prefix: str, namespace_text: str) -> str:
