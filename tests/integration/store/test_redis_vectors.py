@@ -395,6 +395,9 @@ def test_round_trips_of_the_server_ranking_are_at_most_the_brute_force_paths(
         sends.count = 0
         assert store.get(NS, "x") is not None
         assert sends.count == 1
+        sends.count = 0
+        store.delete(NS, "x")  # its elements are this index's: removed in the MULTI, no prune
+        assert sends.count == 1
     finally:
         store.close()
 

@@ -7,7 +7,7 @@ batches of commands and receiving their replies) and run by a sync driver (``red
 ``RedisCluster``) or a native asyncio one (``redis.asyncio``); the batching and the transaction on
 a cluster slot are :mod:`chatmemory._redis_driver`, shared with the checkpointer.
 
-Vector sets: at the first indexed write or query search the store probes them once (``VCARD`` on
+Vector sets: at the first write or query search the store probes them once (``VCARD`` on
 a key of its prefix: a reply means the server has them and the user may use them; "unknown
 command" or "no permissions" means brute force). Why a probe and not ``COMMAND INFO``: the
 memory's user is allowed ``COMMAND`` only on a cluster.
