@@ -123,7 +123,6 @@ class Claims:
         existed: Callable[[], bool],
         adoption: bool,
         overlap: bool = True,
-        fresh: bool = False,
     ) -> Held:
         """Hold ``claim`` for ``holder`` or raise :class:`NameConflict` naming the memory's field.
 
@@ -131,15 +130,8 @@ class Claims:
         itself: an object that is there already is adopted when ``adoption`` allows, else refused.
         ``overlap``: check a prefix claim against the store's other prefixes (a list of them); the
         caller may skip it where only derived names exist, which never overlap each other.
-        ``fresh``: the memory never held a name yet, so a derived name (nothing to ask the server,
-        no overlap to check) is created at once; only a create that finds the Lease there reads it.
         """
         name = lease_name(store, claim)
-        if fresh and not claim.field and not (claim.prefix and overlap):
-            body = _lease_body(name, store, claim, holder, adopted=False)
-            if self._kube.create_lease(self.namespace, body) is not None:
-                self._confirmed.add((name, holder.uid))
-                return Held(claim, False)
         lease = self._kube.get_lease(self.namespace, name)
         if lease is not None and _holder_uid(lease) == holder.uid:
             self._confirmed.add((name, holder.uid))

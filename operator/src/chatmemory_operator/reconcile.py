@@ -345,13 +345,7 @@ def admit(ctx: Context, memory: api.ChatMemory, target: Target, old: api.ChatMem
         existed = functools.partial(_existed, target, claim, earlier)
         overlap = custom or bool(claim.field)
         ctx.claims.claim(
-            store.metadata.name,
-            claim,
-            holder,
-            existed=existed,
-            adoption=adoption,
-            overlap=overlap,
-            fresh=old.provisioned is None,
+            store.metadata.name, claim, holder, existed=existed, adoption=adoption, overlap=overlap
         )
 
 
