@@ -84,3 +84,12 @@ def test_a_namespaced_operator_manages_only_stores_whose_secrets_it_watches() ->
     with_ca = {"kafka": {"tls": {"caSecretRef": {"name": "ca", "namespace": "certs"}}}}
     assert not handlers.store_in_scope(with_ca, ("team-a",))
     assert handlers.store_in_scope({"kafka": {"bootstrapServers": "k:9092"}}, ("team-a",))
+
+
+def test_the_drift_pacer_spaces_checks_to_its_rate_across_callers() -> None:
+    from chatmemory_operator.handlers import Pacer
+
+    pacer = Pacer(rate=20)
+    waits = [pacer.delay(100.0) for _ in range(4)]  # four timers firing in the same instant
+    assert waits == pytest.approx([0.0, 0.05, 0.10, 0.15])
+    assert pacer.delay(200.0) == 0.0  # after a quiet spell a check runs at once
