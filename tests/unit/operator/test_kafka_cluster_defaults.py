@@ -8,7 +8,6 @@ from chatmemory_operator.api import v1alpha1 as api
 from chatmemory_operator.backends.base import MemoryPlan
 from chatmemory_operator.backends.kafka import (
     KafkaBackend,
-    KafkaPlan,
     Replication,
     replication,
     topic_configs,
@@ -16,20 +15,7 @@ from chatmemory_operator.backends.kafka import (
 )
 from chatmemory_operator.errors import InvalidSpec, NotSupportedError
 
-
-def plan(**overrides: object) -> KafkaPlan:
-    fields: dict[str, object] = {
-        "namespace": "ns",
-        "name": "m",
-        "uid": "u",
-        "ttl_seconds": 3600,
-        "max_messages": None,
-        "username": "cm-user",
-        "topic": "cm.ns.m",
-        "consumer_group_prefix": "cm.ns.m.",
-    }
-    fields.update(overrides)
-    return KafkaPlan(**fields)  # type: ignore[arg-type]
+from tests.unit.operator.test_backend_kafka import plan
 
 
 @pytest.mark.parametrize(("brokers", "expected"), [(1, (1, 1)), (2, (1, 1)), (3, (3, 2)), (5, (3, 2))])
