@@ -257,6 +257,7 @@ def test_redis_admin_description_names_every_command_the_operator_sends_as_admin
         "ACL WHOAMI",
         "INFO",
         "MODULE LIST",
+        "COMMAND INFO",
         "CLIENT SETNAME",
         "SCAN",
         "UNLINK",
@@ -265,7 +266,7 @@ def test_redis_admin_description_names_every_command_the_operator_sends_as_admin
     ):
         assert command in description, command
     rules = {c.replace("|", " ").upper() for c in api.REDIS_ADMIN_COMMANDS + api.REDIS_CLUSTER_ADMIN_COMMANDS}
-    assert {"ACL DELUSER", "ACL WHOAMI", "MODULE LIST"} <= rules
+    assert {"ACL DELUSER", "ACL WHOAMI", "MODULE LIST", "COMMAND INFO"} <= rules
 
 
 def test_main_writes_every_file_and_check_then_passes(

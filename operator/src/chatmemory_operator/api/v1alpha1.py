@@ -77,6 +77,7 @@ REDIS_ADMIN_COMMANDS: Final = (
     "acl|whoami",
     "info",
     "module|list",
+    "command|info",
     "client|setname",
     "scan",
     "unlink",
