@@ -184,9 +184,11 @@ def test_tidb_table_has_native_ttl_and_the_user_only_its_grants(e2e: E2E, memori
         grants = [row[0] for row in cur.fetchall()]
     assert any(f"GRANT SELECT,INSERT,DELETE ON `{grant_pattern(b.database)}`.*" in g for g in grants), grants
     assert not any("ALL PRIVILEGES" in g for g in grants), grants
-    # UPDATE only on the LangGraph checkpointer's tables; the message table stays append-only
+    # UPDATE only on the LangGraph checkpointer's and store's tables; the message table stays
+    # append-only
     updates = [g for g in grants if "UPDATE" in g]
-    assert updates and all("_checkpoint" in g and ".*" not in g for g in updates), grants
+    assert updates and all(("_checkpoint" in g or "_store_" in g) and ".*" not in g for g in updates), grants
+    assert any("_store_items" in g for g in updates) and any("_store_vectors" in g for g in updates), grants
     assert e2e.memory(memories["tidb"])["status"]["provisioned"]["expiry"] == "tidb-ttl"  # type: ignore[index]
 
 
