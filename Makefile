@@ -66,8 +66,8 @@ test: venv  ## every check: lint, types, unit, integration and e2e tests on real
 	$(MAKE) --no-print-directory lint && \
 	$(VENV)/bin/pytest tests -m "not faults" $(PYTEST_ARGS)
 
-# make test-faults: the slow fault tier (servers paused, connections killed under load, about a
-# minute); not in make test, which stays within about 12 minutes warm. .ci/run runs both.
+# make test-faults: the slow fault tier (servers paused, connections killed under load, about five
+# minutes, failovers and an operator handover included); not in make test (about 13 minutes warm). .ci/run runs both.
 test-faults: venv  ## the fault tier: a paused server, rotations under load with network blips
 	@started=0; \
 	if [ "$(CHATMEMORY_PLATFORM_ENV)" = "$(CURDIR)/.platform/env" ] && ! $(PLATFORM) status -q; then \
