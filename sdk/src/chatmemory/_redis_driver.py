@@ -5,7 +5,8 @@ es; the saver (``chatmemory.checkpoint._redis_saver``) and the store
 (``chatmemory.store._redis_store``) run those batches through the functions here: how a batch
 splits into pipelines on a standalone server or a cluster (:func:`round_trips`), how one pipeline
 is sent by the sync and the asyncio clients (:func:`send`, :func:`asend`, with a hand-made
-MULTI/EXEC on the asyncio cluster client), and two checks on the clients users pass in.
+MULTI/EXEC on the asyncio cluster client), two checks on the clients users pass in, and the
+client pair and lifecycle both own when built from a URL (:func:`url_clients`, :class:`OwnedClients`).
 The Redis chat history (:mod:`chatmemory.histories.redis`) sends its asyncio cluster turns, a
 hand-made MULTI/EXEC (and WAIT), through :func:`aslot_pipeline`.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from chatmemory._connect import Timeouts, no_retry
 from chatmemory.checkpoint.redis import Batch
 
 if TYPE_CHECKING:
@@ -23,9 +25,64 @@ if TYPE_CHECKING:
     import redis.asyncio.cluster
     import redis.cluster
 
-__all__ = ["Command", "asend", "aslot_pipeline", "decodes_responses", "is_cluster", "round_trips", "send"]
+__all__ = [
+    "Command",
+    "OwnedClients",
+    "asend",
+    "aslot_pipeline",
+    "decodes_responses",
+    "is_cluster",
+    "round_trips",
+    "send",
+    "url_clients",
+]
 
 Command = tuple[Any, ...]
+
+
+def url_clients(url: str) -> tuple[redis.Redis, redis.asyncio.Redis]:
+    """A sync and an asyncio client for ``redis://`` / ``rediss://`` ``url``, with the SDK's
+    timeouts and no redis-py retry, as every client it builds (the URL's own
+    ``socket_timeout`` / ``socket_connect_timeout`` query options win)."""
+    import redis as _redis
+    import redis.asyncio as _aredis
+
+    t = Timeouts()
+    return (
+        _redis.Redis.from_url(
+            url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
+        ),
+        _aredis.Redis.from_url(
+            url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
+        ),
+    )
+
+
+class OwnedClients:
+    """close/aclose of a saver or store that holds ``client``/``aclient`` and closes them only if it
+    built them (``_owns_clients``); setup has nothing to create on Redis."""
+
+    client: Any
+    aclient: Any
+    _owns_clients: bool
+
+    def close(self) -> None:
+        """Close the sync client if this object created it."""
+        if self._owns_clients and self.client is not None:
+            self.client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients if this object created them."""
+        if self._owns_clients:
+            if self.aclient is not None:
+                await self.aclient.aclose()
+            self.close()
+
+    def setup(self) -> None:
+        """Nothing to create on Redis (keys appear on first write); kept for parity with LangGraph."""
+
+    async def asetup(self) -> None:
+        """See :meth:`setup`."""
 
 
 def round_trips(batch: Batch, *, cluster: bool) -> tuple[list[tuple[list[Command], bool]], int]:

@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatmemory._connect import Timeouts, no_retry
+from chatmemory._redis_driver import OwnedClients, url_clients
 from chatmemory._redis_driver import asend as _asend
 from chatmemory._redis_driver import decodes_responses as _decodes_responses
 from chatmemory._redis_driver import is_cluster as _is_cluster
@@ -71,7 +71,7 @@ def _members(reply: Any) -> builtins.list[str]:
     return [_text(m) for m in reply or []]
 
 
-class ChatMemoryRedisSaver(Saver):
+class ChatMemoryRedisSaver(OwnedClients, Saver):
     """A LangGraph checkpointer on Redis, Valkey or Redis Cluster, without modules or scripts.
 
     Args:
@@ -124,44 +124,15 @@ class ChatMemoryRedisSaver(Saver):
         serde: SerializerProtocol | None = None,
     ) -> ChatMemoryRedisSaver:
         """A saver owning a sync and an asyncio client for ``redis://`` / ``rediss://`` ``url``."""
-        import redis as _redis
-        import redis.asyncio as _aredis
-
-        # The SDK's timeouts and no redis-py retry, as every client it builds (the URL's own
-        # socket_timeout / socket_connect_timeout query options win).
-        t = Timeouts()
+        client, aclient = url_clients(url)
         return cls(
-            _redis.Redis.from_url(
-                url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
-            ),
-            aclient=_aredis.Redis.from_url(
-                url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
-            ),
+            client,
+            aclient=aclient,
             prefix=prefix,
             ttl_seconds=ttl_seconds,
             serde=serde,
             owns_clients=True,
         )
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the sync client if the saver created it."""
-        if self._owns_clients and self.client is not None:
-            self.client.close()
-
-    async def aclose(self) -> None:
-        """Close both clients if the saver created them."""
-        if self._owns_clients:
-            if self.aclient is not None:
-                await self.aclient.aclose()
-            self.close()
-
-    def setup(self) -> None:
-        """Nothing to create on Redis (keys appear on first write); kept for parity with LangGraph."""
-
-    async def asetup(self) -> None:
-        """See :meth:`setup`."""
 
     def keys(self, thread_id: str) -> ThreadKeys:
         """The key names of a thread (for inspection, e.g. ``PTTL``)."""

@@ -25,8 +25,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from langgraph.store.base import GetOp, IndexConfig, Item, ListNamespacesOp, SearchItem, SearchOp, TTLConfig
 
-from chatmemory._connect import Timeouts, no_retry
-from chatmemory._redis_driver import asend, decodes_responses, is_cluster, round_trips, send
+from chatmemory._redis_driver import (
+    OwnedClients,
+    asend,
+    decodes_responses,
+    is_cluster,
+    round_trips,
+    send,
+    url_clients,
+)
 from chatmemory.checkpoint._common import adrive, drive, pack, unpack
 from chatmemory.checkpoint.redis import INDEX_GRACE_SECONDS, Batch, Op
 from chatmemory.errors import BackendError
@@ -104,7 +111,7 @@ def unpack_vectors(data: bytes) -> list[Sequence[float]]:
     return [cast("Sequence[float]", _np.frombuffer(raw, dtype=_np.float32)) for raw in raws]
 
 
-class ChatMemoryRedisStore(StoreBase):
+class ChatMemoryRedisStore(OwnedClients, StoreBase):
     """A LangGraph ``BaseStore`` on Redis, Valkey or Redis Cluster, without modules or scripts.
 
     Args:
@@ -159,42 +166,15 @@ class ChatMemoryRedisStore(StoreBase):
         ttl: TTLConfig | None = None,
     ) -> ChatMemoryRedisStore:
         """A store owning a sync and an asyncio client for ``redis://`` / ``rediss://`` ``url``."""
-        import redis as _redis
-        import redis.asyncio as _aredis
-
-        t = Timeouts()
+        client, aclient = url_clients(url)
         return cls(
-            _redis.Redis.from_url(
-                url, retry=no_retry(), socket_connect_timeout=t.connect, socket_timeout=t.operation
-            ),
-            aclient=_aredis.Redis.from_url(
-                url, retry=no_retry(True), socket_connect_timeout=t.connect, socket_timeout=t.operation
-            ),
+            client,
+            aclient=aclient,
             prefix=prefix,
             index=index,
             ttl=ttl,
             owns_clients=True,
         )
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the sync client if the store created it."""
-        if self._owns_clients and self.client is not None:
-            self.client.close()
-
-    async def aclose(self) -> None:
-        """Close both clients if the store created them."""
-        if self._owns_clients:
-            if self.aclient is not None:
-                await self.aclient.aclose()
-            self.close()
-
-    def setup(self) -> None:
-        """Nothing to create on Redis (keys appear on first write); kept for parity with LangGraph."""
-
-    async def asetup(self) -> None:
-        """See :meth:`setup`."""
 
     # -- operations (no I/O: they yield command batches) ------------------------------------------
 
@@ -631,7 +611,7 @@ class ChatMemoryRedisStore(StoreBase):
         if self.client is None:
             raise TypeError("this ChatMemoryRedisStore has only an asyncio client: use the async methods")
         try:
-            self.client.execute_command("VCARD", vector_set_key(self.prefix, "", 1))  # type: ignore[no-untyped-call]
+            self.client.execute_command("VCARD", vector_set_key(self.prefix, "", 1))
         except (_redis.ConnectionError, _redis.TimeoutError) as e:
             raise BackendError(f"redis store operation failed: {e}") from e
         except _redis.RedisError as e:
